@@ -1,1 +1,25 @@
+//! The Skiff broker: a Kafka-compatible broker.
+//!
+//! - [`config`]: flags, environment and properties file.
+//! - [`server`]: start-up, listeners, shutdown; [`connection`]: one client
+//!   connection's frames; [`handlers`]: one module per Kafka API and the table
+//!   that drives dispatch and ApiVersions.
+//! - [`broker`]: shared state and background maintenance; [`cluster`]: the
+//!   durable metadata and the topic table; [`partition`]: one partition's log
+//!   and append signal (the log itself is the `skiff-log` crate).
+//! - [`topic_config`], [`config_entries`]: topic configs and how they are
+//!   described; [`errors`]: the one mapping to Kafka error codes.
+//! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod config_entries;
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod topic_config;

@@ -1,1 +1,36 @@
-fn main() {}
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match skiff_broker::config::BrokerConfig::load_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(skiff_broker::config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("skiff-broker: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("skiff-broker: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(skiff_broker::server::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("skiff-broker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

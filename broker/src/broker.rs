@@ -1,0 +1,248 @@
+//! The broker's shared state: configuration, the topic table, metrics, and
+//! the background maintenance (retention, time-based flushing).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::cluster::meta_store::MetaStore;
+use crate::cluster::topic_table::{Topic, TopicTable};
+use crate::config::{BrokerConfig, Listener};
+use crate::errors::{BrokerError, Result};
+use crate::metrics::Metrics;
+use crate::topic_config;
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    pub advertised: Vec<Listener>,
+    pub topics: TopicTable,
+    pub metrics: Metrics,
+    /// Dynamic broker-level configs (broker-level names), set by
+    /// (Incremental)AlterConfigs on a BROKER resource.
+    dynamic: RwLock<BTreeMap<String, String>>,
+    ready: AtomicBool,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Broker {
+    /// Opens the data directory: metadata, then every partition log (with
+    /// crash recovery).
+    pub fn open(config: BrokerConfig) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = MetaStore::open(&config.data_dir.join("meta"))?;
+        let cluster_id = store.cluster_id(config.cluster_id.as_deref())?;
+        if let Some(wanted) = &config.cluster_id
+            && wanted != &cluster_id
+        {
+            anyhow::bail!(
+                "data directory belongs to cluster {cluster_id:?}, not {wanted:?}; refusing to mix clusters"
+            );
+        }
+        let dynamic = store.broker_config()?;
+        let defaults = effective_defaults(&config, &dynamic);
+        let started = Instant::now();
+        let (topics, report) = TopicTable::open(config.data_dir.join("logs"), store, defaults)?;
+        let metrics = Metrics::new();
+        metrics
+            .recovery_truncated_bytes
+            .inc_by(report.truncated_bytes);
+        info!(
+            partitions = report.partitions,
+            truncated_bytes = report.truncated_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "opened partition logs"
+        );
+        let advertised = config.advertised_listeners()?;
+        Ok(Arc::new(Self {
+            cluster_id,
+            advertised,
+            topics,
+            metrics,
+            dynamic: RwLock::new(dynamic),
+            ready: AtomicBool::new(false),
+            config,
+        }))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The advertised endpoint clients use (the first listener).
+    pub fn endpoint(&self) -> &Listener {
+        // `advertised_listeners()` never returns an empty list.
+        &self.advertised[0]
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn dynamic_config(&self) -> BTreeMap<String, String> {
+        self.dynamic.read().clone()
+    }
+
+    /// Replaces the dynamic broker configs (broker-level names) and applies
+    /// the new defaults to every topic.
+    pub fn set_dynamic_config(
+        &self,
+        new: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<()> {
+        for (k, v) in &new {
+            let def = topic_config::def_by_broker_name(k).ok_or_else(|| {
+                BrokerError::InvalidConfig(format!(
+                    "broker config {k:?} cannot be changed at run time"
+                ))
+            })?;
+            topic_config::validate(def.name, v)
+                .map_err(|e| BrokerError::InvalidConfig(format!("{k}: {e}")))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.topics
+            .store()
+            .put_broker_config(&new)
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        self.topics
+            .set_defaults(effective_defaults(&self.config, &new))?;
+        *self.dynamic.write() = new;
+        Ok(())
+    }
+
+    /// Creates `name` as auto-creation does, when the broker allows it.
+    pub fn auto_create(&self, name: &str) -> Result<Arc<Topic>> {
+        match self.topics.create(
+            name,
+            self.config.num_partitions,
+            self.config.default_replication_factor,
+            BTreeMap::new(),
+            false,
+        ) {
+            // Another request created it in between: that is what we wanted.
+            Err(BrokerError::TopicAlreadyExists(_)) => self
+                .topics
+                .get(name)
+                .ok_or(BrokerError::UnknownTopicOrPartition),
+            other => other,
+        }
+    }
+
+    /// Brings the per-partition gauges up to date (called on scrape).
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.log_size.reset();
+        m.log_start_offset.reset();
+        m.log_end_offset.reset();
+        for p in self.topics.partitions() {
+            let idx = p.index.to_string();
+            let labels = [p.topic.as_ref(), idx.as_str()];
+            m.log_size
+                .with_label_values(&labels)
+                .set(p.size_bytes() as i64);
+            m.log_start_offset
+                .with_label_values(&labels)
+                .set(p.log_start_offset());
+            m.log_end_offset
+                .with_label_values(&labels)
+                .set(p.high_watermark());
+        }
+    }
+
+    /// Retention and time-based flushing, until `shutdown` flips.
+    pub async fn run_maintenance(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let retention_every =
+            Duration::from_millis(self.config.log_retention_check_interval_ms.max(10));
+        let mut retention = tokio::time::interval(retention_every);
+        let mut flush = tokio::time::interval(Duration::from_millis(100));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = retention.tick() => {
+                    let b = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+                }
+                _ = flush.tick() => {
+                    let b = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.flush_due()).await;
+                }
+            }
+        }
+    }
+
+    fn enforce_retention(&self) {
+        let now = now_ms();
+        for p in self.topics.partitions() {
+            match p.enforce_retention(now) {
+                Ok(r) if r.segments_deleted > 0 => {
+                    info!(topic = %p.topic, partition = p.index, segments = r.segments_deleted, bytes = r.bytes_deleted, log_start_offset = r.log_start_offset, "retention removed segments");
+                    self.metrics
+                        .retention_deleted_segments
+                        .with_label_values(&[p.topic.as_ref()])
+                        .inc_by(r.segments_deleted as u64);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    fn flush_due(&self) {
+        let now = Instant::now();
+        for p in self.topics.partitions() {
+            if let Err(e) = p.flush_if_due(now) {
+                self.metrics.storage_errors.inc();
+                warn!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+            }
+        }
+    }
+
+    /// fsyncs everything (clean shutdown).
+    pub fn flush_all(&self) {
+        for p in self.topics.partitions() {
+            if let Err(e) = p.flush() {
+                warn!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
+            }
+        }
+    }
+}
+
+/// The broker's defaults for topic configs (topic-level names): built-ins,
+/// then static flags, then dynamic broker configs.
+pub fn effective_defaults(
+    config: &BrokerConfig,
+    dynamic: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = config
+        .topic_defaults()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    for (k, v) in dynamic {
+        if let Some(def) = topic_config::def_by_broker_name(k) {
+            out.insert(def.name.to_string(), v.clone());
+        }
+    }
+    out
+}

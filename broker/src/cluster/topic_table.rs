@@ -1,0 +1,473 @@
+//! The topics this broker hosts: the in-memory table every request reads,
+//! kept in step with the metadata store and the partition directories.
+//!
+//! A [`Topic`] is an immutable snapshot; a change (new partitions, new
+//! configs) swaps in a new snapshot that shares the unchanged partitions, so
+//! readers never lock the table for longer than a map lookup.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use skiff_log::PartitionLog;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::meta_store::{MetaStore, TopicRecord};
+use crate::errors::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::topic_config::{self, TopicConfig};
+
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub replication_factor: i16,
+    pub partitions: Vec<Arc<Partition>>,
+    /// Topic-level overrides, as the client set them.
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.to_string(),
+            id: self.id,
+            partitions: self.partitions.len() as i32,
+            replication_factor: self.replication_factor,
+            configs: self.overrides.clone(),
+        }
+    }
+}
+
+/// What opening the table found on disk.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub partitions: usize,
+    pub truncated_bytes: u64,
+}
+
+pub struct TopicTable {
+    logs_dir: PathBuf,
+    store: MetaStore,
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Broker-wide defaults of topic configs (topic-level names).
+    defaults: RwLock<BTreeMap<String, String>>,
+    /// Serializes changes so two admin requests cannot interleave.
+    admin: Mutex<()>,
+}
+
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(BrokerError::InvalidTopic("topic name is empty".into()));
+    }
+    if name == "." || name == ".." {
+        return Err(BrokerError::InvalidTopic(format!(
+            "topic name cannot be {name:?}"
+        )));
+    }
+    if name.len() > 249 {
+        return Err(BrokerError::InvalidTopic(format!(
+            "topic name is {} characters long; the limit is 249",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(BrokerError::InvalidTopic(format!(
+            "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn partition_dir(logs_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    logs_dir.join(format!("{topic}-{index}"))
+}
+
+impl TopicTable {
+    /// Loads every topic from the store and opens (recovering) its logs.
+    /// Partition directories no topic owns (left by a delete cut short by a
+    /// crash) are removed.
+    pub fn open(
+        logs_dir: PathBuf,
+        store: MetaStore,
+        defaults: BTreeMap<String, String>,
+    ) -> anyhow::Result<(Self, OpenReport)> {
+        std::fs::create_dir_all(&logs_dir)?;
+        let mut report = OpenReport::default();
+        let mut topics = HashMap::new();
+        let mut owned = std::collections::HashSet::new();
+        for rec in store.topics()? {
+            let config = TopicConfig::resolve(&defaults, &rec.configs)
+                .map_err(|e| anyhow::anyhow!("topic {}: {e}", rec.name))?;
+            let name: Arc<str> = Arc::from(rec.name.as_str());
+            let mut partitions = Vec::new();
+            for index in 0..rec.partitions {
+                let dir = partition_dir(&logs_dir, &rec.name, index);
+                owned.insert(dir.clone());
+                let (log, recovery) = PartitionLog::open(&dir, config.log_config())
+                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
+                if recovery.truncated_bytes > 0 {
+                    warn!(
+                        partition = %dir.display(),
+                        truncated_bytes = recovery.truncated_bytes,
+                        "recovered partition by truncating a torn or corrupt tail"
+                    );
+                }
+                report.truncated_bytes += recovery.truncated_bytes;
+                report.partitions += 1;
+                partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+            }
+            topics.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    id: rec.id,
+                    replication_factor: rec.replication_factor,
+                    partitions,
+                    overrides: rec.configs,
+                    config,
+                }),
+            );
+        }
+        for entry in std::fs::read_dir(&logs_dir)? {
+            let path = entry?.path();
+            if path.is_dir() && !owned.contains(&path) {
+                warn!(dir = %path.display(), "removing a partition directory no topic owns");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    warn!(dir = %path.display(), error = %e, "could not remove orphan directory");
+                }
+            }
+        }
+        Ok((
+            Self {
+                logs_dir,
+                store,
+                topics: RwLock::new(topics),
+                defaults: RwLock::new(defaults),
+                admin: Mutex::new(()),
+            },
+            report,
+        ))
+    }
+
+    pub fn store(&self) -> &MetaStore {
+        &self.store
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    pub fn get_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics.read().values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        self.defaults.read().clone()
+    }
+
+    /// Creates a topic. With `validate_only`, checks everything and creates nothing.
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "number of partitions must be at least 1, got {partitions}"
+            )));
+        }
+        if partitions > 100_000 {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{partitions} partitions is more than this broker allows per topic (100000)"
+            )));
+        }
+        if replication_factor < 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor must be at least 1, got {replication_factor}"
+            )));
+        }
+        if replication_factor > 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {replication_factor} is larger than the number of brokers (1)"
+            )));
+        }
+        for (k, v) in &overrides {
+            topic_config::validate(k, v).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        }
+        let config = TopicConfig::resolve(&self.defaults.read(), &overrides)
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+
+        let _guard = self.admin.lock();
+        {
+            let topics = self.topics.read();
+            if topics.contains_key(name) {
+                return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+            }
+            // '.' and '_' collide in metric names, so Kafka refuses both.
+            let canon = name.replace('.', "_");
+            if let Some(other) = topics.keys().find(|t| t.replace('.', "_") == canon) {
+                return Err(BrokerError::InvalidTopic(format!(
+                    "topic {name:?} collides with existing topic {other:?} ('.' and '_' are treated alike)"
+                )));
+            }
+        }
+        let topic_name: Arc<str> = Arc::from(name);
+        let mut topic = Topic {
+            name: topic_name.clone(),
+            id: Uuid::new_v4(),
+            replication_factor,
+            partitions: Vec::new(),
+            overrides,
+            config,
+        };
+        if validate_only {
+            return Ok(Arc::new(topic));
+        }
+        topic.partitions = self.open_partitions(&topic_name, 0..partitions, &topic.config)?;
+        self.store
+            .put_topic(&topic.record())
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let topic = Arc::new(topic);
+        self.topics.write().insert(topic_name, topic.clone());
+        info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    fn open_partitions(
+        &self,
+        name: &Arc<str>,
+        range: std::ops::Range<i32>,
+        config: &TopicConfig,
+    ) -> Result<Vec<Arc<Partition>>> {
+        let mut out = Vec::new();
+        for index in range {
+            let dir = partition_dir(&self.logs_dir, name, index);
+            // A directory here belongs to nobody (a topic of the same name was
+            // deleted); starting from it would resurrect old records.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
+            }
+            let (log, _) = PartitionLog::open(&dir, config.log_config())?;
+            out.push(Arc::new(Partition::new(name.clone(), index, log)));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str) -> Result<Uuid> {
+        let _guard = self.admin.lock();
+        let topic = self
+            .topics
+            .write()
+            .remove(name)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.store
+            .delete_topic(name)
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        for p in &topic.partitions {
+            let dir = partition_dir(&self.logs_dir, name, p.index);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not remove deleted partition's directory; it is removed at next start");
+            }
+        }
+        info!(topic = name, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub fn add_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+        let _guard = self.admin.lock();
+        let topic = self.get(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let current = topic.partitions.len() as i32;
+        if total <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic {name:?} has {current} partitions; the new count must be larger, got {total}"
+            )));
+        }
+        if total > 100_000 {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{total} partitions is more than this broker allows per topic (100000)"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(self.open_partitions(&topic.name, current..total, &topic.config)?);
+        self.replace(
+            &topic,
+            partitions,
+            topic.overrides.clone(),
+            topic.config.clone(),
+        )?;
+        info!(topic = name, from = current, to = total, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides (AlterConfigs semantics; the caller
+    /// computes incremental changes).
+    pub fn set_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<()> {
+        for (k, v) in &overrides {
+            topic_config::validate(k, v).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        }
+        let config = TopicConfig::resolve(&self.defaults.read(), &overrides)
+            .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let _guard = self.admin.lock();
+        let topic = self.get(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        if validate_only {
+            return Ok(());
+        }
+        for p in &topic.partitions {
+            p.update_config(config.log_config());
+        }
+        self.replace(&topic, topic.partitions.clone(), overrides, config)
+    }
+
+    /// Installs new broker-wide defaults and re-resolves every topic.
+    pub fn set_defaults(&self, defaults: BTreeMap<String, String>) -> Result<()> {
+        let _guard = self.admin.lock();
+        let mut resolved = Vec::new();
+        for topic in self.all() {
+            let config = TopicConfig::resolve(&defaults, &topic.overrides)
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+            resolved.push((topic, config));
+        }
+        *self.defaults.write() = defaults;
+        for (topic, config) in resolved {
+            for p in &topic.partitions {
+                p.update_config(config.log_config());
+            }
+            let new = Arc::new(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                replication_factor: topic.replication_factor,
+                partitions: topic.partitions.clone(),
+                overrides: topic.overrides.clone(),
+                config,
+            });
+            self.topics.write().insert(topic.name.clone(), new);
+        }
+        Ok(())
+    }
+
+    fn replace(
+        &self,
+        old: &Topic,
+        partitions: Vec<Arc<Partition>>,
+        overrides: BTreeMap<String, String>,
+        config: TopicConfig,
+    ) -> Result<()> {
+        let new = Arc::new(Topic {
+            name: old.name.clone(),
+            id: old.id,
+            replication_factor: old.replication_factor,
+            partitions,
+            overrides,
+            config,
+        });
+        self.store
+            .put_topic(&new.record())
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        self.topics.write().insert(new.name.clone(), new);
+        Ok(())
+    }
+
+    /// Every partition of every topic.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics
+            .read()
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dir: &Path) -> TopicTable {
+        let store = MetaStore::open(&dir.join("meta")).unwrap();
+        TopicTable::open(dir.join("logs"), store, BTreeMap::new())
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn created_topics_survive_reopen_and_deleted_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let t = table(dir.path());
+            t.create("a", 3, 1, BTreeMap::new(), false).unwrap();
+            t.create("b", 1, 1, BTreeMap::new(), false).unwrap();
+            t.delete("b").unwrap();
+            t.add_partitions("a", 5, false).unwrap();
+        }
+        let t = table(dir.path());
+        assert_eq!(t.get("a").unwrap().partitions.len(), 5);
+        assert!(t.get("b").is_none());
+        assert!(!dir.path().join("logs/b-0").exists());
+    }
+
+    #[test]
+    fn collisions_and_duplicates_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = table(dir.path());
+        t.create("a.b", 1, 1, BTreeMap::new(), false).unwrap();
+        assert!(matches!(
+            t.create("a.b", 1, 1, BTreeMap::new(), false),
+            Err(BrokerError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            t.create("a_b", 1, 1, BTreeMap::new(), false),
+            Err(BrokerError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            t.create("c", 1, 3, BTreeMap::new(), false),
+            Err(BrokerError::InvalidReplicationFactor(_))
+        ));
+        assert!(t.create("v", 1, 1, BTreeMap::new(), true).is_ok());
+        assert!(t.get("v").is_none());
+    }
+}

@@ -1,0 +1,63 @@
+//! The config resources (Kafka's ConfigResource) that DescribeConfigs,
+//! AlterConfigs and IncrementalAlterConfigs act on: one place resolves a
+//! (type, name) pair, reads its overrides and installs new ones.
+
+use std::collections::BTreeMap;
+
+use crate::broker::Broker;
+use crate::errors::{BrokerError, Result};
+
+pub const TOPIC: i8 = 2;
+pub const BROKER: i8 = 4;
+
+/// A resolved config resource.
+pub enum Resource {
+    Topic(String),
+    Broker,
+}
+
+pub fn resolve(broker: &Broker, resource_type: i8, name: &str) -> Result<Resource> {
+    match resource_type {
+        TOPIC => {
+            if broker.topics.get(name).is_none() {
+                return Err(BrokerError::UnknownTopicOrPartition);
+            }
+            Ok(Resource::Topic(name.to_string()))
+        }
+        // "" is the cluster-wide default; with one broker it is the same as
+        // this broker's own entry.
+        BROKER if name.is_empty() || name == broker.node_id().to_string() => Ok(Resource::Broker),
+        BROKER => Err(BrokerError::InvalidRequest(format!(
+            "broker {name:?} does not exist; this is broker {}",
+            broker.node_id()
+        ))),
+        other => Err(BrokerError::InvalidRequest(format!(
+            "config resource type {other} is not supported (topics and brokers are)"
+        ))),
+    }
+}
+
+/// The overrides currently set on a resource.
+pub fn overrides(broker: &Broker, r: &Resource) -> Result<BTreeMap<String, String>> {
+    match r {
+        Resource::Topic(name) => broker
+            .topics
+            .get(name)
+            .map(|t| t.overrides.clone())
+            .ok_or(BrokerError::UnknownTopicOrPartition),
+        Resource::Broker => Ok(broker.dynamic_config()),
+    }
+}
+
+/// Replaces a resource's overrides.
+pub fn install(
+    broker: &Broker,
+    r: &Resource,
+    overrides: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<()> {
+    match r {
+        Resource::Topic(name) => broker.topics.set_configs(name, overrides, validate_only),
+        Resource::Broker => broker.set_dynamic_config(overrides, validate_only),
+    }
+}

@@ -1,0 +1,191 @@
+//! One module per Kafka API, and the one table — [`SUPPORTED`] — that drives
+//! both dispatch and the ApiVersions answer, so the two cannot drift.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tracing::debug;
+
+use crate::broker::Broker;
+
+mod alter_configs;
+mod api_versions;
+mod config_resource;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod fetch;
+mod incremental_alter_configs;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod unsupported;
+
+/// What a handler needs to know about the request beyond its body.
+pub struct RequestContext<'a> {
+    pub broker: &'a Arc<Broker>,
+    pub version: i16,
+    pub client_id: Option<&'a str>,
+    pub peer: SocketAddr,
+}
+
+/// What the connection does with a request.
+pub enum Outcome {
+    /// Write this (complete frame, size prefix included).
+    Respond(BytesMut),
+    /// Send nothing (a Produce with acks=0).
+    Silent,
+    /// The request cannot be understood: log and close the connection.
+    Close(String),
+}
+
+macro_rules! apis {
+    ($( $key:ident => $module:ident :: $req:ty, $min:literal ..= $max:literal; )*) => {
+        /// Every API this broker implements, with the versions it serves.
+        pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$key, $min, $max), )* ];
+
+        async fn call(ctx: &RequestContext<'_>, key: ApiKey, body: &mut Bytes) -> Result<Option<BytesMut>, String> {
+            match key {
+                $( ApiKey::$key => {
+                    let req = <$req>::decode(body, ctx.version).map_err(|e| e.to_string())?;
+                    let expects_response = response_expected(&req);
+                    let resp = $module::handle(ctx, req).await;
+                    if !expects_response {
+                        return Ok(None);
+                    }
+                    let mut buf = BytesMut::new();
+                    resp.encode(&mut buf, ctx.version).map_err(|e| format!("encoding response: {e}"))?;
+                    Ok(Some(buf))
+                } )*
+                _ => Err(format!("{key:?} is not implemented")),
+            }
+        }
+    };
+}
+
+apis! {
+    Produce => produce::ProduceRequest, 3..=11;
+    Fetch => fetch::FetchRequest, 4..=16;
+    ListOffsets => list_offsets::ListOffsetsRequest, 1..=10;
+    Metadata => metadata::MetadataRequest, 0..=12;
+    ApiVersions => api_versions::ApiVersionsRequest, 0..=3;
+    CreateTopics => create_topics::CreateTopicsRequest, 2..=7;
+    DeleteTopics => delete_topics::DeleteTopicsRequest, 1..=6;
+    DescribeConfigs => describe_configs::DescribeConfigsRequest, 1..=4;
+    AlterConfigs => alter_configs::AlterConfigsRequest, 0..=2;
+    CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3;
+    IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1;
+    DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+}
+
+/// Produce with acks=0 is the one request Kafka never answers.
+fn response_expected<T: 'static>(req: &T) -> bool {
+    (req as &dyn std::any::Any)
+        .downcast_ref::<ProduceRequest>()
+        .is_none_or(|p| p.acks != 0)
+}
+
+fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Handles one request frame (without its size prefix).
+pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Outcome {
+    let started = Instant::now();
+    if frame.len() < 8 {
+        return Outcome::Close(format!(
+            "frame of {} bytes is too short for a request header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Outcome::Close(format!("unknown API key {raw_key}"));
+    };
+    let supported = supported_range(key);
+    if !supported.is_some_and(|(min, max)| (min..=max).contains(&version)) {
+        return unsupported::respond(broker, key, version, correlation_id, supported);
+    }
+
+    let mut body = frame;
+    let header_version = key.request_header_version(version);
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("bad {key:?} v{version} request header: {e}")),
+    };
+    let client_id = header.client_id.as_ref().map(|s| s.as_str());
+    let ctx = RequestContext {
+        broker,
+        version,
+        client_id,
+        peer,
+    };
+    let label = api_label(key);
+    let result = call(&ctx, key, &mut body).await;
+    let m = &broker.metrics;
+    m.requests.with_label_values(&[label]).inc();
+    m.request_latency
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Err(reason) => Outcome::Close(format!("bad {key:?} v{version} request: {reason}")),
+        Ok(None) => Outcome::Silent,
+        Ok(Some(body)) => {
+            debug!(api = label, version, correlation_id, "answered");
+            Outcome::Respond(frame_response(key, version, correlation_id, &body))
+        }
+    }
+}
+
+/// Prefixes `body` with the size and the response header for `key`/`version`.
+pub fn frame_response(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut head = BytesMut::new();
+    // A response header has only the correlation id and, when flexible, an
+    // empty tag section: it always encodes.
+    let _ = header.encode(&mut head, key.response_header_version(version));
+    let mut out = BytesMut::with_capacity(4 + head.len() + body.len());
+    out.extend_from_slice(&((head.len() + body.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A static name per API for metric labels.
+pub fn api_label(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}
+
+/// Counts an error returned to a client.
+pub fn count_error(ctx: &RequestContext<'_>, api: &'static str, error: &'static str) {
+    ctx.broker
+        .metrics
+        .request_errors
+        .with_label_values(&[api, error])
+        .inc();
+}

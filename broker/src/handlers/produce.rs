@@ -1,0 +1,174 @@
+//! Produce: validate each partition's batches, append them, answer per partition.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use skiff_log::{AppendInfo, TimestampMode, batch};
+
+use super::RequestContext;
+use crate::broker::now_ms;
+use crate::cluster::topic_table::Topic;
+use crate::errors::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::topic_config::TimestampType;
+
+/// One partition's share of the request, ready to append.
+struct Work {
+    topic: usize,
+    slot: usize,
+    partition: Arc<Partition>,
+    records: BytesMut,
+    mode: TimestampMode,
+}
+
+pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceResponse {
+    let broker = ctx.broker;
+    let acks_ok = matches!(req.acks, -1..=1);
+    let mut responses: Vec<TopicProduceResponse> = Vec::with_capacity(req.topic_data.len());
+    let mut work = Vec::new();
+    let mut topics: Vec<Option<Arc<Topic>>> = Vec::new();
+
+    for (ti, td) in req.topic_data.into_iter().enumerate() {
+        let topic = if td.name.is_empty() {
+            broker.topics.get_by_id(td.topic_id)
+        } else {
+            broker.topics.get(td.name.as_str())
+        };
+        let mut parts = Vec::with_capacity(td.partition_data.len());
+        for (slot, pd) in td.partition_data.into_iter().enumerate() {
+            let resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let checked = check(
+                ctx,
+                req.acks,
+                acks_ok,
+                topic.as_deref(),
+                pd.index,
+                pd.records,
+            );
+            match checked {
+                Ok((partition, records, mode)) => {
+                    work.push(Work {
+                        topic: ti,
+                        slot,
+                        partition,
+                        records,
+                        mode,
+                    });
+                    parts.push(resp);
+                }
+                Err(e) => parts.push(error(ctx, resp, &e)),
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(td.name)
+                .with_topic_id(td.topic_id)
+                .with_partition_responses(parts),
+        );
+        topics.push(topic);
+    }
+
+    // Appends write files and may fsync: off the async workers, all of this
+    // request's partitions in one hop, in request order.
+    let results = if work.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || {
+            work.into_iter()
+                .map(|mut w| {
+                    let r = w.partition.append(&mut w.records, w.mode);
+                    (w.topic, w.slot, w.partition, w.records.len(), r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
+
+    for (ti, slot, partition, size, result) in results {
+        let resp = &mut responses[ti].partition_responses[slot];
+        match result {
+            Ok(info) => {
+                record_metrics(ctx, &partition, size, &info);
+                resp.base_offset = info.base_offset;
+                resp.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                if ctx.version >= 5 {
+                    resp.log_start_offset = info.log_start_offset;
+                }
+            }
+            Err(e) => {
+                if matches!(e, BrokerError::Storage(_)) {
+                    broker.metrics.storage_errors.inc();
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");
+                }
+                *resp = error(ctx, std::mem::take(resp), &e);
+            }
+        }
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+fn check(
+    _ctx: &RequestContext<'_>,
+    acks: i16,
+    acks_ok: bool,
+    topic: Option<&Topic>,
+    index: i32,
+    records: Option<bytes::Bytes>,
+) -> Result<(Arc<Partition>, BytesMut, TimestampMode)> {
+    let topic = topic.ok_or(BrokerError::UnknownTopicOrPartition)?;
+    let partition = topic
+        .partition(index)
+        .ok_or(BrokerError::UnknownTopicOrPartition)?
+        .clone();
+    if !acks_ok {
+        return Err(BrokerError::InvalidRequiredAcks(acks));
+    }
+    let records = records
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| BrokerError::InvalidRecord("produce request without records".into()))?;
+    let max = topic.config.max_message_bytes;
+    for item in batch::headers(&records) {
+        let (_, header) = item?;
+        if header.size() as i64 > max {
+            return Err(BrokerError::MessageTooLarge {
+                size: header.size(),
+                max,
+            });
+        }
+    }
+    let mode = match topic.config.timestamp_type {
+        TimestampType::CreateTime => TimestampMode::CreateTime,
+        TimestampType::LogAppendTime => TimestampMode::LogAppendTime(now_ms()),
+    };
+    // The log rewrites offsets in place; copying here is the one copy of
+    // the batch bytes between the socket and the file.
+    Ok((partition, BytesMut::from(&records[..]), mode))
+}
+
+fn error(
+    ctx: &RequestContext<'_>,
+    resp: PartitionProduceResponse,
+    e: &BrokerError,
+) -> PartitionProduceResponse {
+    super::count_error(ctx, "Produce", e.label());
+    // error_message exists from v8; older clients get the code alone.
+    let message = (ctx.version >= 8).then(|| StrBytes::from_string(e.to_string()));
+    resp.with_error_code(e.code()).with_error_message(message)
+}
+
+fn record_metrics(ctx: &RequestContext<'_>, p: &Partition, size: usize, info: &AppendInfo) {
+    let m = &ctx.broker.metrics;
+    let topic = [p.topic.as_ref()];
+    m.bytes_in.with_label_values(&topic).inc_by(size as u64);
+    m.messages_in
+        .with_label_values(&topic)
+        .inc_by(info.record_count);
+}

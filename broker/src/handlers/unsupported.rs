@@ -1,0 +1,91 @@
+//! Requests for APIs or versions this broker does not serve.
+//!
+//! Clients only send what ApiVersions advertised, so these are rare; still,
+//! the answer is a well-formed response carrying UNSUPPORTED_VERSION wherever
+//! the response has a top-level error code, never a silent drop. An ApiVersions
+//! request of a newer version gets the v0 answer with the supported list, as
+//! Kafka does, so the client can retry with a version both know.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Encodable;
+
+use super::{Outcome, api_versions, frame_response};
+use crate::broker::Broker;
+
+const UNSUPPORTED: i16 = ResponseError::UnsupportedVersion.code();
+
+macro_rules! error_response {
+    ($key:expr, $version:expr, $( $api:ident => $resp:ty ),* $(,)?) => {
+        match $key {
+            $( ApiKey::$api => {
+                let mut resp = <$resp>::default();
+                resp.error_code = UNSUPPORTED;
+                let mut buf = BytesMut::new();
+                resp.encode(&mut buf, $version).ok().map(|_| buf)
+            } )*
+            _ => None,
+        }
+    };
+}
+
+pub fn respond(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    supported: Option<(i16, i16)>,
+) -> Outcome {
+    broker
+        .metrics
+        .request_errors
+        .with_label_values(&[super::api_label(key), "unsupported_version"])
+        .inc();
+    if key == ApiKey::ApiVersions {
+        let resp = api_versions::response(UNSUPPORTED);
+        let mut buf = BytesMut::new();
+        if resp.encode(&mut buf, 0).is_ok() {
+            return Outcome::Respond(frame_response(key, 0, correlation_id, &buf));
+        }
+    }
+    let body = error_response!(key, version,
+        FindCoordinator => FindCoordinatorResponse,
+        JoinGroup => JoinGroupResponse,
+        Heartbeat => HeartbeatResponse,
+        LeaveGroup => LeaveGroupResponse,
+        SyncGroup => SyncGroupResponse,
+        ListGroups => ListGroupsResponse,
+        SaslHandshake => SaslHandshakeResponse,
+        SaslAuthenticate => SaslAuthenticateResponse,
+        InitProducerId => InitProducerIdResponse,
+        AddOffsetsToTxn => AddOffsetsToTxnResponse,
+        EndTxn => EndTxnResponse,
+        DescribeAcls => DescribeAclsResponse,
+        DescribeLogDirs => DescribeLogDirsResponse,
+        DescribeClientQuotas => DescribeClientQuotasResponse,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+        AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+        ListPartitionReassignments => ListPartitionReassignmentsResponse,
+        OffsetDelete => OffsetDeleteResponse,
+        ElectLeaders => ElectLeadersResponse,
+        ListTransactions => ListTransactionsResponse,
+        UnregisterBroker => UnregisterBrokerResponse,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
+        GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,
+        PushTelemetry => PushTelemetryResponse,
+    );
+    match body {
+        Some(body) => Outcome::Respond(frame_response(key, version, correlation_id, &body)),
+        None => Outcome::Close(match supported {
+            Some((min, max)) => format!(
+                "{key:?} v{version} is not supported (this broker serves v{min}-v{max}) and its response has no error field to say so"
+            ),
+            None => {
+                format!("{key:?} is not implemented and its response has no error field to say so")
+            }
+        }),
+    }
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics, all named `skiff_*`. One registry per broker so tests
+//! can run several brokers in one process.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub messages_in: IntCounterVec,
+    pub messages_out: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_latency: HistogramVec,
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+    pub malformed_frames: IntCounter,
+    pub log_size: IntGaugeVec,
+    pub log_start_offset: IntGaugeVec,
+    pub log_end_offset: IntGaugeVec,
+    pub recovery_truncated_bytes: IntCounter,
+    pub retention_deleted_segments: IntCounterVec,
+    pub storage_errors: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    /// Builds and registers every metric. The definitions are constants, so a
+    /// failure here is a bug, not an input error.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let request_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "skiff_request_duration_seconds",
+                "Time from a request's arrival to its response, per Kafka API",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["api"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(request_latency.clone()))
+            .expect("metric registered once");
+        let connections_active = IntGauge::new(
+            "skiff_connections_active",
+            "Client connections currently open",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(connections_active.clone()))
+            .expect("metric registered once");
+        Self {
+            bytes_in: counter_vec(
+                &r,
+                "skiff_topic_bytes_in_total",
+                "Record batch bytes produced, per topic",
+                &["topic"],
+            ),
+            bytes_out: counter_vec(
+                &r,
+                "skiff_topic_bytes_out_total",
+                "Record batch bytes fetched, per topic",
+                &["topic"],
+            ),
+            messages_in: counter_vec(
+                &r,
+                "skiff_topic_messages_in_total",
+                "Records produced, per topic",
+                &["topic"],
+            ),
+            messages_out: counter_vec(
+                &r,
+                "skiff_topic_messages_out_total",
+                "Records fetched, per topic",
+                &["topic"],
+            ),
+            requests: counter_vec(
+                &r,
+                "skiff_requests_total",
+                "Requests handled, per Kafka API",
+                &["api"],
+            ),
+            request_errors: counter_vec(
+                &r,
+                "skiff_request_errors_total",
+                "Errors returned to clients, per Kafka API and error",
+                &["api", "error"],
+            ),
+            request_latency,
+            connections_active,
+            connections_total: counter(
+                &r,
+                "skiff_connections_total",
+                "Client connections accepted",
+            ),
+            malformed_frames: counter(
+                &r,
+                "skiff_malformed_frames_total",
+                "Connections closed because a frame could not be decoded",
+            ),
+            log_size: gauge_vec(
+                &r,
+                "skiff_partition_log_size_bytes",
+                "Bytes on disk, per partition",
+                &["topic", "partition"],
+            ),
+            log_start_offset: gauge_vec(
+                &r,
+                "skiff_partition_log_start_offset",
+                "First offset still stored, per partition",
+                &["topic", "partition"],
+            ),
+            log_end_offset: gauge_vec(
+                &r,
+                "skiff_partition_log_end_offset",
+                "Next offset to be written, per partition",
+                &["topic", "partition"],
+            ),
+            recovery_truncated_bytes: counter(
+                &r,
+                "skiff_log_recovery_truncated_bytes_total",
+                "Bytes cut from torn or corrupt segment tails at start-up",
+            ),
+            retention_deleted_segments: counter_vec(
+                &r,
+                "skiff_log_retention_deleted_segments_total",
+                "Segments removed by retention, per topic",
+                &["topic"],
+            ),
+            storage_errors: counter(
+                &r,
+                "skiff_storage_errors_total",
+                "Writes that failed on the disk",
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
