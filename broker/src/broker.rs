@@ -25,7 +25,7 @@ pub struct Broker {
     pub metrics: Metrics,
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
-    dynamic: RwLock<BTreeMap<String, String>>,
+    dynamic: RwLock<DynamicConfig>,
     ready: AtomicBool,
 }
 
@@ -50,7 +50,10 @@ impl Broker {
                 "data directory belongs to cluster {cluster_id:?}, not {wanted:?}; refusing to mix clusters"
             );
         }
-        let dynamic = store.broker_config()?;
+        let dynamic = DynamicConfig {
+            broker: store.broker_config(&config.node_id.to_string())?,
+            cluster: store.broker_config(CLUSTER_SCOPE)?,
+        };
         let defaults = effective_defaults(&config, &dynamic);
         let started = Instant::now();
         let (topics, report) = TopicTable::open(config.data_dir.join("logs"), store, defaults)?;
@@ -94,14 +97,16 @@ impl Broker {
         self.ready.load(Ordering::SeqCst)
     }
 
-    pub fn dynamic_config(&self) -> BTreeMap<String, String> {
+    pub fn dynamic_config(&self) -> DynamicConfig {
         self.dynamic.read().clone()
     }
 
-    /// Replaces the dynamic broker configs (broker-level names) and applies
-    /// the new defaults to every topic.
+    /// Replaces the dynamic broker configs (broker-level names) of this
+    /// broker, or the cluster-wide ones, and applies the new defaults to
+    /// every topic.
     pub fn set_dynamic_config(
         &self,
+        cluster_wide: bool,
         new: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<()> {
@@ -117,13 +122,23 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
+        let scope = if cluster_wide {
+            CLUSTER_SCOPE.to_string()
+        } else {
+            self.node_id().to_string()
+        };
         self.topics
             .store()
-            .put_broker_config(&new)
+            .put_broker_config(&scope, &new)
             .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let mut dynamic = self.dynamic.write();
+        if cluster_wide {
+            dynamic.cluster = new;
+        } else {
+            dynamic.broker = new;
+        }
         self.topics
-            .set_defaults(effective_defaults(&self.config, &new))?;
-        *self.dynamic.write() = new;
+            .set_defaults(effective_defaults(&self.config, &dynamic))?;
         Ok(())
     }
 
@@ -228,18 +243,29 @@ impl Broker {
     }
 }
 
+/// The metadata store's scope for cluster-wide dynamic broker configs.
+const CLUSTER_SCOPE: &str = "default";
+
+/// Dynamic broker configs: this broker's own, and the cluster-wide defaults
+/// (Kafka's resource names "<id>" and ""). The broker's own win.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicConfig {
+    pub broker: BTreeMap<String, String>,
+    pub cluster: BTreeMap<String, String>,
+}
+
 /// The broker's defaults for topic configs (topic-level names): built-ins,
-/// then static flags, then dynamic broker configs.
+/// then static flags, then cluster-wide and per-broker dynamic configs.
 pub fn effective_defaults(
     config: &BrokerConfig,
-    dynamic: &BTreeMap<String, String>,
+    dynamic: &DynamicConfig,
 ) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = config
         .topic_defaults()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    for (k, v) in dynamic {
+    for (k, v) in dynamic.cluster.iter().chain(dynamic.broker.iter()) {
         if let Some(def) = topic_config::def_by_broker_name(k) {
             out.insert(def.name.to_string(), v.clone());
         }

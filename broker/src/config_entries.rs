@@ -26,7 +26,14 @@ fn broker_level(
 ) -> (String, ConfigSource, Vec<(String, String, ConfigSource)>) {
     let mut synonyms = Vec::new();
     let dynamic = broker.dynamic_config();
-    if let Some(v) = dynamic.get(broker_name) {
+    if let Some(v) = dynamic.broker.get(broker_name) {
+        synonyms.push((
+            broker_name.to_string(),
+            v.clone(),
+            ConfigSource::DynamicBrokerConfig,
+        ));
+    }
+    if let Some(v) = dynamic.cluster.get(broker_name) {
         synonyms.push((
             broker_name.to_string(),
             v.clone(),

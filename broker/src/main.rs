@@ -34,3 +34,10 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+// jemalloc maps large blocks with MAP_NORESERVE when the kernel overcommits,
+// so a preposterous array length in a malformed request (kafka-protocol sizes
+// `Vec::with_capacity` from the wire before decoding) reserves address space
+// instead of aborting the process; the decode then fails on the short frame.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -41,7 +41,7 @@ pub struct MetaStore {
 
 const TOPIC_PREFIX: &str = "topic/";
 const CLUSTER_ID: &str = "cluster_id";
-const BROKER_CONFIG: &str = "broker_config";
+const BROKER_CONFIG: &str = "broker_config/";
 
 impl MetaStore {
     /// Opens (or creates) the store in `dir`.
@@ -98,20 +98,25 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Dynamic broker-level config overrides (broker-level names).
-    pub fn broker_config(&self) -> Result<BTreeMap<String, String>, MetaStoreError> {
-        match self.db.get(BROKER_CONFIG)? {
+    /// Dynamic broker-level config overrides (broker-level names) of one
+    /// scope: a broker id, or `default` for the cluster-wide defaults.
+    pub fn broker_config(&self, scope: &str) -> Result<BTreeMap<String, String>, MetaStoreError> {
+        let key = format!("{BROKER_CONFIG}{scope}");
+        match self.db.get(&key)? {
             None => Ok(BTreeMap::new()),
-            Some(v) => serde_json::from_slice(&v).map_err(|source| MetaStoreError::Decode {
-                key: BROKER_CONFIG.into(),
-                source,
-            }),
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|source| MetaStoreError::Decode { key, source })
+            }
         }
     }
 
-    pub fn put_broker_config(&self, cfg: &BTreeMap<String, String>) -> Result<(), MetaStoreError> {
+    pub fn put_broker_config(
+        &self,
+        scope: &str,
+        cfg: &BTreeMap<String, String>,
+    ) -> Result<(), MetaStoreError> {
         let v = serde_json::to_vec(cfg).unwrap_or_default();
-        self.db.insert(BROKER_CONFIG, v)?;
+        self.db.insert(format!("{BROKER_CONFIG}{scope}"), v)?;
         self.db.flush()?;
         Ok(())
     }
@@ -136,13 +141,17 @@ mod tests {
             let s = MetaStore::open(dir.path()).unwrap();
             id = s.cluster_id(None).unwrap();
             s.put_topic(&rec).unwrap();
-            s.put_broker_config(&[("log.retention.ms".to_string(), "9".to_string())].into())
-                .unwrap();
+            s.put_broker_config(
+                "0",
+                &[("log.retention.ms".to_string(), "9".to_string())].into(),
+            )
+            .unwrap();
         }
         let s = MetaStore::open(dir.path()).unwrap();
         assert_eq!(s.cluster_id(Some("other")).unwrap(), id);
         assert_eq!(s.topics().unwrap(), vec![rec]);
-        assert_eq!(s.broker_config().unwrap()["log.retention.ms"], "9");
+        assert_eq!(s.broker_config("0").unwrap()["log.retention.ms"], "9");
+        assert!(s.broker_config("default").unwrap().is_empty());
         s.delete_topic("a.b").unwrap();
         assert!(s.topics().unwrap().is_empty());
     }

@@ -13,7 +13,10 @@ pub const BROKER: i8 = 4;
 /// A resolved config resource.
 pub enum Resource {
     Topic(String),
-    Broker,
+    /// This broker (`cluster_wide` false) or the cluster-wide defaults.
+    Broker {
+        cluster_wide: bool,
+    },
 }
 
 pub fn resolve(broker: &Broker, resource_type: i8, name: &str) -> Result<Resource> {
@@ -24,9 +27,10 @@ pub fn resolve(broker: &Broker, resource_type: i8, name: &str) -> Result<Resourc
             }
             Ok(Resource::Topic(name.to_string()))
         }
-        // "" is the cluster-wide default; with one broker it is the same as
-        // this broker's own entry.
-        BROKER if name.is_empty() || name == broker.node_id().to_string() => Ok(Resource::Broker),
+        BROKER if name.is_empty() => Ok(Resource::Broker { cluster_wide: true }),
+        BROKER if name == broker.node_id().to_string() => Ok(Resource::Broker {
+            cluster_wide: false,
+        }),
         BROKER => Err(BrokerError::InvalidRequest(format!(
             "broker {name:?} does not exist; this is broker {}",
             broker.node_id()
@@ -45,7 +49,10 @@ pub fn overrides(broker: &Broker, r: &Resource) -> Result<BTreeMap<String, Strin
             .get(name)
             .map(|t| t.overrides.clone())
             .ok_or(BrokerError::UnknownTopicOrPartition),
-        Resource::Broker => Ok(broker.dynamic_config()),
+        Resource::Broker { cluster_wide: true } => Ok(broker.dynamic_config().cluster),
+        Resource::Broker {
+            cluster_wide: false,
+        } => Ok(broker.dynamic_config().broker),
     }
 }
 
@@ -58,6 +65,8 @@ pub fn install(
 ) -> Result<()> {
     match r {
         Resource::Topic(name) => broker.topics.set_configs(name, overrides, validate_only),
-        Resource::Broker => broker.set_dynamic_config(overrides, validate_only),
+        Resource::Broker { cluster_wide } => {
+            broker.set_dynamic_config(*cluster_wide, overrides, validate_only)
+        }
     }
 }

@@ -25,7 +25,7 @@ pub async fn handle(
                 Some(t) => topic_entries(broker, &t.overrides),
                 None => Vec::new(),
             },
-            Ok(Resource::Broker) => broker_entries(broker),
+            Ok(Resource::Broker { .. }) => broker_entries(broker),
             Err(e) => {
                 super::count_error(ctx, "DescribeConfigs", e.label());
                 results.push(

@@ -27,7 +27,7 @@ pub async fn handle(
                 let value = c.value.as_ref().map(|v| v.to_string());
                 let is_list = match &res {
                     Resource::Topic(_) => topic_config::def(&name),
-                    Resource::Broker => topic_config::def_by_broker_name(&name),
+                    Resource::Broker { .. } => topic_config::def_by_broker_name(&name),
                 }
                 .is_some_and(|d| d.kind == ConfigType::List);
                 match c.config_operation {

@@ -115,7 +115,7 @@ pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> O
     };
     let supported = supported_range(key);
     if !supported.is_some_and(|(min, max)| (min..=max).contains(&version)) {
-        return unsupported::respond(broker, key, version, correlation_id, supported);
+        return unsupported::respond(broker, key, version, correlation_id, supported, &frame);
     }
 
     let mut body = frame;

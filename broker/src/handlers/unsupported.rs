@@ -38,6 +38,7 @@ pub fn respond(
     version: i16,
     correlation_id: i32,
     supported: Option<(i16, i16)>,
+    frame: &bytes::Bytes,
 ) -> Outcome {
     broker
         .metrics
@@ -51,7 +52,14 @@ pub fn respond(
             return Outcome::Respond(frame_response(key, 0, correlation_id, &buf));
         }
     }
+    if key == ApiKey::Produce
+        && let Some(body) = produce_error(version, frame)
+    {
+        return Outcome::Respond(frame_response(key, version, correlation_id, &body));
+    }
     let body = error_response!(key, version,
+        Metadata => MetadataResponse,
+        Fetch => FetchResponse,
         FindCoordinator => FindCoordinatorResponse,
         JoinGroup => JoinGroupResponse,
         Heartbeat => HeartbeatResponse,
@@ -88,4 +96,41 @@ pub fn respond(
             }
         }),
     }
+}
+
+/// Produce has no top-level error code: answer every partition the request
+/// names with UNSUPPORTED_VERSION, when the codec can read that version.
+fn produce_error(version: i16, frame: &bytes::Bytes) -> Option<BytesMut> {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::protocol::Decodable;
+    let mut body = frame.clone();
+    RequestHeader::decode(&mut body, ApiKey::Produce.request_header_version(version)).ok()?;
+    let req = ProduceRequest::decode(&mut body, version).ok()?;
+    if req.acks == 0 {
+        return None;
+    }
+    let resp = ProduceResponse::default().with_responses(
+        req.topic_data
+            .into_iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(UNSUPPORTED)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    let mut buf = BytesMut::new();
+    resp.encode(&mut buf, version).ok().map(|_| buf)
 }

@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""Skiff benchmark driver: throughput, CPU cost, end-to-end latency, idle RSS.
+
+Starts its own skiff-broker (SKIFF_BROKER_BIN, default flush policy, data in a
+temp dir, free ports) through e2e/skiff.py and drives it with librdkafka
+clients (confluent-kafka) running in separate processes, so the Python
+client's own CPU is not in the broker's numbers and the GIL is not shared.
+
+  (a) produce throughput   acks=1, linger.ms=5, no compression, 1 KiB values,
+                           until --produce-bytes or --produce-seconds
+  (b) consume throughput   the data from (a), from the beginning, one consumer
+  (c) broker CPU           utime+stime of the broker (/proc/<pid>/stat) per GB
+                           produced (and per GB consumed)
+  (d) end-to-end latency   a producer process paced at --latency-rate msg/s,
+                           a consumer process; p50/p99/max of receive time
+                           minus the send timestamp carried in the payload
+  (e) idle RSS             a fresh broker: VmRSS before and after creating a
+                           100-partition topic and producing a little to each
+
+Prints a markdown table (and --json FILE writes the numbers).  --quick runs a
+short smoke version of everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+import skiff  # noqa: E402
+
+MB = 1_000_000
+GB = 1_000_000_000
+MSG_SIZE = 1024
+
+
+# ------------------------------------------------------------------ workers
+def _producer_worker(bootstrap, topic, max_bytes, seconds, msg_size, worker, out_q):
+    from confluent_kafka import Producer
+
+    errors = []
+
+    def on_err(err, msg):
+        if err is not None:
+            errors.append(str(err))
+
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "1",
+        "linger.ms": 5,
+        "compression.type": "none",
+        "batch.size": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "queue.buffering.max.messages": 1_000_000,
+        "delivery.report.only.error": True,
+        "on_delivery": on_err,
+        "message.timeout.ms": 120_000,
+    })
+    payload = os.urandom(msg_size)
+    n = 0
+    sent = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while sent < max_bytes:
+        try:
+            p.produce(topic, value=payload)
+        except BufferError:
+            p.poll(0.005)
+            continue
+        n += 1
+        sent += msg_size
+        if n % 2000 == 0:
+            p.poll(0)
+            if time.perf_counter() >= deadline:
+                break
+    left = p.flush(180)
+    t1 = time.perf_counter()
+    out_q.put({"worker": worker, "messages": n - left, "bytes": (n - left) * msg_size,
+               "seconds": t1 - t0, "errors": len(errors), "first_error": errors[:1],
+               "undelivered": left})
+
+
+def _consumer_worker(bootstrap, topic, partitions, expect_messages, timeout, out_q):
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "skiff-bench",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 52_428_800,
+        "max.partition.fetch.bytes": 10_485_760,
+        "queued.max.messages.kbytes": 262_144,
+    })
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    n = 0
+    nbytes = 0
+    errors = 0
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    while n < expect_messages and time.perf_counter() < deadline:
+        for m in c.consume(num_messages=10000, timeout=0.5):
+            if m.error():
+                errors += 1
+                continue
+            n += 1
+            nbytes += len(m.value())
+    t1 = time.perf_counter()
+    c.close()
+    out_q.put({"messages": n, "bytes": nbytes, "seconds": t1 - t0, "errors": errors})
+
+
+def _latency_consumer(bootstrap, topic, partitions, ready, done, warmup_until, out_q, timeout):
+    from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "skiff-bench-latency",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    c.assign([TopicPartition(topic, p, OFFSET_END) for p in range(partitions)])
+    eofs = set()
+    deadline = time.monotonic() + 60
+    while len(eofs) < partitions and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is not None and m.error() and m.error().code() == KafkaError._PARTITION_EOF:
+            eofs.add(m.partition())
+    ready.set()
+    lat_ns = []
+    received = 0
+    end = time.monotonic() + timeout
+    # poll() hands over each message as soon as librdkafka has it (a batch
+    # consume() would wait to fill its batch and inflate the numbers)
+    idle_after_done = 0
+    while time.monotonic() < end:
+        m = c.poll(0.1)
+        if m is None:
+            if done.is_set():
+                idle_after_done += 1
+                if idle_after_done >= 20:  # 2 s without messages after the producer finished
+                    break
+            continue
+        now = time.monotonic_ns()
+        if m.error():
+            continue
+        received += 1
+        sent_ns, = struct.unpack_from(">q", m.value())
+        if sent_ns >= warmup_until.value:
+            lat_ns.append(now - sent_ns)
+    c.close()
+    lat_ns.sort()
+    res = {"received": received, "measured": len(lat_ns)}
+    if lat_ns:
+        def pct(q):
+            return lat_ns[min(len(lat_ns) - 1, int(q * len(lat_ns)))] / 1e6
+        res.update(p50_ms=pct(0.50), p99_ms=pct(0.99), p999_ms=pct(0.999), max_ms=lat_ns[-1] / 1e6)
+    out_q.put(res)
+
+
+def _latency_producer(bootstrap, topic, rate, seconds, warmup, warmup_until, done, out_q, msg_size):
+    from confluent_kafka import Producer
+
+    errors = []
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "linger.ms": 0,
+        "compression.type": "none",
+        "delivery.report.only.error": True,
+        "on_delivery": lambda e, m: errors.append(str(e)) if e else None,
+    })
+    pad = os.urandom(msg_size - 8)
+    t0 = time.monotonic()
+    warmup_until.value = int((t0 + warmup) * 1e9)
+    total = int(rate * (seconds + warmup))
+    behind_max = 0.0
+    for i in range(total):
+        target = t0 + i / rate
+        now = time.monotonic()
+        if target > now:
+            time.sleep(target - now)
+        else:
+            behind_max = max(behind_max, now - target)
+        p.produce(topic, value=struct.pack(">q", time.monotonic_ns()) + pad)
+        p.poll(0)
+    p.flush(60)
+    done.set()
+    out_q.put({"sent": total, "errors": len(errors), "first_error": errors[:1],
+               "seconds": time.monotonic() - t0, "max_behind_s": behind_max})
+
+
+# ------------------------------------------------------------------ phases
+def create_topic(b, name, partitions):
+    skiff.create_topic(skiff.admin_client(b), name, partitions)
+
+
+def run_procs(ctx, specs, timeout):
+    q = ctx.Queue()
+    procs = [ctx.Process(target=fn, args=(*args, q), daemon=True) for fn, args in specs]
+    for p in procs:
+        p.start()
+    results = []
+    deadline = time.monotonic() + timeout
+    while len(results) < len(procs):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            results.append(q.get(timeout=min(remaining, 5)))
+        except Exception:
+            if not any(p.is_alive() for p in procs) and q.empty():
+                break
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.terminate()
+    if len(results) < len(procs):
+        raise RuntimeError(f"{len(procs) - len(results)} worker(s) produced no result "
+                           f"(exit codes {[p.exitcode for p in procs]})")
+    return results
+
+
+def phase_throughput(ctx, b, args, out):
+    topic = "bench-throughput"
+    create_topic(b, topic, args.partitions)
+    cpu0 = b.cpu_seconds()
+    per = args.produce_bytes // args.producers
+    res = run_procs(ctx, [(_producer_worker, (b.bootstrap, topic, per, args.produce_seconds, MSG_SIZE, i))
+                          for i in range(args.producers)], timeout=args.produce_seconds + 300)
+    cpu1 = b.cpu_seconds()
+    msgs = sum(r["messages"] for r in res)
+    nbytes = sum(r["bytes"] for r in res)
+    secs = max(r["seconds"] for r in res)
+    errs = sum(r["errors"] for r in res)
+    out["produce"] = {"messages": msgs, "bytes": nbytes, "seconds": secs, "errors": errs,
+                      "MB_per_s": nbytes / MB / secs, "msgs_per_s": msgs / secs,
+                      "producers": args.producers, "partitions": args.partitions,
+                      "first_error": [e for r in res for e in r["first_error"]][:1],
+                      "broker_cpu_s": cpu1 - cpu0,
+                      "broker_cpu_s_per_GB": (cpu1 - cpu0) / (nbytes / GB) if nbytes else None}
+    log(f"produce: {msgs} msgs, {nbytes / MB:.0f} MB in {secs:.1f}s = {nbytes / MB / secs:.1f} MB/s; "
+        f"errors {errs}; broker cpu {cpu1 - cpu0:.1f}s")
+
+    cpu0 = b.cpu_seconds()
+    res = run_procs(ctx, [(_consumer_worker, (b.bootstrap, topic, args.partitions, msgs,
+                                              max(120.0, args.produce_seconds * 10)))],
+                    timeout=max(180.0, args.produce_seconds * 12))
+    cpu1 = b.cpu_seconds()
+    r = res[0]
+    out["consume"] = {"messages": r["messages"], "bytes": r["bytes"], "seconds": r["seconds"],
+                      "errors": r["errors"], "complete": r["messages"] == msgs,
+                      "MB_per_s": r["bytes"] / MB / r["seconds"] if r["seconds"] else None,
+                      "broker_cpu_s": cpu1 - cpu0,
+                      "broker_cpu_s_per_GB": (cpu1 - cpu0) / (r["bytes"] / GB) if r["bytes"] else None}
+    log(f"consume: {r['messages']}/{msgs} msgs, {r['bytes'] / MB:.0f} MB in {r['seconds']:.1f}s; "
+        f"broker cpu {cpu1 - cpu0:.1f}s")
+
+
+def phase_latency(ctx, b, args, out):
+    topic = "bench-latency"
+    create_topic(b, topic, args.partitions)
+    q = ctx.Queue()
+    ready, done = ctx.Event(), ctx.Event()
+    warmup_until = ctx.Value("q", 2**62)
+    warmup = 2.0
+    cons = ctx.Process(target=_latency_consumer, daemon=True,
+                       args=(b.bootstrap, topic, args.partitions, ready, done, warmup_until, q,
+                             args.latency_seconds + warmup + 60))
+    cons.start()
+    if not ready.wait(90):
+        raise RuntimeError("latency consumer never became ready")
+    prod = ctx.Process(target=_latency_producer, daemon=True,
+                       args=(b.bootstrap, topic, args.latency_rate, args.latency_seconds, warmup,
+                             warmup_until, done, q, MSG_SIZE))
+    prod.start()
+    results = [q.get(timeout=args.latency_seconds + warmup + 180) for _ in range(2)]
+    prod.join(10)
+    cons.join(30)
+    pr = next(r for r in results if "sent" in r)
+    cr = next(r for r in results if "received" in r)
+    out["latency"] = {"rate": args.latency_rate, "duration_s": args.latency_seconds,
+                      "producer_seconds": pr.pop("seconds"), **pr, **cr}
+    log(f"latency: sent {pr['sent']} received {cr['received']}, p50 {cr.get('p50_ms')} "
+        f"p99 {cr.get('p99_ms')} max {cr.get('max_ms')} ms; producer max behind {pr['max_behind_s']:.3f}s")
+
+
+def phase_rss(ctx, workdir, args, out):
+    from confluent_kafka import Producer
+
+    b = skiff.Broker(workdir / "rss", name="bench-rss")
+    b.start()
+    try:
+        time.sleep(args.idle_wait)
+        rss_empty = b.rss_bytes()
+        create_topic(b, "bench-rss", 100)
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
+        for part in range(100):
+            for i in range(10):
+                p.produce("bench-rss", value=os.urandom(MSG_SIZE), partition=part)
+        left = p.flush(60)
+        time.sleep(args.idle_wait)
+        rss = b.rss_bytes()
+        out["rss"] = {"empty_bytes": rss_empty, "100_partitions_bytes": rss, "undelivered": left}
+        log(f"rss: empty {rss_empty / 2**20:.1f} MiB, 100 partitions {rss / 2**20:.1f} MiB")
+    finally:
+        b.stop()
+
+
+# ------------------------------------------------------------------ output
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fmt(v, spec=".1f", unit=""):
+    return "n/a" if v is None else f"{v:{spec}}{unit}"
+
+
+def table(out, args):
+    rows = []
+    pr = out.get("produce")
+    if pr:
+        rows.append(("(a) produce throughput", f"{pr['MB_per_s']:.1f} MB/s ({pr['msgs_per_s']:,.0f} msg/s)",
+                     f"{pr['bytes'] / MB:,.0f} MB in {pr['seconds']:.1f} s; acks=1 linger.ms=5 none; "
+                     f"{pr['producers']} producer(s), {pr['partitions']} partitions; "
+                     f"delivery errors {pr['errors']}"))
+    co = out.get("consume")
+    if co:
+        rows.append(("(b) consume throughput", f"{fmt(co['MB_per_s'])} MB/s",
+                     f"{co['bytes'] / MB:,.0f} MB in {co['seconds']:.1f} s; "
+                     f"{'complete' if co['complete'] else 'INCOMPLETE'}; errors {co['errors']}"))
+    if pr:
+        rows.append(("(c) broker CPU per GB produced", f"{fmt(pr['broker_cpu_s_per_GB'], '.2f')} core-s/GB",
+                     f"{pr['broker_cpu_s']:.1f} core-s for {pr['bytes'] / GB:.2f} GB"))
+    if co:
+        rows.append(("    broker CPU per GB consumed", f"{fmt(co['broker_cpu_s_per_GB'], '.2f')} core-s/GB",
+                     f"{co['broker_cpu_s']:.1f} core-s for {co['bytes'] / GB:.2f} GB"))
+    la = out.get("latency")
+    if la:
+        rows.append((f"(d) e2e latency @ {la['rate']:,} msg/s",
+                     f"p50 {fmt(la.get('p50_ms'), '.2f')} / p99 {fmt(la.get('p99_ms'), '.2f')} / "
+                     f"max {fmt(la.get('max_ms'), '.2f')} ms",
+                     f"{la['measured']:,} samples over {la['duration_s']:g} s (after 2 s warm-up); "
+                     f"acks=all linger.ms=0; sent {la['sent']:,}, received {la['received']:,}, "
+                     f"errors {la['errors']}"))
+    rs = out.get("rss")
+    if rs:
+        rows.append(("(e) broker RSS idle, 100 partitions", f"{rs['100_partitions_bytes'] / 2**20:.1f} MiB",
+                     f"{rs['empty_bytes'] / 2**20:.1f} MiB before creating the topic; 10 msgs/partition"))
+    lines = [f"Skiff benchmark{' (--quick)' if args.quick else ''}: {os.cpu_count()} CPUs, "
+             f"1 KiB messages, MB = 10^6 bytes", "",
+             "| metric | result | details |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short smoke run of every phase")
+    ap.add_argument("--produce-bytes", type=int, default=2 * GB)
+    ap.add_argument("--produce-seconds", type=float, default=20.0)
+    ap.add_argument("--producers", type=int, default=1)
+    ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--latency-rate", type=int, default=5000)
+    ap.add_argument("--latency-seconds", type=float, default=20.0)
+    ap.add_argument("--idle-wait", type=float, default=10.0)
+    ap.add_argument("--phases", default="throughput,latency,rss")
+    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--workdir", help="keep broker data and logs here (default: a temp dir, removed)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.produce_bytes = min(args.produce_bytes, 200 * MB)
+        args.produce_seconds = min(args.produce_seconds, 5.0)
+        args.latency_seconds = min(args.latency_seconds, 5.0)
+        args.idle_wait = min(args.idle_wait, 2.0)
+
+    try:
+        skiff.broker_bin()
+    except skiff.BrokerError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="skiff-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(workdir).free
+    if free < args.produce_bytes * 1.5:
+        log(f"only {free / GB:.1f} GB free in {workdir}; capping produce bytes")
+        args.produce_bytes = int(free / 2)
+
+    ctx = mp.get_context("spawn")
+    out = {"args": vars(args)}
+    phases = set(args.phases.split(","))
+    failed = None
+    b = skiff.Broker(workdir / "main", name="bench")
+    try:
+        b.start()
+        log(f"broker {b.bootstrap} pid {b.pid}, data {b.data_dir}")
+        if "throughput" in phases:
+            phase_throughput(ctx, b, args, out)
+        if "latency" in phases:
+            phase_latency(ctx, b, args, out)
+        b.stop()
+        if "rss" in phases:
+            phase_rss(ctx, workdir, args, out)
+    except Exception as e:  # report what we have, then fail
+        failed = e
+        log(f"FAILED: {e!r}\n--- broker log tail ---\n{b.log_tail(40)}")
+    finally:
+        b.close()
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print(table(out, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    if failed is not None:
+        return 1
+    if out.get("produce", {}).get("errors") or (out.get("consume") and not out["consume"]["complete"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

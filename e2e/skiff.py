@@ -1,0 +1,570 @@
+"""Helpers shared by the end-to-end tests and the benchmark driver.
+
+`Broker` runs one `skiff-broker` process on free ports of 127.0.0.1 with its
+own data directory, captures its stderr/stdout to a file, and waits until
+`GET /readyz` answers 200.  Everything else here is small glue around real
+Kafka clients (confluent-kafka) plus a Prometheus text parser and a CRC-32C.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+BIN_ENV = "SKIFF_BROKER_BIN"
+
+# Every Broker that is currently running; conftest prints their log tails
+# when a test fails.
+LIVE_BROKERS: list["Broker"] = []
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def broker_bin() -> str:
+    path = os.environ.get(BIN_ENV)
+    if not path:
+        raise BrokerError(
+            f"{BIN_ENV} is not set: point it at the skiff-broker binary, e.g. "
+            f"{BIN_ENV}=$PWD/target/release/skiff-broker (make e2e does this)"
+        )
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise BrokerError(f"{BIN_ENV}={path} is not an executable file (did `make release` run?)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll pred() until it returns a truthy value; return it, or raise
+    AssertionError after `timeout` seconds (the last exception, if any, is
+    chained)."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - we re-raise below
+            last_exc = e
+        if time.monotonic() >= deadline:
+            msg = f"timed out after {timeout:.0f}s waiting for {what}"
+            if last_exc is not None:
+                raise AssertionError(f"{msg}; last error: {last_exc!r}") from last_exc
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+class Broker:
+    """One skiff-broker process.
+
+    args: extra command line arguments (list of str), appended after the
+    mandatory ones.  env: extra environment variables.  The data dir and ports
+    survive stop()/kill()/start() so restart() brings the same broker back.
+    """
+
+    def __init__(self, workdir, args=None, env=None, node_id: int = 0, name: str = "broker",
+                 ready_timeout: float = 30.0):
+        self.bin = broker_bin()
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.node_id = node_id
+        self.data_dir = self.workdir / f"{name}-data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"{name}.log"
+        self.port, self.http_port = free_ports(2)
+        self.args = list(args or [])
+        self.env = dict(env or {})
+        self.ready_timeout = ready_timeout
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+        self.start_count = 0
+        # Byte offset of the log file at the most recent start(): log_since_start()
+        self._log_mark = 0
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_addr(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "broker not started"
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        listener = f"PLAINTEXT://127.0.0.1:{self.port}"
+        return [
+            self.bin,
+            "--node-id", str(self.node_id),
+            "--listeners", listener,
+            "--advertised-listeners", listener,
+            "--data-dir", str(self.data_dir),
+            "--http-addr", self.http_addr,
+            *self.args,
+        ]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self, wait_ready: bool = True):
+        if self.alive():
+            raise BrokerError("broker already running")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("NO_COLOR", "1")
+        env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.env)
+        self._log_file = open(self.log_path, "ab")
+        self._log_mark = self._log_file.tell()
+        header = f"\n===== start #{self.start_count + 1}: {' '.join(self.command())}\n"
+        self._log_file.write(header.encode())
+        self._log_file.flush()
+        self._log_mark = self._log_file.tell()
+        self.proc = subprocess.Popen(
+            self.command(), stdout=self._log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env,
+        )
+        self.start_count += 1
+        if self not in LIVE_BROKERS:
+            LIVE_BROKERS.append(self)
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float | None = None):
+        timeout = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"{self.name} exited with code {self.proc.returncode} before becoming ready\n"
+                    f"--- log tail ---\n{self.log_tail()}"
+                )
+            try:
+                status, _ = self.http_get("/readyz", timeout=2)
+                if status == 200:
+                    return
+                last = f"/readyz answered {status}"
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.1)
+        raise BrokerError(
+            f"{self.name} not ready after {timeout:.0f}s (last: {last})\n"
+            f"--- log tail ---\n{self.log_tail()}"
+        )
+
+    def _reap(self, timeout: float):
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is not None:
+                if self._log_file:
+                    self._log_file.close()
+                    self._log_file = None
+                if self in LIVE_BROKERS:
+                    LIVE_BROKERS.remove(self)
+
+    def stop(self, timeout: float = 30.0, sig=signal.SIGTERM) -> int:
+        """Clean shutdown (SIGTERM by default). Returns the exit code; if the
+        broker does not exit within `timeout`, it is SIGKILLed and BrokerError
+        raised."""
+        if self.proc is None or self.proc.poll() is not None:
+            if self in LIVE_BROKERS:
+                LIVE_BROKERS.remove(self)
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self._reap(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self._reap(30)
+            raise BrokerError(
+                f"{self.name} did not exit within {timeout:.0f}s of {signal.Signals(sig).name}; killed\n"
+                f"--- log tail ---\n{self.log_tail()}"
+            )
+
+    def kill(self):
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self._reap(30)
+
+    def restart(self, wait_ready: bool = True):
+        self.stop()
+        return self.start(wait_ready=wait_ready)
+
+    def close(self):
+        """Teardown: stop quietly, whatever state the broker is in."""
+        try:
+            self.stop(timeout=20)
+        except BrokerError:
+            pass
+
+    # -------------------------------------------------------------------- logs
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """Log output of the current (latest) run only."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_mark)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    # -------------------------------------------------------------------- http
+    def http_get(self, path: str, timeout: float = 10.0):
+        url = f"http://{self.http_addr}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+
+    def http_get_full(self, path: str, timeout: float = 10.0):
+        """(status, headers, body)"""
+        url = f"http://{self.http_addr}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode("utf-8", "replace")
+
+    def metrics(self) -> "Metrics":
+        status, body = self.http_get("/metrics")
+        if status != 200:
+            raise BrokerError(f"/metrics answered {status}: {body[:500]}")
+        return Metrics.parse(body)
+
+    # ---------------------------------------------------------------- process
+    def proc_status(self) -> dict:
+        out = {}
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k] = v.strip()
+        return out
+
+    def rss_bytes(self) -> int:
+        v = self.proc_status()["VmRSS"]  # "12345 kB"
+        return int(v.split()[0]) * 1024
+
+    def cpu_seconds(self) -> float:
+        """utime+stime of the broker process so far, in seconds."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            stat = f.read()
+        # comm may contain spaces; fields after the closing paren
+        fields = stat[stat.rindex(")") + 2:].split()
+        utime, stime = int(fields[11]), int(fields[12])
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+    # ------------------------------------------------------------------ files
+    def partition_dir(self, topic: str, partition: int) -> Path:
+        """The directory `<topic>-<partition>` somewhere under the data dir."""
+        name = f"{topic}-{partition}"
+        hits = [p for p in self.data_dir.rglob(name) if p.is_dir()]
+        if not hits:
+            raise AssertionError(
+                f"no partition dir {name!r} under {self.data_dir}; tree:\n" + tree(self.data_dir)
+            )
+        assert len(hits) == 1, f"several dirs named {name}: {hits}"
+        return hits[0]
+
+    def segment_files(self, topic: str, partition: int) -> list[Path]:
+        """`*.log` segment files of a partition, sorted by base offset."""
+        d = self.partition_dir(topic, partition)
+        return sorted(d.glob("*.log"), key=lambda p: segment_base(p))
+
+    def __repr__(self):
+        return f"<Broker {self.name} {self.bootstrap} http={self.http_addr}>"
+
+
+SEGMENT_RE = re.compile(r"^(\d{20})\.log$")
+
+
+def segment_base(path: Path) -> int:
+    m = SEGMENT_RE.match(path.name)
+    assert m, f"segment file name {path.name!r} is not <20-digit base offset>.log"
+    return int(m.group(1))
+
+
+def tree(root: Path, limit: int = 200) -> str:
+    lines = []
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root)
+        size = p.stat().st_size if p.is_file() else ""
+        lines.append(f"  {rel}{'/' if p.is_dir() else ''} {size}")
+        if len(lines) >= limit:
+            lines.append("  ...")
+            break
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- metrics
+_SAMPLE_RE = re.compile(
+    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?$'
+)
+_LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def _unescape(v: str) -> str:
+    return v.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
+
+
+class Metrics:
+    """Parsed Prometheus text exposition: samples and # TYPE lines."""
+
+    def __init__(self, samples, types, text):
+        self.samples: list[tuple[str, dict, float]] = samples
+        self.types: dict[str, str] = types
+        self.text = text
+
+    @classmethod
+    def parse(cls, text: str) -> "Metrics":
+        samples, types = [], {}
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    types[parts[2]] = parts[3].strip()
+                continue
+            m = _SAMPLE_RE.match(line)
+            if not m:
+                raise ValueError(f"unparseable metrics line: {raw!r}")
+            labels = {}
+            if m.group("labels"):
+                pos, s = 0, m.group("labels")
+                while pos < len(s):
+                    lm = _LABEL_RE.match(s, pos)
+                    if not lm:
+                        raise ValueError(f"bad labels in metrics line: {raw!r}")
+                    labels[lm.group(1)] = _unescape(lm.group(2))
+                    pos = lm.end()
+            v = m.group("value")
+            value = float({"+Inf": "inf", "-Inf": "-inf", "NaN": "nan"}.get(v, v))
+            samples.append((m.group("name"), labels, value))
+        return cls(samples, types, text)
+
+    def names(self) -> set[str]:
+        return {n for n, _, _ in self.samples}
+
+    def find(self, name_re: str, **labels) -> list[tuple[str, dict, float]]:
+        """Samples whose name fully matches name_re and whose labels include
+        all of `labels` (values compared exactly)."""
+        rx = re.compile(name_re)
+        return [
+            (n, l, v) for n, l, v in self.samples
+            if rx.fullmatch(n) and all(l.get(k) == want for k, want in labels.items())
+        ]
+
+    def with_label_value(self, value: str, name_re: str = r".*", ci: bool = True):
+        """Samples having any label whose value equals `value`."""
+        rx = re.compile(name_re)
+        norm = (lambda s: s.lower()) if ci else (lambda s: s)
+        return [
+            (n, l, v) for n, l, v in self.samples
+            if rx.fullmatch(n) and any(norm(x) == norm(value) for x in l.values())
+        ]
+
+    def total(self, name_re: str, **labels) -> float:
+        return sum(v for _, _, v in self.find(name_re, **labels))
+
+
+# --------------------------------------------------------------------- CRC-32C
+def _crc32c_table():
+    poly = 0x82F63B78
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+# ------------------------------------------------------- kafka record batches
+def _zigzag_varint(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while True:
+        b = z & 0x7F
+        z >>= 7
+        if z:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def record_batch(base_offset: int, records: list[tuple[bytes | None, bytes | None]],
+                 base_timestamp: int, corrupt_crc: bool = False) -> bytes:
+    """An uncompressed magic-2 record batch (Kafka on-disk/wire format)."""
+    body = bytearray()
+    for i, (key, value) in enumerate(records):
+        rec = bytearray()
+        rec += b"\x00"  # attributes
+        rec += _zigzag_varint(0)  # timestamp delta
+        rec += _zigzag_varint(i)  # offset delta
+        for part in (key, value):
+            if part is None:
+                rec += _zigzag_varint(-1)
+            else:
+                rec += _zigzag_varint(len(part)) + part
+        rec += _zigzag_varint(0)  # headers
+        body += _zigzag_varint(len(rec)) + rec
+    after_crc = struct.pack(
+        ">hiqqqhii", 0, len(records) - 1, base_timestamp, base_timestamp, -1, -1, -1, len(records)
+    ) + bytes(body)
+    crc = crc32c(after_crc)
+    if corrupt_crc:
+        crc ^= 0xDEADBEEF
+    after_length = struct.pack(">ibI", 0, 2, crc) + after_crc
+    return struct.pack(">qi", base_offset, len(after_length)) + after_length
+
+
+# ------------------------------------------------------ confluent-kafka glue
+def admin_client(broker, **extra):
+    from confluent_kafka.admin import AdminClient
+    # The admin client is a producer-type handle inside librdkafka; keep its
+    # Metadata requests from auto-creating the topics the tests look up.
+    conf = {"bootstrap.servers": broker.bootstrap if isinstance(broker, Broker) else broker,
+            "allow.auto.create.topics": False}
+    conf.update(extra)
+    return AdminClient(conf)
+
+
+def create_topic(admin, name: str, partitions: int = 1, config: dict | None = None,
+                 timeout: float = 60.0, wait_metadata: bool = True):
+    """CreateTopics and wait until Metadata shows all partitions with a leader."""
+    from confluent_kafka.admin import NewTopic
+    fut = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        request_timeout=timeout, operation_timeout=timeout,
+    )[name]
+    fut.result(timeout=timeout)
+    if wait_metadata:
+        wait_topic(admin, name, partitions, timeout=timeout)
+
+
+def wait_topic(client, name: str, partitions: int, timeout: float = 60.0):
+    def ready():
+        md = client.list_topics(topic=name, timeout=10)
+        t = md.topics.get(name)
+        if t is None or t.error is not None:
+            return False
+        if len(t.partitions) != partitions:
+            return False
+        return all(p.leader >= 0 and p.error is None for p in t.partitions.values())
+    wait_until(ready, timeout, interval=0.2, what=f"topic {name} with {partitions} led partitions")
+
+
+def consume_all(consumer, expected_counts: dict[int, int], timeout: float = 120.0,
+                batch: int = 10000):
+    """Read until `expected_counts[partition]` messages per partition were
+    received (from the assigned start). Fails on any message error. Returns
+    {partition: [msg, ...]} in arrival order."""
+    got: dict[int, list] = {p: [] for p in expected_counts}
+    remaining = sum(expected_counts.values())
+    deadline = time.monotonic() + timeout
+    while remaining > 0:
+        if time.monotonic() > deadline:
+            have = {p: len(v) for p, v in got.items()}
+            raise AssertionError(f"timed out consuming: have {have}, want {expected_counts}")
+        for m in consumer.consume(num_messages=batch, timeout=1.0):
+            if m.error():
+                raise AssertionError(f"consumer error: {m.error()}")
+            got.setdefault(m.partition(), []).append(m)
+            remaining -= 1
+    return got
+
+
+def read_partition_to_end(bootstrap: str, topic: str, partition: int, start=None,
+                          timeout: float = 120.0, extra: dict | None = None):
+    """All messages of one partition from `start` (default OFFSET_BEGINNING)
+    up to the high watermark at call time."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    conf = {
+        "bootstrap.servers": bootstrap, "group.id": "skiff-e2e-reader",
+        "enable.auto.commit": False, "enable.partition.eof": False,
+        "auto.offset.reset": "error", "check.crcs": True,
+    }
+    conf.update(extra or {})
+    c = Consumer(conf)
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30, cached=False)
+        begin = low if start is None else start
+        out = []
+        if high <= begin:
+            return out, low, high
+        c.assign([TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start)])
+        deadline = time.monotonic() + timeout
+        while True:
+            if out and out[-1].offset() >= high - 1:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out reading {topic}[{partition}] to {high}: last "
+                    f"{out[-1].offset() if out else None}")
+            for m in c.consume(num_messages=10000, timeout=1.0):
+                if m.error():
+                    raise AssertionError(f"consumer error: {m.error()}")
+                out.append(m)
+        return out, low, high
+    finally:
+        c.close()
