@@ -101,8 +101,17 @@ impl Partition {
         Ok(self.log.write().enforce_retention(now_ms)?)
     }
 
+    /// The time-based fsync, run without holding the log: appends and reads
+    /// carry on while the disk catches up.
     pub fn flush_if_due(&self, now: Instant) -> Result<bool> {
-        Ok(self.log.write().flush_if_due(now)?)
+        let Some(pending) = self.log.write().take_due_flush(now) else {
+            return Ok(false);
+        };
+        if let Err(e) = pending.sync() {
+            self.log.write().flush_failed(pending);
+            return Err(BrokerError::Storage(e.to_string()));
+        }
+        Ok(true)
     }
 
     pub fn flush(&self) -> Result<()> {

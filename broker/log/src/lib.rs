@@ -29,7 +29,9 @@ mod segment;
 
 pub use config::{LogConfig, TimestampMode};
 pub use error::LogError;
-pub use partition_log::{AppendInfo, PartitionLog, ReadSlice, RecoveryReport, RetentionReport};
+pub use partition_log::{
+    AppendInfo, PartitionLog, PendingFlush, ReadSlice, RecoveryReport, RetentionReport,
+};
 
 #[cfg(test)]
 mod tests;

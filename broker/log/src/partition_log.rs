@@ -706,6 +706,37 @@ impl PartitionLog {
         Ok(true)
     }
 
+    /// Hands out a due time-based flush to run *outside* the caller's lock:
+    /// an fsync of a second's worth of data can take long enough that
+    /// holding the log meanwhile would stall producers and fetches. The log
+    /// counts the data as flushed at once; a failed sync is handed back with
+    /// [`flush_failed`](Self::flush_failed) so it is retried.
+    pub fn take_due_flush(&mut self, now: Instant) -> Option<PendingFlush> {
+        let (Some(ms), Some(since)) = (self.config.flush_ms, self.unflushed_since) else {
+            return None;
+        };
+        if now.saturating_duration_since(since) < Duration::from_millis(ms) {
+            return None;
+        }
+        let pending = PendingFlush {
+            file: self.active().file.clone(),
+            records: self.unflushed_records,
+            since,
+        };
+        self.unflushed_records = 0;
+        self.unflushed_since = None;
+        Some(pending)
+    }
+
+    /// Marks a [`PendingFlush`] whose sync failed as unflushed again.
+    pub fn flush_failed(&mut self, pending: PendingFlush) {
+        self.unflushed_records += pending.records;
+        let since = self
+            .unflushed_since
+            .map_or(pending.since, |s| s.min(pending.since));
+        self.unflushed_since = Some(since);
+    }
+
     /// fsyncs the active segment (sealed ones were synced when sealed).
     ///
     /// # Errors
@@ -744,5 +775,23 @@ impl PartitionLog {
 impl PartitionLog {
     pub(crate) fn fail_next_write_after(&mut self, n: usize) {
         self.active_mut().fail_next_write_after = Some(n);
+    }
+}
+
+/// A time-based flush taken from the log by
+/// [`PartitionLog::take_due_flush`], to be synced without the log's lock.
+pub struct PendingFlush {
+    file: Arc<File>,
+    records: u64,
+    since: Instant,
+}
+
+impl PendingFlush {
+    /// fsyncs the segment's data.
+    ///
+    /// # Errors
+    /// I/O; hand the flush back with [`PartitionLog::flush_failed`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 }

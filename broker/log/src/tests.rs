@@ -795,3 +795,26 @@ fn throughput_of_64_kib_batches() {
         total / read_s / 1e6
     );
 }
+
+#[test]
+fn a_due_flush_is_taken_once_and_a_failed_one_comes_back() {
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(
+        tmp.path(),
+        LogConfig {
+            flush_ms: Some(1000),
+            ..config()
+        },
+    );
+    append(&mut log, 1, 1, 10);
+    let now = Instant::now();
+    assert!(log.take_due_flush(now).is_none(), "not due yet");
+    let later = now + Duration::from_secs(2);
+    let pending = log.take_due_flush(later).expect("due");
+    assert!(log.take_due_flush(later).is_none(), "taken once");
+    log.flush_failed(pending);
+    let again = log
+        .take_due_flush(later)
+        .expect("due again after a failed sync");
+    again.sync().expect("sync");
+}

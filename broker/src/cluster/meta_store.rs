@@ -49,9 +49,13 @@ impl MetaStore {
     /// # Errors
     /// sled failing to open the directory.
     pub fn open(dir: &Path) -> Result<Self, MetaStoreError> {
+        // Every write is flushed explicitly before it is acknowledged; without
+        // the background flusher thread, dropping the store releases its lock
+        // at once, so a reopen (a restart, a test) never races it.
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
+            .flush_every_ms(None)
             .open()?;
         Ok(Self { db })
     }
