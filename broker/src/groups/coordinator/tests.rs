@@ -1,0 +1,3 @@
+//! State machine tests on tokio's paused clock.
+
+use super::*;
