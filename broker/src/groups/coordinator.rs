@@ -142,6 +142,9 @@ pub struct Synced {
 
 pub type SyncOutcome = Result<Synced, BrokerError>;
 
+/// Committed offsets per topic: (topic, [(partition, offset if any)]).
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
 /// What a SyncGroup carries.
 #[derive(Debug, Clone)]
 pub struct SyncParams {
@@ -1054,7 +1057,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         wanted: Option<&[(String, Vec<i32>)]>,
-    ) -> Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> {
+    ) -> FetchedOffsets {
         let groups = self.groups.lock();
         let group = groups.get(group_id);
         match wanted {
@@ -1074,7 +1077,7 @@ impl Coordinator {
                 })
                 .collect(),
             None => {
-                let mut out: Vec<(String, Vec<(i32, Option<CommittedOffset>)>)> = Vec::new();
+                let mut out: FetchedOffsets = Vec::new();
                 for ((t, p), o) in group.map(|g| g.offsets.iter()).into_iter().flatten() {
                     match out.last_mut() {
                         Some((last, v)) if last == t => v.push((*p, Some(o.clone()))),

@@ -10,15 +10,13 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use crate::groups::CommittedOffset;
-use crate::groups::coordinator::validate_group_id;
-
-type Fetched = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+use crate::groups::coordinator::{FetchedOffsets, validate_group_id};
 
 fn fetch(
     ctx: &RequestContext<'_>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Fetched, i16> {
+) -> Result<FetchedOffsets, i16> {
     if let Err(e) = validate_group_id(group) {
         super::count_error(ctx, "OffsetFetch", e.label());
         return Err(e.code());
