@@ -284,3 +284,44 @@ def test_admin_group_apis_and_errors(broker_factory, topic_name):
     assert e.value.args[0].code() == KafkaError.OFFSET_METADATA_TOO_LARGE
     # (confluent-kafka sends the metadata with its terminating NUL byte.)
     commit(b.bootstrap, new_group(), [(topic_name, 0, 5)], metadata="x" * 4000)
+
+
+def test_static_member_rejoins_without_rebalance(broker_factory, topic_name):
+    b = broker_factory(args=FAST_GROUPS)
+    skiff.create_topic(skiff.admin_client(b), topic_name, 4)
+    group = new_group()
+
+    def member(i):
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group,
+                      "group.instance.id": f"inst-{i}", "session.timeout.ms": 10000,
+                      "auto.offset.reset": "earliest"})
+        c.subscribe([topic_name])
+        return c
+
+    def parts(c):
+        return sorted(tp.partition for tp in c.assignment())
+
+    a, bm = member(0), member(1)
+    deadline = time.monotonic() + 20
+    while not (a.assignment() and bm.assignment()) and time.monotonic() < deadline:
+        a.poll(0.1)
+        bm.poll(0.1)
+    before = (parts(a), parts(bm))
+    assert sorted(before[0] + before[1]) == [0, 1, 2, 3], before
+    rebalances = b.metrics().total("skiff_group_rebalances_total")
+    bm.close()  # a static member sends no LeaveGroup
+    again = member(1)
+    try:
+        deadline = time.monotonic() + 8
+        while not again.assignment() and time.monotonic() < deadline:
+            again.poll(0.1)
+            a.poll(0.1)
+        assert (parts(a), parts(again)) == before
+        assert b.metrics().total("skiff_group_rebalances_total") == rebalances
+        # The replaced member id is fenced: only two members are listed.
+        admin = skiff.admin_client(b)
+        d = admin.describe_consumer_groups([group])[group].result(timeout=20)
+        assert sorted(m.group_instance_id for m in d.members) == ["inst-0", "inst-1"]
+    finally:
+        again.close()
+        a.close()

@@ -116,6 +116,9 @@ pub struct JoinParams {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: an empty member id first gets MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+: a static leader that rejoins may be told to skip the
+    /// assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A successful JoinGroup answer.
@@ -128,6 +131,8 @@ pub struct Joined {
     pub member_id: String,
     /// Every member's metadata for the chosen protocol; only for the leader.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader need not compute an assignment (v9+, static leader rejoin).
+    pub skip_assignment: bool,
 }
 
 pub type JoinOutcome = Result<Joined, BrokerError>;
@@ -344,6 +349,7 @@ impl Group {
             } else {
                 Vec::new()
             },
+            skip_assignment: false,
         }
     }
 
@@ -586,10 +592,21 @@ impl Coordinator {
         );
         self.arm_session(group_id, &new_id, ms(p.session_timeout_ms));
         match group.state {
-            GroupState::Stable if unchanged && !was_leader => {
+            GroupState::Stable if unchanged => {
                 // The static member is back with the same subscription: it
-                // keeps its assignment, nobody else is disturbed.
-                let _ = tx.send(Ok(group.joined_for(&new_id)));
+                // keeps its assignment, nobody else is disturbed. A leader
+                // learns it leads; from v9 it gets the members and is told to
+                // skip the assignment, before that it gets none, and its
+                // SyncGroup (in Stable) returns the current assignment.
+                let mut answer = group.joined_for(&new_id);
+                if was_leader {
+                    if p.supports_skip_assignment {
+                        answer.skip_assignment = true;
+                    } else {
+                        answer.members.clear();
+                    }
+                }
+                let _ = tx.send(Ok(answer));
             }
             GroupState::PreparingRebalance => {
                 if let Some(m) = group.members.get_mut(&new_id) {

@@ -26,6 +26,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGrou
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: v >= 4,
+        supports_skip_assignment: v >= 9,
     };
     let rx = ctx.broker.groups.coordinator.join(params);
     let outcome = rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress));
@@ -42,6 +43,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGrou
                 (v < 7).then(StrBytes::default)
             }))
             .with_leader(StrBytes::from_string(j.leader))
+            .with_skip_assignment(v >= 9 && j.skip_assignment)
             .with_member_id(StrBytes::from_string(j.member_id))
             .with_members(
                 j.members

@@ -34,6 +34,7 @@ fn join_params(member: &str, protocols: &[&str]) -> JoinParams {
             .map(|p| (p.to_string(), Bytes::from(format!("meta-{p}"))))
             .collect(),
         require_known_member_id: true,
+        supports_skip_assignment: false,
     }
 }
 
@@ -264,6 +265,31 @@ async fn static_member_rejoin_keeps_the_assignment_and_fences_the_old_id() {
         ),
         Err(BrokerError::FencedInstanceId)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn static_leader_rejoin_does_not_rebalance_either() {
+    let c = coordinator();
+    let mut p = join_params("", &["range"]);
+    p.instance_id = Some("lead".into());
+    let j = wait(c.join(p.clone())).await.unwrap();
+    wait(sync(
+        &c,
+        &j,
+        vec![(j.member_id.clone(), Bytes::from_static(b"A"))],
+    ))
+    .await
+    .unwrap();
+    let again = wait(c.join(p.clone())).await.unwrap();
+    assert_eq!(again.generation, j.generation);
+    assert_eq!(again.leader, again.member_id);
+    assert!(again.members.is_empty() && !again.skip_assignment);
+    p.supports_skip_assignment = true;
+    let v9 = wait(c.join(p)).await.unwrap();
+    assert!(v9.skip_assignment && v9.members.len() == 1);
+    assert_eq!(c.state("g"), Some(GroupState::Stable));
+    let s = wait(sync(&c, &v9, vec![])).await.unwrap();
+    assert_eq!(s.assignment, Bytes::from_static(b"A"));
 }
 
 fn follower_instance(c: &Coordinator, member_id: &str) -> Option<String> {
