@@ -14,6 +14,7 @@ use crate::cluster::meta_store::MetaStore;
 use crate::cluster::topic_table::{Topic, TopicTable};
 use crate::config::{BrokerConfig, Listener};
 use crate::errors::{BrokerError, Result};
+use crate::groups::{GroupState, Groups};
 use crate::metrics::Metrics;
 use crate::topic_config;
 
@@ -23,6 +24,7 @@ pub struct Broker {
     pub advertised: Vec<Listener>,
     pub topics: TopicTable,
     pub metrics: Metrics,
+    pub groups: Groups,
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
     dynamic: RwLock<DynamicConfig>,
@@ -67,12 +69,14 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "opened partition logs"
         );
+        let (groups, _) = Groups::open(&config, &topics, metrics.group_rebalances.clone())?;
         let advertised = config.advertised_listeners()?;
         Ok(Arc::new(Self {
             cluster_id,
             advertised,
             topics,
             metrics,
+            groups,
             dynamic: RwLock::new(dynamic),
             ready: AtomicBool::new(false),
             config,
@@ -179,6 +183,32 @@ impl Broker {
                 .with_label_values(&labels)
                 .set(p.high_watermark());
         }
+        m.groups.reset();
+        m.group_members.reset();
+        m.consumer_lag.reset();
+        let summaries = self.groups.coordinator.list();
+        for state in GroupState::ALL {
+            let n = summaries.iter().filter(|g| g.state == state).count();
+            m.groups.with_label_values(&[state.name()]).set(n as i64);
+        }
+        for g in &summaries {
+            m.group_members
+                .with_label_values(&[g.group_id.as_str()])
+                .set(g.members as i64);
+        }
+        for (group, topic, partition, offset) in self.groups.coordinator.all_offsets() {
+            let Some(p) = self
+                .topics
+                .get(&topic)
+                .and_then(|t| t.partition(partition).cloned())
+            else {
+                continue;
+            };
+            let lag = (p.high_watermark() - offset).max(0);
+            m.consumer_lag
+                .with_label_values(&[group.as_str(), topic.as_str(), &partition.to_string()])
+                .set(lag);
+        }
     }
 
     /// Retention and time-based flushing, until `shutdown` flips.
@@ -187,6 +217,10 @@ impl Broker {
             Duration::from_millis(self.config.log_retention_check_interval_ms.max(10));
         let mut retention = tokio::time::interval(retention_every);
         let mut flush = tokio::time::interval(Duration::from_millis(100));
+        let mut offsets_expiry = tokio::time::interval(Groups::retention_check_every(
+            self.config.offsets_retention_check_interval_ms,
+        ));
+        offsets_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -195,6 +229,9 @@ impl Broker {
                 _ = retention.tick() => {
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+                }
+                _ = offsets_expiry.tick() => {
+                    self.groups.expire_offsets().await;
                 }
                 _ = flush.tick() => {
                     let b = self.clone();

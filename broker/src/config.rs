@@ -130,6 +130,62 @@ pub struct BrokerConfig {
     /// Replicas that must acknowledge an acks=all write (topic config `min.insync.replicas`).
     #[arg(long, env = "SKIFF_MIN_INSYNC_REPLICAS", default_value_t = 1)]
     pub min_insync_replicas: i64,
+
+    /// How long the first JoinGroup of an empty group waits for more members
+    /// before the first rebalance completes, ms (extended while members keep
+    /// arriving, up to the rebalance timeout).
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 3000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
+
+    /// Smallest session timeout a group member may ask for, ms.
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6000
+    )]
+    pub group_min_session_timeout_ms: u64,
+
+    /// Largest session timeout a group member may ask for, ms.
+    #[arg(
+        long,
+        env = "SKIFF_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    pub group_max_session_timeout_ms: u64,
+
+    /// Partitions of `__consumer_offsets` when it is created (a group's
+    /// offsets live in partition `abs(hash(group)) % n`; changing it later
+    /// has no effect on an existing topic).
+    #[arg(long, env = "SKIFF_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 50)]
+    pub offsets_topic_num_partitions: i32,
+
+    /// Segment size of `__consumer_offsets`, bytes.
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_TOPIC_SEGMENT_BYTES",
+        default_value_t = 104_857_600
+    )]
+    pub offsets_topic_segment_bytes: i64,
+
+    /// Committed offsets of a group that has been empty this long are deleted, minutes.
+    #[arg(long, env = "SKIFF_OFFSETS_RETENTION_MINUTES", default_value_t = 10080)]
+    pub offsets_retention_minutes: u64,
+
+    /// How often expired offsets are looked for, ms.
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub offsets_retention_check_interval_ms: u64,
+
+    /// Largest metadata string an offset commit may carry, bytes.
+    #[arg(long, env = "SKIFF_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
+    pub offset_metadata_max_bytes: usize,
 }
 
 /// A listener address, `NAME://host:port`.
@@ -229,6 +285,16 @@ impl BrokerConfig {
         if self.num_partitions < 1 {
             return Err(ConfigError::Invalid(
                 "num.partitions must be at least 1".into(),
+            ));
+        }
+        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+            return Err(ConfigError::Invalid(
+                "offsets.topic.num.partitions must be between 1 and 1000".into(),
+            ));
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(ConfigError::Invalid(
+                "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into(),
             ));
         }
         if self.socket_request_max_bytes < 1024 {

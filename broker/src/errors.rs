@@ -37,6 +37,32 @@ pub enum BrokerError {
     InvalidRequiredAcks(i16),
     #[error("{0} is not supported")]
     Unsupported(String),
+    #[error("invalid group id {0:?}")]
+    InvalidGroupId(String),
+    #[error("the coordinator is not aware of this member")]
+    UnknownMemberId,
+    #[error("the group member needs a member id: rejoin with {0:?}")]
+    MemberIdRequired(String),
+    #[error("generation {got} is not the group's generation {current}")]
+    IllegalGeneration { got: i32, current: i32 },
+    #[error("the group is rebalancing; rejoin")]
+    RebalanceInProgress,
+    #[error("{0}")]
+    InconsistentGroupProtocol(String),
+    #[error("another member with the same group.instance.id has a different member id")]
+    FencedInstanceId,
+    #[error("session timeout {got} ms is outside [{min}, {max}] ms")]
+    InvalidSessionTimeout { got: i32, min: u64, max: u64 },
+    #[error("group {0:?} does not exist")]
+    GroupIdNotFound(String),
+    #[error("group {0:?} still has members")]
+    NonEmptyGroup(String),
+    #[error("offset metadata of {size} bytes is larger than offset.metadata.max.bytes ({max})")]
+    OffsetMetadataTooLarge { size: usize, max: usize },
+    #[error("the group is subscribed to this topic")]
+    GroupSubscribedToTopic,
+    #[error("{0}")]
+    CoordinatorNotAvailable(String),
 }
 
 impl BrokerError {
@@ -59,6 +85,19 @@ impl BrokerError {
             Storage(_) => ResponseError::KafkaStorageError,
             InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             Unsupported(_) => ResponseError::UnsupportedVersion,
+            InvalidGroupId(_) => ResponseError::InvalidGroupId,
+            UnknownMemberId => ResponseError::UnknownMemberId,
+            MemberIdRequired(_) => ResponseError::MemberIdRequired,
+            IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+            RebalanceInProgress => ResponseError::RebalanceInProgress,
+            InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+            FencedInstanceId => ResponseError::FencedInstanceId,
+            InvalidSessionTimeout { .. } => ResponseError::InvalidSessionTimeout,
+            GroupIdNotFound(_) => ResponseError::GroupIdNotFound,
+            NonEmptyGroup(_) => ResponseError::NonEmptyGroup,
+            OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
+            GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+            CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
         }
     }
 
@@ -86,6 +125,19 @@ impl BrokerError {
             Storage(_) => "storage",
             InvalidRequiredAcks(_) => "invalid_required_acks",
             Unsupported(_) => "unsupported",
+            InvalidGroupId(_) => "invalid_group_id",
+            UnknownMemberId => "unknown_member_id",
+            MemberIdRequired(_) => "member_id_required",
+            IllegalGeneration { .. } => "illegal_generation",
+            RebalanceInProgress => "rebalance_in_progress",
+            InconsistentGroupProtocol(_) => "inconsistent_group_protocol",
+            FencedInstanceId => "fenced_instance_id",
+            InvalidSessionTimeout { .. } => "invalid_session_timeout",
+            GroupIdNotFound(_) => "group_id_not_found",
+            NonEmptyGroup(_) => "non_empty_group",
+            OffsetMetadataTooLarge { .. } => "offset_metadata_too_large",
+            GroupSubscribedToTopic => "group_subscribed_to_topic",
+            CoordinatorNotAvailable(_) => "coordinator_not_available",
         }
     }
 }

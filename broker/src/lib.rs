@@ -9,6 +9,8 @@
 //!   and append signal (the log itself is the `skiff-log` crate).
 //! - [`topic_config`], [`config_entries`]: topic configs and how they are
 //!   described; [`errors`]: the one mapping to Kafka error codes.
+//! - [`groups`]: the consumer group coordinator and committed offsets in
+//!   `__consumer_offsets`.
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
 pub mod broker;
@@ -17,6 +19,7 @@ pub mod config;
 pub mod config_entries;
 pub mod connection;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
 pub mod http;
 pub mod metrics;

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub recovery_truncated_bytes: IntCounter,
     pub retention_deleted_segments: IntCounterVec,
     pub storage_errors: IntCounter,
+    pub groups: IntGaugeVec,
+    pub group_members: IntGaugeVec,
+    pub group_rebalances: IntCounter,
+    pub consumer_lag: IntGaugeVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -155,6 +159,24 @@ impl Metrics {
                 &r,
                 "skiff_storage_errors_total",
                 "Writes that failed on the disk",
+            ),
+            groups: gauge_vec(&r, "skiff_groups", "Consumer groups, per state", &["state"]),
+            group_members: gauge_vec(
+                &r,
+                "skiff_group_members",
+                "Members of each consumer group",
+                &["group"],
+            ),
+            group_rebalances: counter(
+                &r,
+                "skiff_group_rebalances_total",
+                "Rebalances started, all groups",
+            ),
+            consumer_lag: gauge_vec(
+                &r,
+                "skiff_consumer_group_lag",
+                "High watermark minus committed offset, per group and partition",
+                &["group", "topic", "partition"],
             ),
             registry: r,
         }

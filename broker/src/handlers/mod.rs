@@ -17,14 +17,25 @@ mod api_versions;
 mod config_resource;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 mod unsupported;
 
 /// What a handler needs to know about the request beyond its body.
@@ -82,6 +93,17 @@ apis! {
     CreatePartitions => create_partitions::CreatePartitionsRequest, 0..=3;
     IncrementalAlterConfigs => incremental_alter_configs::IncrementalAlterConfigsRequest, 0..=1;
     DescribeCluster => describe_cluster::DescribeClusterRequest, 0..=2;
+    FindCoordinator => find_coordinator::FindCoordinatorRequest, 0..=4;
+    JoinGroup => join_group::JoinGroupRequest, 0..=9;
+    SyncGroup => sync_group::SyncGroupRequest, 0..=5;
+    Heartbeat => heartbeat::HeartbeatRequest, 0..=4;
+    LeaveGroup => leave_group::LeaveGroupRequest, 0..=5;
+    OffsetCommit => offset_commit::OffsetCommitRequest, 2..=9;
+    OffsetFetch => offset_fetch::OffsetFetchRequest, 1..=9;
+    ListGroups => list_groups::ListGroupsRequest, 0..=5;
+    DescribeGroups => describe_groups::DescribeGroupsRequest, 0..=5;
+    DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
+    OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -177,6 +199,17 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }
