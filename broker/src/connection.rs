@@ -9,8 +9,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
@@ -29,24 +30,50 @@ enum FrameError {
     Size(i32, u32),
 }
 
-async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: u32) -> Result<Bytes, FrameError> {
-    let size = match r.read_i32().await {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(FrameError::Io(e)),
-    };
-    if size < 0 || size as u32 > max {
-        return Err(FrameError::Size(size, max));
-    }
-    let mut buf = BytesMut::zeroed(size as usize);
-    r.read_exact(&mut buf).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Closed
-        } else {
-            FrameError::Io(e)
+/// Reads size-prefixed frames into one growing buffer that is reused once
+/// the frames handed out earlier are dropped: a fresh allocation per large
+/// Produce request would page-fault on every byte the socket copies in.
+struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max: u32,
+}
+
+impl<R: AsyncReadExt + Unpin> FrameReader<R> {
+    fn new(inner: R, max: u32) -> Self {
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(64 * 1024),
+            max,
         }
-    })?;
-    Ok(buf.freeze())
+    }
+
+    /// Makes sure `n` bytes are buffered.
+    async fn fill(&mut self, n: usize) -> Result<(), FrameError> {
+        if self.buf.capacity() < n {
+            self.buf.reserve(n - self.buf.len());
+        }
+        while self.buf.len() < n {
+            match self.inner.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(_) => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn next(&mut self) -> Result<Bytes, FrameError> {
+        self.fill(4).await?;
+        let size = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if size < 0 || size as u32 > self.max {
+            return Err(FrameError::Size(size, self.max));
+        }
+        let size = size as usize;
+        self.fill(4 + size).await?;
+        self.buf.advance(4);
+        Ok(self.buf.split_to(size).freeze())
+    }
 }
 
 pub async fn serve(
@@ -65,9 +92,9 @@ pub async fn serve(
 
     let reader_broker = broker.clone();
     let reader = tokio::spawn(async move {
-        let mut r = BufReader::with_capacity(64 * 1024, read_half);
+        let mut r = FrameReader::new(read_half, max);
         loop {
-            match read_frame(&mut r, max).await {
+            match r.next().await {
                 Ok(frame) => {
                     if tx.send(frame).await.is_err() {
                         return;

@@ -61,7 +61,7 @@ macro_rules! apis {
         /// Every API this broker implements, with the versions it serves.
         pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$key, $min, $max), )* ];
 
-        async fn call(ctx: &RequestContext<'_>, key: ApiKey, body: &mut Bytes) -> Result<Option<BytesMut>, String> {
+        async fn call(ctx: &RequestContext<'_>, key: ApiKey, correlation_id: i32, body: &mut Bytes) -> Result<Option<BytesMut>, String> {
             match key {
                 $( ApiKey::$key => {
                     let req = <$req>::decode(body, ctx.version).map_err(|e| e.to_string())?;
@@ -70,9 +70,7 @@ macro_rules! apis {
                     if !expects_response {
                         return Ok(None);
                     }
-                    let mut buf = BytesMut::new();
-                    resp.encode(&mut buf, ctx.version).map_err(|e| format!("encoding response: {e}"))?;
-                    Ok(Some(buf))
+                    encode_frame(key, ctx.version, correlation_id, &resp).map(Some)
                 } )*
                 _ => Err(format!("{key:?} is not implemented")),
             }
@@ -154,7 +152,7 @@ pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> O
         peer,
     };
     let label = api_label(key);
-    let result = call(&ctx, key, &mut body).await;
+    let result = call(&ctx, key, correlation_id, &mut body).await;
     let m = &broker.metrics;
     m.requests.with_label_values(&[label]).inc();
     m.request_latency
@@ -163,25 +161,36 @@ pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> O
     match result {
         Err(reason) => Outcome::Close(format!("bad {key:?} v{version} request: {reason}")),
         Ok(None) => Outcome::Silent,
-        Ok(Some(body)) => {
+        Ok(Some(frame)) => {
             debug!(api = label, version, correlation_id, "answered");
-            Outcome::Respond(frame_response(key, version, correlation_id, &body))
+            Outcome::Respond(frame)
         }
     }
 }
 
-/// Prefixes `body` with the size and the response header for `key`/`version`.
-pub fn frame_response(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
+/// Encodes a whole response frame: size, header for `key`/`version`, body.
+/// The buffer is sized once up front: a Fetch response can be tens of MiB,
+/// and growing it (or copying it into a second buffer for the prefix) costs
+/// more than everything else the broker does with those bytes.
+///
+/// # Errors
+/// A response the codec refuses for this version (a handler bug).
+pub fn encode_frame<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<BytesMut, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut head = BytesMut::new();
-    // A response header has only the correlation id and, when flexible, an
-    // empty tag section: it always encodes.
-    let _ = header.encode(&mut head, key.response_header_version(version));
-    let mut out = BytesMut::with_capacity(4 + head.len() + body.len());
-    out.extend_from_slice(&((head.len() + body.len()) as u32).to_be_bytes());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(body);
-    out
+    let header_version = key.response_header_version(version);
+    let err = |e: anyhow::Error| format!("encoding {key:?} v{version} response: {e}");
+    let size = header.compute_size(header_version).map_err(err)?
+        + body.compute_size(version).map_err(err)?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.extend_from_slice(&(size as u32).to_be_bytes());
+    header.encode(&mut out, header_version).map_err(err)?;
+    body.encode(&mut out, version).map_err(err)?;
+    Ok(out)
 }
 
 /// A static name per API for metric labels.

@@ -11,21 +11,19 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Encodable;
 
-use super::{Outcome, api_versions, frame_response};
+use super::{Outcome, api_versions, encode_frame};
 use crate::broker::Broker;
 
 const UNSUPPORTED: i16 = ResponseError::UnsupportedVersion.code();
 
 macro_rules! error_response {
-    ($key:expr, $version:expr, $( $api:ident => $resp:ty ),* $(,)?) => {
+    ($key:expr, $version:expr, $correlation_id:expr, $( $api:ident => $resp:ty ),* $(,)?) => {
         match $key {
             $( ApiKey::$api => {
                 let mut resp = <$resp>::default();
                 resp.error_code = UNSUPPORTED;
-                let mut buf = BytesMut::new();
-                resp.encode(&mut buf, $version).ok().map(|_| buf)
+                encode_frame($key, $version, $correlation_id, &resp).ok()
             } )*
             _ => None,
         }
@@ -47,17 +45,16 @@ pub fn respond(
         .inc();
     if key == ApiKey::ApiVersions {
         let resp = api_versions::response(UNSUPPORTED);
-        let mut buf = BytesMut::new();
-        if resp.encode(&mut buf, 0).is_ok() {
-            return Outcome::Respond(frame_response(key, 0, correlation_id, &buf));
+        if let Ok(frame) = encode_frame(key, 0, correlation_id, &resp) {
+            return Outcome::Respond(frame);
         }
     }
     if key == ApiKey::Produce
-        && let Some(body) = produce_error(version, frame)
+        && let Some(frame) = produce_error(version, correlation_id, frame)
     {
-        return Outcome::Respond(frame_response(key, version, correlation_id, &body));
+        return Outcome::Respond(frame);
     }
-    let body = error_response!(key, version,
+    let body = error_response!(key, version, correlation_id,
         Metadata => MetadataResponse,
         Fetch => FetchResponse,
         FindCoordinator => FindCoordinatorResponse,
@@ -86,7 +83,7 @@ pub fn respond(
         PushTelemetry => PushTelemetryResponse,
     );
     match body {
-        Some(body) => Outcome::Respond(frame_response(key, version, correlation_id, &body)),
+        Some(frame) => Outcome::Respond(frame),
         None => Outcome::Close(match supported {
             Some((min, max)) => format!(
                 "{key:?} v{version} is not supported (this broker serves v{min}-v{max}) and its response has no error field to say so"
@@ -100,7 +97,7 @@ pub fn respond(
 
 /// Produce has no top-level error code: answer every partition the request
 /// names with UNSUPPORTED_VERSION, when the codec can read that version.
-fn produce_error(version: i16, frame: &bytes::Bytes) -> Option<BytesMut> {
+fn produce_error(version: i16, correlation_id: i32, frame: &bytes::Bytes) -> Option<BytesMut> {
     use kafka_protocol::messages::produce_response::{
         PartitionProduceResponse, TopicProduceResponse,
     };
@@ -131,6 +128,5 @@ fn produce_error(version: i16, frame: &bytes::Bytes) -> Option<BytesMut> {
             })
             .collect(),
     );
-    let mut buf = BytesMut::new();
-    resp.encode(&mut buf, version).ok().map(|_| buf)
+    encode_frame(ApiKey::Produce, version, correlation_id, &resp).ok()
 }
