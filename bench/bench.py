@@ -16,6 +16,10 @@ client's own CPU is not in the broker's numbers and the GIL is not shared.
                            minus the send timestamp carried in the payload
   (e) idle RSS             a fresh broker: VmRSS before and after creating a
                            100-partition topic and producing a little to each
+  (f) group consume        three subscribe()d consumers in one group read (a)'s
+                           data; MB/s of the group as a whole
+  (g) rebalance time       from a group member's exit (clean close, then
+                           SIGKILL) to the group being Stable again without it
 
 Prints a markdown table (and --json FILE writes the numbers).  --quick runs a
 short smoke version of everything.
@@ -200,6 +204,112 @@ def _latency_producer(bootstrap, topic, rate, seconds, warmup, warmup_until, don
 
 
 # ------------------------------------------------------------------ phases
+def _group_worker(bootstrap, topic, group, session_ms, stop, counts, index, out_q, leave=None):
+    """One subscribe()d member: counts what it receives into counts[index];
+    `stop` ends every member, `leave` just this one (a clean close)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group,
+        "enable.auto.commit": True, "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_ms, "heartbeat.interval.ms": max(100, session_ms // 10),
+        "fetch.max.bytes": 52_428_800, "max.partition.fetch.bytes": 10_485_760,
+    })
+    c.subscribe([topic])
+    n = 0
+    while not stop.is_set() and not (leave is not None and leave.is_set()):
+        for m in c.consume(num_messages=10000, timeout=0.2):
+            if not m.error():
+                n += 1
+        counts[index] = n
+    c.close()
+    out_q.put({"index": index, "messages": n})
+
+
+def _group_state(admin, group):
+    """(state name, member count) from DescribeGroups."""
+    try:
+        d = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=10)
+        return str(d.state).split(".")[-1], len(d.members)
+    except Exception:
+        return "UNKNOWN", -1
+
+
+def _wait_group(admin, group, members, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state, n = _group_state(admin, group)
+        if state == "STABLE" and n == members:
+            return time.monotonic()
+        time.sleep(0.02)
+    raise RuntimeError(f"group {group} not Stable with {members} members in {timeout}s "
+                       f"(last: {_group_state(admin, group)})")
+
+
+def phase_groups(ctx, b, args, out):
+    """(f) a 3-member group consumes (a)'s data; (g) rebalance times."""
+    topic = "bench-throughput"
+    total = out.get("produce", {}).get("messages")
+    if not total:
+        raise RuntimeError("the groups phase reads the throughput phase's data; run both")
+    admin = skiff.admin_client(b)
+    q = ctx.Queue()
+    stop = ctx.Event()
+    counts = ctx.Array("q", 3)
+    cpu0 = b.cpu_seconds()
+    t0 = time.monotonic()
+    procs = [ctx.Process(target=_group_worker, daemon=True,
+                         args=(b.bootstrap, topic, "bench-group", 10000, stop, counts, i, q))
+             for i in range(3)]
+    for p in procs:
+        p.start()
+    deadline = t0 + max(180.0, args.produce_seconds * 12)
+    while sum(counts) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t1 = time.monotonic()
+    cpu1 = b.cpu_seconds()
+    got = sum(counts)
+    stop.set()
+    for p in procs:
+        p.join(30)
+    out["group_consume"] = {"messages": got, "expected": total, "seconds": t1 - t0,
+                            "MB_per_s": got * MSG_SIZE / MB / (t1 - t0),
+                            "per_member": list(counts), "complete": got >= total,
+                            "broker_cpu_s": cpu1 - cpu0}
+    log(f"group consume: {got}/{total} msgs in {t1 - t0:.1f}s (incl. join), per member {list(counts)}")
+
+    session_ms = 6000
+    rebalance = {"session_timeout_ms": session_ms}
+    for how in ("close", "kill"):
+        group = f"bench-rebalance-{how}"
+        stop = ctx.Event()
+        leave = ctx.Event()
+        counts = ctx.Array("q", 3)
+        procs = [ctx.Process(target=_group_worker, daemon=True,
+                             args=(b.bootstrap, topic, group, session_ms, stop, counts, i, q,
+                                   leave if i == 0 else None))
+                 for i in range(3)]
+        for p in procs:
+            p.start()
+        _wait_group(admin, group, 3, 60)
+        time.sleep(1.0)
+        t_exit = time.monotonic()
+        if how == "close":
+            # A clean close sends LeaveGroup: the broker rebalances at once.
+            leave.set()
+        else:
+            # A crash sends nothing: the member is expelled at its session timeout.
+            procs[0].kill()
+        t_stable = _wait_group(admin, group, 2, 60)
+        rebalance[how + "_s"] = t_stable - t_exit
+        log(f"rebalance after {how}: {t_stable - t_exit:.2f}s")
+        stop.set()
+        for p in procs[1:]:
+            p.join(30)
+        procs[0].join(5)
+    out["rebalance"] = rebalance
+
+
 def create_topic(b, name, partitions):
     skiff.create_topic(skiff.admin_client(b), name, partitions)
 
@@ -352,6 +462,17 @@ def table(out, args):
                      f"{la['measured']:,} samples over {la['duration_s']:g} s (after 2 s warm-up); "
                      f"acks=all linger.ms=0; sent {la['sent']:,}, received {la['received']:,}, "
                      f"errors {la['errors']}"))
+    gc = out.get("group_consume")
+    if gc:
+        rows.append(("(f) group consume, 3 members", f"{gc['MB_per_s']:.1f} MB/s",
+                     f"{gc['messages']:,}/{gc['expected']:,} msgs in {gc['seconds']:.1f} s including the "
+                     f"first join; per member {gc['per_member']}"))
+    rb = out.get("rebalance")
+    if rb:
+        rows.append(("(g) rebalance time", f"close {fmt(rb.get('close_s'), '.2f')} s / "
+                     f"kill {fmt(rb.get('kill_s'), '.2f')} s",
+                     f"exit of 1 of 3 members to Stable with 2 (DescribeGroups, polled every 20 ms); "
+                     f"session.timeout.ms {rb['session_timeout_ms']}"))
     rs = out.get("rss")
     if rs:
         rows.append(("(e) broker RSS idle, 100 partitions", f"{rs['100_partitions_bytes'] / 2**20:.1f} MiB",
@@ -373,7 +494,7 @@ def main(argv=None):
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--idle-wait", type=float, default=10.0)
-    ap.add_argument("--phases", default="throughput,latency,rss")
+    ap.add_argument("--phases", default="throughput,groups,latency,rss")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--workdir", help="keep broker data and logs here (default: a temp dir, removed)")
     args = ap.parse_args(argv)
@@ -406,6 +527,8 @@ def main(argv=None):
         log(f"broker {b.bootstrap} pid {b.pid}, data {b.data_dir}")
         if "throughput" in phases:
             phase_throughput(ctx, b, args, out)
+        if "groups" in phases:
+            phase_groups(ctx, b, args, out)
         if "latency" in phases:
             phase_latency(ctx, b, args, out)
         b.stop()
@@ -424,7 +547,8 @@ def main(argv=None):
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     if failed is not None:
         return 1
-    if out.get("produce", {}).get("errors") or (out.get("consume") and not out["consume"]["complete"]):
+    if out.get("produce", {}).get("errors") or (out.get("consume") and not out["consume"]["complete"]) \
+            or (out.get("group_consume") and not out["group_consume"]["complete"]):
         return 1
     return 0
 
