@@ -453,8 +453,10 @@ def _zigzag_varint(n: int) -> bytes:
 
 
 def record_batch(base_offset: int, records: list[tuple[bytes | None, bytes | None]],
-                 base_timestamp: int, corrupt_crc: bool = False) -> bytes:
-    """An uncompressed magic-2 record batch (Kafka on-disk/wire format)."""
+                 base_timestamp: int, corrupt_crc: bool = False, producer_id: int = -1,
+                 producer_epoch: int = -1, base_sequence: int = -1) -> bytes:
+    """An uncompressed magic-2 record batch (Kafka on-disk/wire format); with
+    a producer id, epoch and base sequence it is an idempotent producer's."""
     body = bytearray()
     for i, (key, value) in enumerate(records):
         rec = bytearray()
@@ -469,7 +471,8 @@ def record_batch(base_offset: int, records: list[tuple[bytes | None, bytes | Non
         rec += _zigzag_varint(0)  # headers
         body += _zigzag_varint(len(rec)) + rec
     after_crc = struct.pack(
-        ">hiqqqhii", 0, len(records) - 1, base_timestamp, base_timestamp, -1, -1, -1, len(records)
+        ">hiqqqhii", 0, len(records) - 1, base_timestamp, base_timestamp, producer_id,
+        producer_epoch, base_sequence, len(records)
     ) + bytes(body)
     crc = crc32c(after_crc)
     if corrupt_crc:

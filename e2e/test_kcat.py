@@ -144,12 +144,6 @@ def test_kafka_python_produce_consume(b, topic_name):
             assert list(r.headers) == [("i", str(i).encode())]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kafka-python's default producer is idempotent and needs InitProducerId, "
-    "which arrives with the idempotent-producer work (issue 3); strict, so this "
-    "fails loudly once it works and the marker must go",
-)
 def test_kafka_python_default_producer(b, topic_name):
     """kafka-python's defaults (like the Java client's since Kafka 3.0) are
     acks=all with idempotence on: InitProducerId + sequence numbers."""

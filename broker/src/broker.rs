@@ -16,6 +16,7 @@ use crate::config::{BrokerConfig, Listener};
 use crate::errors::{BrokerError, Result};
 use crate::groups::{GroupState, Groups};
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIds;
 use crate::topic_config;
 
 pub struct Broker {
@@ -25,6 +26,7 @@ pub struct Broker {
     pub topics: TopicTable,
     pub metrics: Metrics,
     pub groups: Groups,
+    pub producer_ids: ProducerIds,
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
     dynamic: RwLock<DynamicConfig>,
@@ -58,6 +60,7 @@ impl Broker {
         };
         let defaults = effective_defaults(&config, &dynamic);
         let started = Instant::now();
+        let producer_ids = ProducerIds::open(&store)?;
         let (topics, report) = TopicTable::open(config.data_dir.join("logs"), store, defaults)?;
         let metrics = Metrics::new();
         metrics
@@ -77,6 +80,7 @@ impl Broker {
             topics,
             metrics,
             groups,
+            producer_ids,
             dynamic: RwLock::new(dynamic),
             ready: AtomicBool::new(false),
             config,
@@ -183,6 +187,13 @@ impl Broker {
                 .with_label_values(&labels)
                 .set(p.high_watermark());
         }
+        let producers: usize = self
+            .topics
+            .partitions()
+            .iter()
+            .map(|p| p.producer_count())
+            .sum();
+        m.producer_ids.set(producers as i64);
         m.groups.reset();
         m.group_members.reset();
         m.consumer_lag.reset();
@@ -220,6 +231,10 @@ impl Broker {
         let mut offsets_expiry = tokio::time::interval(Groups::retention_check_every(
             self.config.offsets_retention_check_interval_ms,
         ));
+        let mut producer_expiry = tokio::time::interval(Duration::from_millis(
+            self.config.producer_id_expiration_check_interval_ms.max(10),
+        ));
+        producer_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         offsets_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -229,6 +244,10 @@ impl Broker {
                 _ = retention.tick() => {
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+                }
+                _ = producer_expiry.tick() => {
+                    let b = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.expire_producers()).await;
                 }
                 _ = offsets_expiry.tick() => {
                     self.groups.expire_offsets().await;
@@ -260,6 +279,22 @@ impl Broker {
         }
     }
 
+    /// Drops idle producers (`producer.id.expiration.ms`) from every
+    /// partition, and the epoch bumps remembered for them.
+    fn expire_producers(&self) {
+        let now = now_ms();
+        let max_idle = i64::try_from(self.config.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let mut expired = 0;
+        for p in self.topics.partitions() {
+            expired += p.expire_producers(now, max_idle);
+        }
+        self.producer_ids.expire(now, max_idle);
+        if expired > 0 {
+            info!(expired, "expired idle producer ids");
+            self.metrics.producer_ids_expired.inc_by(expired as u64);
+        }
+    }
+
     fn flush_due(&self) {
         let now = Instant::now();
         for p in self.topics.partitions() {
@@ -270,10 +305,10 @@ impl Broker {
         }
     }
 
-    /// fsyncs everything (clean shutdown).
+    /// fsyncs everything and snapshots producer state (clean shutdown).
     pub fn flush_all(&self) {
         for p in self.topics.partitions() {
-            if let Err(e) = p.flush() {
+            if let Err(e) = p.checkpoint() {
                 warn!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
             }
         }

@@ -186,6 +186,23 @@ pub struct BrokerConfig {
     /// Largest metadata string an offset commit may carry, bytes.
     #[arg(long, env = "SKIFF_OFFSET_METADATA_MAX_BYTES", default_value_t = 4096)]
     pub offset_metadata_max_bytes: usize,
+
+    /// An idempotent producer that has not written to a partition for this long is
+    /// forgotten there, ms; its next batch is accepted as from a new producer.
+    #[arg(
+        long,
+        env = "SKIFF_PRODUCER_ID_EXPIRATION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub producer_id_expiration_ms: u64,
+
+    /// How often idle producer ids are looked for, ms.
+    #[arg(
+        long,
+        env = "SKIFF_PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS",
+        default_value_t = 600_000
+    )]
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 /// A listener address, `NAME://host:port`.

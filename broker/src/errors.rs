@@ -63,6 +63,18 @@ pub enum BrokerError {
     GroupSubscribedToTopic,
     #[error("{0}")]
     CoordinatorNotAvailable(String),
+    #[error("producer {producer_id} epoch {got} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        got: i16,
+        current: i16,
+    },
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    #[error("{0}")]
+    InvalidTxnState(String),
+    #[error("{0}")]
+    ProducerFenced(String),
 }
 
 impl BrokerError {
@@ -98,6 +110,10 @@ impl BrokerError {
             OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
             GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+            InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+            InvalidTxnState(_) => ResponseError::InvalidTxnState,
+            ProducerFenced(_) => ResponseError::ProducerFenced,
         }
     }
 
@@ -138,6 +154,10 @@ impl BrokerError {
             OffsetMetadataTooLarge { .. } => "offset_metadata_too_large",
             GroupSubscribedToTopic => "group_subscribed_to_topic",
             CoordinatorNotAvailable(_) => "coordinator_not_available",
+            InvalidProducerEpoch { .. } => "invalid_producer_epoch",
+            OutOfOrderSequence(_) => "out_of_order_sequence_number",
+            InvalidTxnState(_) => "invalid_txn_state",
+            ProducerFenced(_) => "producer_fenced",
         }
     }
 }

@@ -6,7 +6,9 @@
 //!   that drives dispatch and ApiVersions.
 //! - [`broker`]: shared state and background maintenance; [`cluster`]: the
 //!   durable metadata and the topic table; [`partition`]: one partition's log
-//!   and append signal (the log itself is the `skiff-log` crate).
+//!   and append signal (the log itself is the `skiff-log` crate);
+//!   [`producer_state`]: idempotent producers' sequence numbers per partition;
+//!   [`producer_ids`]: durable producer id allocation for InitProducerId.
 //! - [`topic_config`], [`config_entries`]: topic configs and how they are
 //!   described; [`errors`]: the one mapping to Kafka error codes.
 //! - [`groups`]: the consumer group coordinator and committed offsets in
@@ -24,5 +26,7 @@ pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod partition;
+pub mod producer_ids;
+pub mod producer_state;
 pub mod server;
 pub mod topic_config;

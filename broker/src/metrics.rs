@@ -28,6 +28,10 @@ pub struct Metrics {
     pub group_members: IntGaugeVec,
     pub group_rebalances: IntCounter,
     pub consumer_lag: IntGaugeVec,
+    pub producer_ids: IntGauge,
+    pub produce_duplicates: IntCounter,
+    pub produce_out_of_order: IntCounter,
+    pub producer_ids_expired: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -76,6 +80,13 @@ impl Metrics {
         )
         .expect("valid metric definition");
         r.register(Box::new(connections_active.clone()))
+            .expect("metric registered once");
+        let producer_ids = IntGauge::new(
+            "skiff_producer_ids",
+            "Idempotent producer states held, summed over partitions",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(producer_ids.clone()))
             .expect("metric registered once");
         Self {
             bytes_in: counter_vec(
@@ -177,6 +188,22 @@ impl Metrics {
                 "skiff_consumer_group_lag",
                 "High watermark minus committed offset, per group and partition",
                 &["group", "topic", "partition"],
+            ),
+            producer_ids,
+            produce_duplicates: counter(
+                &r,
+                "skiff_produce_duplicates_total",
+                "Retried producer batches answered with their original offsets, not stored again",
+            ),
+            produce_out_of_order: counter(
+                &r,
+                "skiff_produce_out_of_order_total",
+                "Producer batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ),
+            producer_ids_expired: counter(
+                &r,
+                "skiff_producer_ids_expired_total",
+                "Partition producer states dropped after producer.id.expiration.ms idle",
             ),
             registry: r,
         }

@@ -445,6 +445,27 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Calls `f` with the header of every batch whose last offset is
+    /// `>= from`, in log order, reading only the 61-byte headers (no CRC
+    /// checks: `open` already verified what it does not trust). For rebuilding
+    /// state derived from the log, such as producer sequence numbers.
+    ///
+    /// # Errors
+    /// I/O, or a header that does not parse.
+    pub fn scan_headers(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        for seg in self.segments.range(self.segment_index_for(from)..) {
+            let Some((mut pos, _)) = seg.find_batch(from)? else {
+                continue;
+            };
+            while pos < seg.size {
+                let h = seg.header_at(pos)?;
+                f(&h);
+                pos += h.size() as u64;
+            }
+        }
+        Ok(())
+    }
+
     fn segment_index_for(&self, offset: i64) -> usize {
         self.segments
             .partition_point(|s| s.base_offset <= offset)

@@ -818,3 +818,27 @@ fn a_due_flush_is_taken_once_and_a_failed_one_comes_back() {
         .expect("due again after a failed sync");
     again.sync().expect("sync");
 }
+
+#[test]
+fn scan_headers_visits_every_batch_from_an_offset_across_segments() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut log = open(dir.path(), small_segments(300));
+    let mut bases = Vec::new();
+    for i in 0..8 {
+        bases.push(append(&mut log, 2, 1_000 + i, 60).base_offset);
+    }
+    assert!(log.segment_count() > 2, "test needs several segments");
+    let mut seen = Vec::new();
+    log.scan_headers(0, |h| seen.push(h.base_offset))
+        .expect("scan");
+    assert_eq!(seen, bases);
+    // From inside a batch: that batch is included.
+    let mut seen = Vec::new();
+    log.scan_headers(bases[3] + 1, |h| seen.push(h.base_offset))
+        .expect("scan");
+    assert_eq!(seen, bases[3..].to_vec());
+    let mut seen = Vec::new();
+    log.scan_headers(log.log_end_offset(), |h| seen.push(h.base_offset))
+        .expect("scan");
+    assert!(seen.is_empty());
+}

@@ -22,6 +22,8 @@ pub enum MetaStoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("metadata record {0:?} is corrupt")]
+    Corrupt(&'static str),
 }
 
 /// A topic as the metadata store keeps it.
@@ -42,6 +44,7 @@ pub struct MetaStore {
 const TOPIC_PREFIX: &str = "topic/";
 const CLUSTER_ID: &str = "cluster_id";
 const BROKER_CONFIG: &str = "broker_config/";
+const PRODUCER_ID_BLOCK_END: &str = "producer_id_block_end";
 
 impl MetaStore {
     /// Opens (or creates) the store in `dir`.
@@ -121,6 +124,26 @@ impl MetaStore {
     ) -> Result<(), MetaStoreError> {
         let v = serde_json::to_vec(cfg).unwrap_or_default();
         self.db.insert(format!("{BROKER_CONFIG}{scope}"), v)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl MetaStore {
+    /// The end (exclusive) of the last producer id block handed out: every
+    /// id below it may have been used. 0 before the first block.
+    pub fn producer_id_block_end(&self) -> Result<i64, MetaStoreError> {
+        match self.db.get(PRODUCER_ID_BLOCK_END)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                .map(i64::from_be_bytes)
+                .map_err(|_| MetaStoreError::Corrupt(PRODUCER_ID_BLOCK_END)),
+        }
+    }
+
+    /// Records a new block end, durably, before any id of the block is used.
+    pub fn put_producer_id_block_end(&self, end: i64) -> Result<(), MetaStoreError> {
+        self.db.insert(PRODUCER_ID_BLOCK_END, &end.to_be_bytes())?;
         self.db.flush()?;
         Ok(())
     }

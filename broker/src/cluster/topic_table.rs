@@ -131,7 +131,10 @@ impl TopicTable {
                 }
                 report.truncated_bytes += recovery.truncated_bytes;
                 report.partitions += 1;
-                partitions.push(Arc::new(Partition::new(name.clone(), index, log)));
+                let partition = Partition::open(name.clone(), index, log).map_err(|e| {
+                    anyhow::anyhow!("rebuilding producer state of {}: {e}", dir.display())
+                })?;
+                partitions.push(Arc::new(partition));
             }
             topics.insert(
                 name.clone(),
@@ -276,7 +279,7 @@ impl TopicTable {
                 std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
             }
             let (log, _) = PartitionLog::open(&dir, config.log_config())?;
-            out.push(Arc::new(Partition::new(name.clone(), index, log)));
+            out.push(Arc::new(Partition::open(name.clone(), index, log)?));
         }
         Ok(out)
     }

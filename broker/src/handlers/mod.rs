@@ -26,6 +26,7 @@ mod fetch;
 mod find_coordinator;
 mod heartbeat;
 mod incremental_alter_configs;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -102,6 +103,7 @@ apis! {
     DescribeGroups => describe_groups::DescribeGroupsRequest, 0..=5;
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
+    InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -219,6 +221,7 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "Other",
     }
 }

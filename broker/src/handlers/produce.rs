@@ -95,8 +95,14 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
     for (ti, slot, partition, size, result) in results {
         let resp = &mut responses[ti].partition_responses[slot];
         match result {
-            Ok(info) => {
-                record_metrics(ctx, &partition, size, &info);
+            Ok(appended) => {
+                let info = appended.info;
+                if appended.duplicate {
+                    broker.metrics.produce_duplicates.inc();
+                    tracing::debug!(topic = %partition.topic, partition = partition.index, base_offset = info.base_offset, "duplicate producer batch answered with its original offsets");
+                } else {
+                    record_metrics(ctx, &partition, size, &info);
+                }
                 resp.base_offset = info.base_offset;
                 resp.log_append_time_ms = info.log_append_time.unwrap_or(-1);
                 if ctx.version >= 5 {
@@ -104,6 +110,9 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                 }
             }
             Err(e) => {
+                if matches!(e, BrokerError::OutOfOrderSequence(_)) {
+                    broker.metrics.produce_out_of_order.inc();
+                }
                 if matches!(e, BrokerError::Storage(_)) {
                     broker.metrics.storage_errors.inc();
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "append failed");

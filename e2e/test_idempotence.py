@@ -1,0 +1,226 @@
+"""The idempotent producer: InitProducerId, duplicate and gap detection,
+producer state surviving a crash.
+
+Proves: a retried batch (same producer id, epoch and sequence range) is
+answered with the offsets of the stored copy and not stored again; a gap in
+sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER; a transactional
+InitProducerId is refused with COORDINATOR_NOT_AVAILABLE; librdkafka's
+idempotent producer, with the broker SIGKILLed and restarted in the middle
+of its run, ends with every partition holding its sequence exactly once, in
+order, without a gap; the state the broker uses for that is rebuilt from the
+log at start-up (a duplicate sent after a restart is still recognised), and
+after a clean shutdown from a snapshot.
+"""
+
+import socket
+import struct
+import threading
+import time
+
+from confluent_kafka import Producer
+
+import skiff
+
+PARTITIONS = 3
+
+
+# ------------------------------------------------------------ raw protocol
+def _string(s):
+    if s is None:
+        return struct.pack(">h", -1)
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+class Conn:
+    """Non-flexible requests (header v1) over one socket."""
+
+    def __init__(self, broker):
+        self.s = socket.create_connection(("127.0.0.1", broker.port), timeout=30)
+        self.corr = 0
+
+    def call(self, api_key, version, body):
+        self.corr += 1
+        payload = struct.pack(">hhi", api_key, version, self.corr) + _string("e2e-raw") + body
+        self.s.sendall(struct.pack(">i", len(payload)) + payload)
+        head = self._exact(4)
+        (n,) = struct.unpack(">i", head)
+        frame = self._exact(n)
+        (corr,) = struct.unpack(">i", frame[:4])
+        assert corr == self.corr
+        return frame[4:]
+
+    def _exact(self, n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.s.recv(n - len(buf))
+            assert chunk, "broker closed the connection"
+            buf += chunk
+        return bytes(buf)
+
+    def init_producer_id(self, transactional_id=None):
+        """InitProducerId v1 -> (error, producer_id, epoch)."""
+        body = _string(transactional_id) + struct.pack(">i", 60000)
+        resp = self.call(22, 1, body)
+        _throttle, err, pid, epoch = struct.unpack(">ihqh", resp[:16])
+        return err, pid, epoch
+
+    def produce(self, topic, partition, batch):
+        """Produce v7 (acks=all) of one batch -> (error, base_offset)."""
+        body = _string(None) + struct.pack(">hi", -1, 30000)
+        body += struct.pack(">i", 1) + _string(topic)
+        body += struct.pack(">i", 1) + struct.pack(">i", partition)
+        body += struct.pack(">i", len(batch)) + batch
+        resp = self.call(0, 7, body)
+        p = 4  # topic count
+        (n,) = struct.unpack(">h", resp[p:p + 2])
+        p += 2 + n + 4  # name, partition count
+        _index, err, base, _append_time, _start = struct.unpack(">ihqqq", resp[p:p + 30])
+        return err, base
+
+    def close(self):
+        self.s.close()
+
+
+def batch(pid, epoch, seq, n, tag):
+    records = [(None, b"%s-%d" % (tag, seq + i)) for i in range(n)]
+    return skiff.record_batch(0, records, int(time.time() * 1000), producer_id=pid,
+                              producer_epoch=epoch, base_sequence=seq)
+
+
+def test_a_retried_batch_gets_the_original_offset_and_a_gap_is_refused(broker_factory, topic_name):
+    b = broker_factory()
+    skiff.create_topic(skiff.admin_client(b), topic_name, 1)
+    c = Conn(b)
+    try:
+        err, pid, epoch = c.init_producer_id()
+        assert (err, epoch) == (0, 0) and pid >= 0
+        err2, pid2, _ = c.init_producer_id()
+        assert err2 == 0 and pid2 != pid, "every InitProducerId gets a new id"
+
+        first = batch(pid, 0, 0, 3, b"a")
+        assert c.produce(topic_name, 0, first) == (0, 0)
+        assert c.produce(topic_name, 0, batch(pid, 0, 3, 2, b"a")) == (0, 3)
+        # The retry of the first batch: success with its original offset.
+        assert c.produce(topic_name, 0, first) == (0, 0)
+        # A gap: sequence 6 after 4.
+        err, _ = c.produce(topic_name, 0, batch(pid, 0, 6, 1, b"a"))
+        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER, got {err}"
+        # Transactions are not supported.
+        err, tpid, _ = c.init_producer_id("txn-1")
+        assert (err, tpid) == (15, -1), "COORDINATOR_NOT_AVAILABLE for a transactional id"
+    finally:
+        c.close()
+
+    m = b.metrics()
+    assert m.total("skiff_produce_duplicates_total") == 1
+    assert m.total("skiff_produce_out_of_order_total") == 1
+    assert m.total("skiff_producer_ids") == 1
+
+    # SIGKILL: no snapshot; the state is rebuilt by scanning the log.
+    b.kill()
+    b.start()
+    c = Conn(b)
+    try:
+        assert c.produce(topic_name, 0, first) == (0, 0)
+        assert c.produce(topic_name, 0, batch(pid, 0, 5, 1, b"a")) == (0, 5)
+        err, new_pid, _ = c.init_producer_id()
+        assert err == 0 and new_pid > pid2, "producer ids are never reused after a crash"
+    finally:
+        c.close()
+
+    # A clean stop writes a snapshot; the state comes back from it.
+    b.stop()
+    assert (b.partition_dir(topic_name, 0) / "producer-state.snapshot").exists()
+    b.start()
+    c = Conn(b)
+    try:
+        assert c.produce(topic_name, 0, batch(pid, 0, 5, 1, b"a")) == (0, 5)
+        assert c.produce(topic_name, 0, batch(pid, 0, 6, 1, b"a")) == (0, 6)
+    finally:
+        c.close()
+    msgs, _, high = skiff.read_partition_to_end(b.bootstrap, topic_name, 0)
+    assert high == 7
+    assert [m.value() for m in msgs] == [b"a-%d" % i for i in range(7)]
+
+
+class SeqProducer(threading.Thread):
+    """An idempotent librdkafka producer writing value b"<partition>:<n>"
+    with n counting up per partition, until stopped."""
+
+    def __init__(self, bootstrap, topic):
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.p = Producer({
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": 120000,
+            "request.timeout.ms": 5000,
+            "reconnect.backoff.max.ms": 200,
+        })
+        self.next = [0] * PARTITIONS
+        self.errors = []
+        self.acked = 0
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+
+    def _cb(self, err, msg):
+        with self.lock:
+            if err is not None:
+                self.errors.append(str(err))
+            else:
+                self.acked += 1
+
+    def run(self):
+        i = 0
+        while not self.stop_flag.is_set():
+            part = i % PARTITIONS
+            i += 1
+            value = b"%d:%d" % (part, self.next[part])
+            try:
+                self.p.produce(self.topic, value=value, partition=part, on_delivery=self._cb)
+            except BufferError:
+                self.p.poll(0.1)
+                i -= 1
+                continue
+            self.next[part] += 1
+            self.p.poll(0)
+            if i % 50 == 0:
+                time.sleep(0.005)
+        left = self.p.flush(150)
+        assert left == 0, f"{left} messages never delivered"
+
+
+def test_idempotent_producer_through_a_broker_crash_writes_each_message_once(
+        broker_factory, topic_name):
+    b = broker_factory(args=["--log-flush-interval-messages", "1"])
+    skiff.create_topic(skiff.admin_client(b), topic_name, PARTITIONS)
+    prod = SeqProducer(b.bootstrap, topic_name)
+    prod.start()
+    skiff.wait_until(lambda: prod.acked >= 3000, 60, what="3000 acks before the crash")
+    b.kill()
+    time.sleep(1.0)  # the producer sees the broker gone and queues retries
+    b.start()
+    acked_at_restart = prod.acked
+    skiff.wait_until(lambda: prod.acked >= acked_at_restart + 3000, 120,
+                     what="3000 more acks after the restart")
+    prod.stop_flag.set()
+    prod.join(180)
+    assert not prod.is_alive()
+    assert prod.errors == [], f"delivery errors: {prod.errors[:5]}"
+
+    for part in range(PARTITIONS):
+        msgs, low, high = skiff.read_partition_to_end(b.bootstrap, topic_name, part)
+        want = prod.next[part]
+        values = [m.value() for m in msgs]
+        expected = [b"%d:%d" % (part, n) for n in range(want)]
+        if values != expected:
+            seen = [int(v.split(b":")[1]) for v in values]
+            dups = len(seen) - len(set(seen))
+            missing = sorted(set(range(want)) - set(seen))[:10]
+            raise AssertionError(
+                f"partition {part}: {len(values)} messages for {want} sent, "
+                f"{dups} duplicates, first missing {missing}")
+        assert (low, high) == (0, want)
