@@ -6,7 +6,7 @@ BROKER_BIN := target/release/skiff-broker
 # How many local brokers `make run` starts (one until replication lands).
 DATA  ?= ./data
 
-.PHONY: build release run test test-env unit e2e lint fmt bench clean
+.PHONY: build release run test test-env unit e2e lint fmt bench clean crds
 
 build:
 	$(CARGO) build --workspace
@@ -40,6 +40,10 @@ bench: test-env release
 
 fmt:
 	$(CARGO) fmt --all
+
+## Regenerate the CRD YAML (crds/generated/) and docs/crds.md from crds/src/.
+crds:
+	$(CARGO) run -q -p skiff-crds --bin crdgen
 
 clean:
 	$(CARGO) clean

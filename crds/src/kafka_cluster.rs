@@ -1,0 +1,386 @@
+//! `KafkaCluster`: a cluster of Skiff brokers.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::MetricSpec;
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Settings the operator sets itself on every broker; `spec.config` may not
+/// name them.
+pub const OPERATOR_OWNED_SETTINGS: &[&str] = &[
+    "node.id",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "data.dir",
+    "http.addr",
+    "broker.rack",
+    "config",
+];
+
+/// The port of the broker's HTTP server (`/metrics`, `/livez`, `/readyz`);
+/// listeners may not use it.
+pub const HTTP_PORT: i32 = 9644;
+
+/// A cluster of Skiff brokers run as a StatefulSet. The operator creates its
+/// ConfigMap, Services, StatefulSet, PodDisruptionBudget, ServiceAccount and
+/// (with `autoscaling`) HorizontalPodAutoscaler, and rolls brokers one at a
+/// time when the image or config changes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "skiff.dev",
+    version = "v1alpha1",
+    kind = "KafkaCluster",
+    plural = "kafkaclusters",
+    shortname = "kc",
+    category = "skiff",
+    namespaced,
+    status = "KafkaClusterStatus",
+    doc = "A cluster of Skiff brokers (Kafka wire protocol) run by the Skiff operator.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(
+        name = "Bootstrap",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.bootstrapServers[0].address"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 40").message(
+        "the name of a KafkaCluster is at most 40 characters, so the names of its pods and Services fit in a DNS label"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterSpec {
+    /// Number of brokers. Brokers get node ids 0..replicas-1 from their pod
+    /// ordinals. A decrease drains the highest ids first and removes a broker
+    /// only once the cluster's metadata shows it holds no partition.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+
+    /// Broker image; defaults to the broker image released with the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// CPU and memory requests and limits of each broker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Each broker's persistent volume.
+    #[serde(default)]
+    pub storage: Storage,
+
+    /// Where brokers accept clients. Names and ports are unique; the first
+    /// listener is the one the operator itself uses.
+    #[serde(default = "default_listeners")]
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))").message("listener names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.port == l.port))").message("listener ports must be unique"))]
+    pub listeners: Vec<Listener>,
+
+    /// Broker settings (`key: value`, the keys of `skiff-broker --help` with
+    /// dots, e.g. `log.retention.ms`), written to the brokers' properties
+    /// file. A change rolls the brokers one at a time. The settings the
+    /// operator owns (node.id, listeners, advertised.listeners,
+    /// listener.security.protocol.map, data.dir, http.addr, broker.rack,
+    /// config) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("!('node.id' in self) && !('listeners' in self) && !('advertised.listeners' in self) && !('listener.security.protocol.map' in self) && !('data.dir' in self) && !('http.addr' in self) && !('broker.rack' in self) && !('config' in self)").message("node.id, listeners, advertised.listeners, listener.security.protocol.map, data.dir, http.addr, broker.rack and config are set by the operator; use spec.listeners and spec.storage instead"))]
+    pub config: BTreeMap<String, String>,
+
+    /// Rack awareness: brokers are spread over the values of a node label and
+    /// replicas of a partition are placed in different racks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<Rack>,
+
+    /// Additions to the broker pods: labels, annotations, affinity,
+    /// tolerations, priority class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+
+    /// Which namespaces may create Topics, Users and Quotas against this
+    /// cluster, and the name prefix each gets. Without it only resources in
+    /// the cluster's own namespace are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<Tenancy>,
+
+    /// A HorizontalPodAutoscaler that drives `replicas` through the `/scale`
+    /// subresource. Every change it makes goes through the operator's safe
+    /// add/drain sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        name: "plaintext".to_string(),
+        port: 9092,
+        tls: false,
+        authentication: ListenerAuthentication::None,
+        exposure: Exposure::Internal,
+    }]
+}
+
+/// Each broker's persistent volume.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storageClass) == has(oldSelf.storageClass) && (!has(self.storageClass) || self.storageClass == oldSelf.storageClass)").message("storageClass is immutable"))]
+pub struct Storage {
+    /// Size of each broker's volume, e.g. `100Gi`.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+
+    /// StorageClass of the volumes; the cluster's default class when unset.
+    /// Cannot be changed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+
+    /// Delete the volumes when the KafkaCluster is deleted. Volumes of a
+    /// broker removed by a scale-down are always kept until the operator has
+    /// confirmed that broker empty.
+    #[serde(default)]
+    pub delete_claim: bool,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class: None,
+            delete_claim: false,
+        }
+    }
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_string())
+}
+
+/// A listener: a port where brokers accept Kafka clients.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.authentication != 'mtls' || self.tls").message("mtls authentication needs tls: true"))]
+pub struct Listener {
+    /// Name of the listener: lower-case letters and digits, starting with a
+    /// letter. It names the Service port and, upper-cased, the Kafka
+    /// listener (`plaintext` → `PLAINTEXT`).
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9]{0,14}$"))]
+    pub name: String,
+
+    /// Container port of the listener (1024-65535; brokers do not run as
+    /// root). 9644 is the broker's HTTP port.
+    #[schemars(range(min = 1024, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 9644").message("port 9644 is the broker's HTTP port"))]
+    pub port: i32,
+
+    /// Encrypt connections with TLS.
+    #[serde(default)]
+    pub tls: bool,
+
+    /// How clients authenticate.
+    #[serde(default)]
+    pub authentication: ListenerAuthentication,
+
+    /// How the listener is reachable: `internal` (cluster DNS only),
+    /// `NodePort` or `LoadBalancer` (a bootstrap Service plus one Service per
+    /// broker).
+    #[serde(default)]
+    pub exposure: Exposure,
+}
+
+/// How clients authenticate on a listener.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerAuthentication {
+    /// No authentication.
+    #[default]
+    None,
+    /// SASL SCRAM-SHA-512 with the credentials of `User` resources.
+    Scram,
+    /// TLS client certificates (needs `tls: true`).
+    Mtls,
+}
+
+/// How a listener is reachable.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Exposure {
+    /// Inside the Kubernetes cluster, through the cluster DNS.
+    #[default]
+    #[serde(rename = "internal")]
+    Internal,
+    /// On every node's IP, through NodePort Services.
+    NodePort,
+    /// Through LoadBalancer Services.
+    LoadBalancer,
+}
+
+/// Rack awareness.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rack {
+    /// Node label whose value is a broker's rack.
+    #[serde(default = "default_topology_key")]
+    #[schemars(length(min = 1))]
+    pub topology_key: String,
+}
+
+fn default_topology_key() -> String {
+    "topology.kubernetes.io/zone".to_string()
+}
+
+/// Additions to the broker pods. Labels and annotations are added to the
+/// operator's (which win on a clash); affinity replaces the operator's
+/// default anti-affinity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra labels of the broker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the broker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Affinity of the broker pods; replaces the default preferred
+    /// anti-affinity between brokers of this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations of the broker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// PriorityClass of the broker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Which namespaces may use this cluster, and the prefix each one's topic,
+/// group and user names get.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenancy {
+    /// Tenant namespaces. Resources in the cluster's own namespace are always
+    /// accepted, without a prefix.
+    #[serde(default)]
+    #[schemars(length(max = 200))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.namespace == t.namespace))").message("each namespace is listed once"))]
+    pub tenants: Vec<Tenant>,
+}
+
+/// A namespace allowed to use the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    /// The namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Prefix of the tenant's topic, consumer group and user names; defaults
+    /// to the namespace followed by a dot (`team-a` → `team-a.`). No prefix
+    /// may be the start of another tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9._-]{1,100}$"))]
+    pub prefix: Option<String>,
+}
+
+/// A HorizontalPodAutoscaler for the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// Fewest brokers.
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most brokers.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Target metrics (autoscaling/v2 `MetricSpec`); 70% average CPU
+    /// utilization when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSpec>,
+}
+
+/// What the operator last observed of the cluster.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterStatus {
+    /// `Ready`, `Progressing` and `Degraded`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Brokers that exist (the `/scale` subresource's status.replicas).
+    #[serde(default)]
+    pub replicas: i32,
+    /// Brokers that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the broker pods, for the `/scale` subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Bootstrap address of each listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap_servers: Vec<ListenerAddress>,
+    /// State of each broker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerStatus>,
+}
+
+/// Where clients of one listener bootstrap.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAddress {
+    /// Listener name.
+    pub name: String,
+    /// `host:port` for `bootstrap.servers`.
+    pub address: String,
+}
+
+/// One broker as the operator sees it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// Broker (node) id.
+    pub id: i32,
+    /// Pod running it.
+    pub pod: String,
+    /// Where it is in its life.
+    pub state: BrokerState,
+    /// Rack it reported, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+/// Where a broker is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerState {
+    /// Pod not yet running.
+    Pending,
+    /// Running and ready.
+    Ready,
+    /// Running, not ready.
+    NotReady,
+    /// Being restarted by a roll.
+    Rolling,
+    /// Its partitions are being moved away before removal.
+    Draining,
+}

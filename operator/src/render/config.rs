@@ -1,0 +1,77 @@
+//! The broker properties file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use skiff_crds::KafkaCluster;
+use skiff_crds::kafka_cluster::OPERATOR_OWNED_SETTINGS;
+
+use super::{
+    PROPERTIES_KEY, RenderError, kafka_listener_name, names, owned_meta, security_protocol,
+};
+
+/// The `server.properties` text: `spec.config` in key order, plus
+/// `listener.security.protocol.map` when a listener's name is not its
+/// security protocol. Node id, listeners, advertised listeners, data dir and
+/// HTTP address are per pod and given as flags and environment (see the
+/// StatefulSet), which win over the file.
+///
+/// # Errors
+/// A value with a line break, or a key the operator owns.
+pub fn properties(kc: &KafkaCluster) -> Result<String, RenderError> {
+    let mut out = String::from(
+        "# Rendered by skiff-operator from the KafkaCluster's spec.config; edits are overwritten.\n",
+    );
+    for (key, value) in &kc.spec.config {
+        if OPERATOR_OWNED_SETTINGS.contains(&key.as_str()) {
+            return Err(RenderError::OperatorOwnedSetting { key: key.clone() });
+        }
+        if value.contains(['\n', '\r']) || key.contains(['\n', '\r', '=']) {
+            return Err(RenderError::MultiLineConfig { key: key.clone() });
+        }
+        let _ = writeln!(out, "{key}={value}");
+    }
+    let mut map = Vec::new();
+    let mut needed = false;
+    for l in &kc.spec.listeners {
+        let name = kafka_listener_name(l);
+        let protocol = security_protocol(l)?;
+        needed |= name != protocol;
+        map.push(format!("{name}:{protocol}"));
+    }
+    if needed {
+        let _ = writeln!(out, "listener.security.protocol.map={}", map.join(","));
+    }
+    Ok(out)
+}
+
+/// ConfigMap `<name>-config` holding `server.properties`.
+///
+/// # Errors
+/// See [`properties`]; a KafkaCluster without name, namespace or uid.
+pub fn config_map(kc: &KafkaCluster) -> Result<ConfigMap, RenderError> {
+    let (cluster, _) = super::identity(kc)?;
+    Ok(ConfigMap {
+        metadata: owned_meta(kc, names::config_map(cluster))?,
+        data: Some(BTreeMap::from([(
+            PROPERTIES_KEY.to_string(),
+            properties(kc)?,
+        )])),
+        ..ConfigMap::default()
+    })
+}
+
+/// A stable hash of the ConfigMap's data (FNV-1a, 64 bits, hex), for the pod
+/// template annotation that makes a config change a new StatefulSet revision.
+/// Stable across Rust versions, unlike `DefaultHasher`.
+pub fn config_hash(cm: &ConfigMap) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in cm.data.iter().flatten() {
+        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}

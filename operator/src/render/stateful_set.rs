@@ -1,0 +1,380 @@
+//! The brokers' StatefulSet.
+//!
+//! - **Node id** = pod ordinal, with no shell and no init container: the
+//!   StatefulSet controller labels each pod `apps.kubernetes.io/pod-index`
+//!   (on by default since Kubernetes 1.28, GA in 1.32), and the downward API
+//!   turns that label into the env var `SKIFF_NODE_ID`, which the broker
+//!   reads like its `--node-id` flag.
+//! - **Advertised listeners** use Kubernetes' own `$(VAR)` expansion in env
+//!   values: `SKIFF_ADVERTISED_LISTENERS` is
+//!   `NAME://$(POD_NAME).<name>-brokers.<ns>.svc.<domain>:<port>` for an
+//!   internal listener, where `POD_NAME` comes from the downward API.
+//! - **Rolls are the operator's**: `updateStrategy: OnDelete`, so a new
+//!   template (image, resources, or config through the config-hash
+//!   annotation) changes nothing until the operator deletes pods one at a
+//!   time (see [`crate::roll`]). `podManagementPolicy: Parallel` lets a new
+//!   cluster's brokers start together (they need each other for quorum).
+//! - Volumes: claims are deleted with the cluster only when
+//!   `storage.deleteClaim`; a scale-down never deletes a claim (the operator
+//!   removes it after confirming the broker empty).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use skiff_crds::KafkaCluster;
+use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT};
+
+use super::{
+    CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, PROPERTIES_KEY, RenderContext,
+    RenderError, common_labels, identity, kafka_listener_name, names, owned_meta,
+    security_protocol, selector_labels,
+};
+
+/// User and group the broker runs as (the image's non-root user).
+pub const BROKER_UID: i64 = 10001;
+/// The label the StatefulSet controller puts on each pod with its ordinal.
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
+/// The `--listeners` value: every listener bound on all addresses.
+///
+/// # Errors
+/// An invalid listener (see [`security_protocol`]).
+pub fn listeners_flag(kc: &KafkaCluster) -> Result<String, RenderError> {
+    let mut out = Vec::new();
+    for l in &kc.spec.listeners {
+        security_protocol(l)?;
+        out.push(format!("{}://0.0.0.0:{}", kafka_listener_name(l), l.port));
+    }
+    Ok(out.join(","))
+}
+
+/// The `SKIFF_ADVERTISED_LISTENERS` value, with `$(POD_NAME)` for Kubernetes
+/// to expand. An internal listener advertises the pod's DNS name under the
+/// headless Service. An external listener advertises its per-broker Service
+/// (`$(POD_NAME)-<listener>`), which resolves inside the cluster; the
+/// node/load-balancer address an outside client needs is known only once
+/// that Service has one, and writing it in is the controller's job (not
+/// done yet).
+///
+/// # Errors
+/// A KafkaCluster without name or namespace.
+pub fn advertised_listeners(kc: &KafkaCluster, ctx: &RenderContext) -> Result<String, RenderError> {
+    let (cluster, ns) = identity(kc)?;
+    let domain = &ctx.cluster_domain;
+    let headless = names::headless_service(cluster);
+    Ok(kc
+        .spec
+        .listeners
+        .iter()
+        .map(|l| {
+            let host = match l.exposure {
+                Exposure::Internal => format!("$(POD_NAME).{headless}.{ns}.svc.{domain}"),
+                Exposure::NodePort | Exposure::LoadBalancer => {
+                    format!("$(POD_NAME)-{}.{ns}.svc.{domain}", l.name)
+                }
+            };
+            format!("{}://{host}:{}", kafka_listener_name(l), l.port)
+        })
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// The default affinity: prefer one broker per node.
+fn default_affinity(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_string(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(cluster)),
+                            ..LabelSelector::default()
+                        }),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// StatefulSet `<name>` running `brokers` broker pods; `config_hash` is the
+/// hash of the rendered properties (see [`super::config::config_hash`]).
+///
+/// # Errors
+/// A KafkaCluster without name, namespace or uid, or an invalid listener.
+pub fn stateful_set(
+    kc: &KafkaCluster,
+    ctx: &RenderContext,
+    brokers: i32,
+    config_hash: &str,
+) -> Result<StatefulSet, RenderError> {
+    let (cluster, _) = identity(kc)?;
+    let spec = &kc.spec;
+    let overrides = spec.pod_template.clone().unwrap_or_default();
+
+    // Operator labels win over the user's: the selector must keep matching.
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(common_labels(cluster));
+    let mut pod_annotations = overrides.annotations.clone();
+    pod_annotations.insert(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string());
+    pod_annotations.insert(
+        "kubectl.kubernetes.io/default-container".to_string(),
+        "broker".to_string(),
+    );
+
+    let mut ports: Vec<ContainerPort> = spec
+        .listeners
+        .iter()
+        .map(|l| ContainerPort {
+            name: Some(l.name.clone()),
+            container_port: l.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        })
+        .collect();
+    ports.push(ContainerPort {
+        name: Some("http".to_string()),
+        container_port: HTTP_PORT,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    });
+
+    let env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env(
+            "SKIFF_NODE_ID",
+            &format!("metadata.labels['{POD_INDEX_LABEL}']"),
+        ),
+        EnvVar {
+            name: "SKIFF_ADVERTISED_LISTENERS".to_string(),
+            value: Some(advertised_listeners(kc, ctx)?),
+            ..EnvVar::default()
+        },
+    ];
+
+    let container = Container {
+        name: "broker".to_string(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| ctx.default_image.clone()),
+        ),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        args: Some(vec![
+            "--config".to_string(),
+            format!("{CONFIG_MOUNT}/{PROPERTIES_KEY}"),
+            "--listeners".to_string(),
+            listeners_flag(kc)?,
+            "--data-dir".to_string(),
+            DATA_DIR.to_string(),
+            "--http-addr".to_string(),
+            format!("0.0.0.0:{HTTP_PORT}"),
+        ]),
+        env: Some(env),
+        ports: Some(ports),
+        resources: spec.resources.clone(),
+        // Log recovery scans segment tails at start: give it ten minutes
+        // before liveness may restart the broker.
+        startup_probe: Some(http_probe("/livez", 5, 120)),
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".to_string(),
+                mount_path: DATA_MOUNT.to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+
+    let topology_spread_constraints = spec.rack.as_ref().map(|rack| {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: rack.topology_key.clone(),
+            when_unsatisfiable: "DoNotSchedule".to_string(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]
+    });
+
+    let pod_spec = PodSpec {
+        service_account_name: Some(names::service_account(cluster)),
+        automount_service_account_token: Some(false),
+        // Service links would put `<SERVICE>_PORT`-style variables into the
+        // broker's environment, where `SKIFF_*` names are settings.
+        enable_service_links: Some(false),
+        // Time for a controlled shutdown (leaderships handed over, logs
+        // flushed).
+        termination_grace_period_seconds: Some(120),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(BROKER_UID),
+            run_as_group: Some(BROKER_UID),
+            fs_group: Some(BROKER_UID),
+            fs_group_change_policy: Some("OnRootMismatch".to_string()),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_string(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(
+            overrides
+                .affinity
+                .clone()
+                .unwrap_or_else(|| default_affinity(cluster)),
+        ),
+        tolerations: (!overrides.tolerations.is_empty()).then(|| overrides.tolerations.clone()),
+        priority_class_name: overrides.priority_class_name.clone(),
+        topology_spread_constraints,
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "config".to_string(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::config_map(cluster),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".to_string()),
+            labels: Some(common_labels(cluster)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: spec.storage.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    spec.storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+
+    Ok(StatefulSet {
+        metadata: owned_meta(kc, names::stateful_set(cluster))?,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(brokers),
+            service_name: Some(names::headless_service(cluster)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(cluster)),
+                ..LabelSelector::default()
+            },
+            pod_management_policy: Some("Parallel".to_string()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(
+                        if spec.storage.delete_claim {
+                            "Delete"
+                        } else {
+                            "Retain"
+                        }
+                        .to_string(),
+                    ),
+                    when_scaled: Some("Retain".to_string()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    })
+}

@@ -1,0 +1,327 @@
+//! Renderers and tenancy rules against golden files in `tests/golden/`,
+//! reviewed by a person. `UPDATE_GOLDEN=1 cargo test -p skiff-operator`
+//! rewrites them; review the diff before committing.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use skiff_crds::KafkaCluster;
+use skiff_operator::render::{self, RenderContext, RenderError, Rendered};
+use skiff_operator::tenancy::{self, Scope};
+
+fn assert_golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{} differs from what the code renders; if the change is intended, run \
+         `UPDATE_GOLDEN=1 cargo test -p skiff-operator` and review the diff.\n--- rendered ---\n{actual}",
+        path.display()
+    );
+}
+
+/// A KafkaCluster as a person would write it, plus what the API server adds.
+fn cluster(yaml: &str) -> KafkaCluster {
+    let mut kc: KafkaCluster = serde_yaml::from_str(yaml).expect("fixture parses");
+    kc.metadata
+        .namespace
+        .get_or_insert_with(|| "kafka".to_string());
+    kc.metadata.uid = Some("6a1c2f0e-0000-4000-8000-000000000001".to_string());
+    kc
+}
+
+fn docs<T: Serialize>(out: &mut String, objects: &[T]) {
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(o).expect("object serializes"));
+    }
+}
+
+fn yaml_of(r: &Rendered) -> String {
+    let mut out = String::new();
+    docs(&mut out, &[&r.service_account]);
+    docs(&mut out, &[&r.config_map]);
+    docs(&mut out, &[&r.headless_service, &r.bootstrap_service]);
+    docs(&mut out, &r.external_services);
+    docs(&mut out, &[&r.stateful_set]);
+    docs(&mut out, &[&r.pod_disruption_budget]);
+    docs(&mut out, r.horizontal_pod_autoscaler.as_slice());
+    out
+}
+
+const MINIMAL: &str = r#"
+apiVersion: skiff.dev/v1alpha1
+kind: KafkaCluster
+metadata: { name: small }
+spec: {}
+"#;
+
+const FULL: &str = r#"
+apiVersion: skiff.dev/v1alpha1
+kind: KafkaCluster
+metadata: { name: prod, namespace: streaming }
+spec:
+  replicas: 3
+  image: registry.example.com/skiff-broker:1.2.3
+  resources:
+    requests: { cpu: "2", memory: 4Gi }
+    limits: { memory: 4Gi }
+  storage: { size: 500Gi, storageClass: fast-ssd, deleteClaim: true }
+  listeners:
+    - { name: internal, port: 9092 }
+    - { name: secure, port: 9093, tls: true, authentication: scram }
+    - { name: external, port: 9094, tls: true, authentication: mtls, exposure: LoadBalancer }
+  config:
+    log.retention.ms: "86400000"
+    num.partitions: "6"
+  rack: {}
+  podTemplate:
+    labels: { team: platform, app.kubernetes.io/name: not-allowed-to-win }
+    annotations: { prometheus.io/scrape: "true" }
+    tolerations:
+      - { key: dedicated, operator: Equal, value: kafka, effect: NoSchedule }
+    priorityClassName: streaming-critical
+  tenancy:
+    tenants:
+      - { namespace: team-a }
+      - { namespace: team-b, prefix: b- }
+  autoscaling: { minReplicas: 3, maxReplicas: 9 }
+"#;
+
+#[test]
+fn a_minimal_cluster_renders_the_golden_objects() {
+    let kc = cluster(MINIMAL);
+    let r = render::render(&kc, &RenderContext::default(), kc.spec.replicas).expect("renders");
+    assert_golden("minimal.yaml", &yaml_of(&r));
+}
+
+#[test]
+fn a_full_cluster_renders_the_golden_objects() {
+    let kc = cluster(FULL);
+    let r = render::render(&kc, &RenderContext::default(), kc.spec.replicas).expect("renders");
+    assert_golden("full.yaml", &yaml_of(&r));
+}
+
+#[test]
+fn node_id_comes_from_the_pod_index_label_and_advertised_listeners_from_the_pod_name() {
+    let kc = cluster(FULL);
+    let r = render::render(&kc, &RenderContext::default(), 3).expect("renders");
+    let pod = r
+        .stateful_set
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let env = pod.containers[0].env.clone().expect("env");
+    let node_id = env
+        .iter()
+        .find(|e| e.name == "SKIFF_NODE_ID")
+        .expect("SKIFF_NODE_ID");
+    let field = node_id
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("fieldRef");
+    assert_eq!(
+        field.field_path,
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    let pos = |name: &str| env.iter().position(|e| e.name == name).expect(name);
+    assert!(
+        pos("POD_NAME") < pos("SKIFF_ADVERTISED_LISTENERS"),
+        "$(POD_NAME) expands only if defined earlier"
+    );
+    let adv = env[pos("SKIFF_ADVERTISED_LISTENERS")]
+        .value
+        .clone()
+        .expect("value");
+    assert_eq!(
+        adv,
+        "INTERNAL://$(POD_NAME).prod-brokers.streaming.svc.cluster.local:9092,\
+         SECURE://$(POD_NAME).prod-brokers.streaming.svc.cluster.local:9093,\
+         EXTERNAL://$(POD_NAME)-external.streaming.svc.cluster.local:9094"
+    );
+    let args = pod.containers[0].args.clone().expect("args");
+    assert!(
+        !args.iter().any(|a| a == "--node-id"),
+        "a flag would win over SKIFF_NODE_ID"
+    );
+}
+
+#[test]
+fn a_config_change_changes_the_pod_template_so_the_roll_sees_it() {
+    let ctx = RenderContext::default();
+    let hash = |kc: &KafkaCluster| {
+        let r = render::render(kc, &ctx, 3).expect("renders");
+        r.stateful_set
+            .spec
+            .expect("spec")
+            .template
+            .metadata
+            .expect("meta")
+            .annotations
+            .expect("annotations")[render::CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let a = cluster(FULL);
+    let mut b = a.clone();
+    assert_eq!(hash(&a), hash(&b));
+    b.spec
+        .config
+        .insert("log.retention.ms".into(), "1000".into());
+    assert_ne!(hash(&a), hash(&b));
+}
+
+#[test]
+fn the_scaling_logic_decides_the_pod_count_not_spec_replicas() {
+    let kc = cluster(FULL);
+    let r = render::render(&kc, &RenderContext::default(), 5).expect("renders");
+    assert_eq!(r.stateful_set.spec.and_then(|s| s.replicas), Some(5));
+    // one bootstrap + one per broker for the one LoadBalancer listener
+    assert_eq!(r.external_services.len(), 6);
+}
+
+#[test]
+fn a_cluster_without_uid_or_with_bad_config_is_refused_not_rendered() {
+    let ctx = RenderContext::default();
+    let mut kc = cluster(MINIMAL);
+    kc.metadata.uid = None;
+    assert_eq!(
+        render::render(&kc, &ctx, 1).unwrap_err(),
+        RenderError::MissingMetadata("uid")
+    );
+
+    let mut kc = cluster(MINIMAL);
+    kc.spec
+        .config
+        .insert("log.retention.ms".into(), "1\nnode.id=7".into());
+    let err = render::render(&kc, &ctx, 1).unwrap_err();
+    assert_eq!(err.reason(), "InvalidConfig");
+
+    let mut kc = cluster(MINIMAL);
+    kc.spec.config.insert("node.id".into(), "7".into());
+    assert_eq!(
+        render::render(&kc, &ctx, 1).unwrap_err(),
+        RenderError::OperatorOwnedSetting {
+            key: "node.id".into()
+        }
+    );
+}
+
+#[test]
+fn the_protocol_map_is_written_only_when_a_listener_name_is_not_its_protocol() {
+    let kc = cluster(MINIMAL);
+    assert!(
+        !render::config::properties(&kc)
+            .expect("renders")
+            .contains("listener.security.protocol.map")
+    );
+    let kc = cluster(FULL);
+    assert!(render::config::properties(&kc).expect("renders").contains(
+        "listener.security.protocol.map=INTERNAL:PLAINTEXT,SECURE:SASL_SSL,EXTERNAL:SSL\n"
+    ));
+}
+
+/// Every tenancy decision for one cluster, as a table a person can review.
+#[test]
+fn tenancy_decisions_match_the_golden_table() {
+    let kc = cluster(FULL);
+    let tenancy = kc.spec.tenancy.as_ref();
+    let mut out = String::from("# namespace | input -> outcome (reason: message)\n");
+    let mut line = |ns: &str, input: String, outcome: Result<String, tenancy::Refusal>| {
+        let o = match outcome {
+            Ok(v) => v,
+            Err(r) => format!("refused {}: {r}", r.reason()),
+        };
+        out.push_str(&format!("{ns} | {input} -> {o}\n"));
+    };
+    for ns in ["streaming", "team-a", "team-b", "team-c"] {
+        let scope = tenancy::scope("streaming", "prod", tenancy, ns);
+        let scope = match scope {
+            Ok(s) => s,
+            Err(r) => {
+                line(ns, "any resource".into(), Err(r));
+                continue;
+            }
+        };
+        for (name, explicit) in [
+            ("orders", None),
+            ("team-a.orders", None),
+            ("orders", Some("team-a.payments")),
+            ("orders", Some("payments")),
+            ("orders", Some("__internal")),
+        ] {
+            line(
+                ns,
+                format!("Topic {name} topicName={explicit:?}"),
+                tenancy::topic_name(&scope, name, explicit),
+            );
+        }
+        line(
+            ns,
+            "User alice".into(),
+            Ok(tenancy::user_name(&scope, "alice")),
+        );
+        for acl in [
+            "{resource: {type: topic, name: team-a., patternType: prefixed}, operations: [Read]}",
+            "{resource: {type: topic, name: '*'}, operations: [Read]}",
+            "{resource: {type: group, name: b-consumers}, operations: [Read]}",
+            "{resource: {type: cluster, name: kafka-cluster}, operations: [Describe]}",
+        ] {
+            let rule: skiff_crds::user::AclRule = serde_yaml::from_str(acl).expect("acl parses");
+            line(
+                ns,
+                format!("ACL {acl}"),
+                tenancy::check_acl(&scope, &rule).map(|()| "allowed".to_string()),
+            );
+        }
+        for target in [
+            "{type: user, user: alice}",
+            "{type: clientId, clientId: app}",
+            "{type: userAndClientId, user: alice, clientId: app}",
+            "{type: defaults}",
+            "{type: tenant}",
+        ] {
+            let t: skiff_crds::quota::QuotaTarget =
+                serde_yaml::from_str(target).expect("target parses");
+            line(
+                ns,
+                format!("Quota {target}"),
+                tenancy::quota_entity(&scope, &t).map(|e| e.to_string()),
+            );
+        }
+    }
+    assert_golden("tenancy.txt", &out);
+}
+
+#[test]
+fn overlapping_tenant_prefixes_are_refused() {
+    let t: skiff_crds::kafka_cluster::Tenancy = serde_yaml::from_str(
+        "tenants: [{namespace: team-a, prefix: team}, {namespace: team-ab, prefix: team-ab.}]",
+    )
+    .expect("parses");
+    let err = tenancy::check_tenancy(&t).unwrap_err();
+    assert_eq!(err.reason(), "OverlappingTenantPrefixes");
+    let ok: skiff_crds::kafka_cluster::Tenancy =
+        serde_yaml::from_str("tenants: [{namespace: team-a}, {namespace: team-ab}]")
+            .expect("parses");
+    assert_eq!(tenancy::check_tenancy(&ok), Ok(()));
+}
+
+#[test]
+fn a_topic_from_a_foreign_namespace_is_refused_with_a_reason() {
+    let kc = cluster(MINIMAL);
+    let err = tenancy::scope("kafka", "small", kc.spec.tenancy.as_ref(), "team-a").unwrap_err();
+    assert_eq!(err.reason(), "NamespaceNotAllowed");
+    assert_eq!(
+        tenancy::scope("kafka", "small", None, "kafka"),
+        Ok(Scope::Owner)
+    );
+}
