@@ -211,3 +211,43 @@ fn escape_dn_value(v: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// Self-signed, subject `C=US, O=acme\, inc, CN=app` (made with Python's
+    /// `cryptography`).
+    const CERT: &str = "MIIBSjCB8aADAgECAgEBMAoGCCqGSM49BAMCMC8xCzAJBgNVBAYTAlVTMRIwEAYDVQQKDAlhY21lLCBpbmMxDDAKBgNVBAMMA2FwcDAeFw0yNjAxMDEwMDAwMDBaFw0zNTEyMzAwMDAwMDBaMC8xCzAJBgNVBAYTAlVTMRIwEAYDVQQKDAlhY21lLCBpbmMxDDAKBgNVBAMMA2FwcDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABLlgrt//atPJOVoqJBb32OiL1vOWQ4xcR3CmuPIqpwz+6z/Xd8ANqbuSV4Zb8Pg9OrEvEjpYmosw8aLEaGm/99UwCgYIKoZIzj0EAwIDSAAwRQIgbVF5uHT9N9JcqdYyj4mRoZzG8iW6oxbcswreURh9MoECIQCiMqPVU01CJnpadmWfrJxS15wsJWL9ToqnARQyIEL0tA==";
+
+    #[test]
+    fn client_certificate_subject_maps_to_a_principal() {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(CERT)
+            .unwrap();
+        let cn = principal_of_certificate(&der, PrincipalMapping::CommonName).unwrap();
+        assert_eq!(cn.to_string(), "User:app");
+        let dn = principal_of_certificate(&der, PrincipalMapping::DistinguishedName).unwrap();
+        assert_eq!(dn.to_string(), "User:CN=app,O=acme\\, inc,C=US");
+        assert!(principal_of_certificate(b"not der", PrincipalMapping::CommonName).is_none());
+    }
+
+    #[test]
+    fn missing_or_invalid_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "hello\n").unwrap();
+        let files = TlsFiles {
+            cert: junk.clone(),
+            key: dir.path().join("absent.key"),
+            ca: None,
+            client_auth: ClientAuth::None,
+        };
+        let err = format!("{:#}", build_acceptor(&files).err().unwrap());
+        assert!(
+            err.contains("ssl.cert.file") && err.contains("no certificate"),
+            "{err}"
+        );
+    }
+}
