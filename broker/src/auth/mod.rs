@@ -184,7 +184,7 @@ impl Security {
 
     pub fn is_super_user(&self, p: &Principal) -> bool {
         let s = p.to_string();
-        self.super_users.iter().any(|u| *u == s)
+        self.super_users.contains(&s)
     }
 
     /// Whether `p` may read and change SCRAM credentials. Until ACLs exist:

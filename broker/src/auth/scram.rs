@@ -75,7 +75,7 @@ impl ScramMechanism {
     }
 
     /// Output length of the hash, bytes.
-    pub fn len(self) -> usize {
+    pub fn digest_len(self) -> usize {
         self.digest().output_len()
     }
 
@@ -91,7 +91,7 @@ impl ScramMechanism {
 
     /// `SaltedPassword = Hi(password, salt, i)`, i.e. PBKDF2 with this hash.
     pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        let mut out = vec![0u8; self.len()];
+        let mut out = vec![0u8; self.digest_len()];
         let n = std::num::NonZeroU32::new(iterations.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
         pbkdf2::derive(self.pbkdf2(), n, salt, password, &mut out);
         out
@@ -171,6 +171,8 @@ pub struct ScramServer {
     server_first: String,
     gs2_header: String,
     nonce: String,
+    /// The client's part of `nonce`; see `client_final`.
+    client_nonce: String,
     cred: ScramCredential,
     done: bool,
 }
@@ -256,6 +258,7 @@ impl ScramServer {
                 server_first: server_first.clone(),
                 gs2_header,
                 nonce,
+                client_nonce: client_nonce.to_string(),
                 cred,
                 done: false,
             },
@@ -303,13 +306,18 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or(ScramError::Malformed("no nonce"))?;
-        if nonce != self.nonce {
+        // librdkafka before 2.6.1 (Debian's kcat links 2.0) prepends its own
+        // nonce once more (librdkafka#4895); Kafka 3.x accepted that. Accept
+        // exactly that form too: the proof still covers what was sent, so a
+        // replayed or altered exchange fails the proof check below.
+        let buggy = format!("{}{}", self.client_nonce, self.nonce);
+        if nonce != self.nonce && nonce != buggy {
             return Err(ScramError::Malformed("nonce differs from server-first"));
         }
         let proof = B64
             .decode(proof)
             .map_err(|_| ScramError::Malformed("proof is not base64"))?;
-        if proof.len() != self.mech.len() {
+        if proof.len() != self.mech.digest_len() {
             return Err(ScramError::Malformed("proof has the wrong length"));
         }
         let auth_message = format!(

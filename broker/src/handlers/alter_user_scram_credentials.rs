@@ -141,13 +141,13 @@ fn upsertion(
             "Salt must not be empty".into(),
         ));
     }
-    if u.salted_password.len() != mech.len() {
+    if u.salted_password.len() != mech.digest_len() {
         return Err((
             ResponseError::UnacceptableCredential,
             format!(
                 "The salted password of {} must be {} bytes",
                 mech.name(),
-                mech.len()
+                mech.digest_len()
             ),
         ));
     }

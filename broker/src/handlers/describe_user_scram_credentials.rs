@@ -24,11 +24,26 @@ pub async fn handle(
             "DescribeUserScramCredentials",
             "cluster_authorization_failed",
         );
+        // As Kafka does: the error at the top and once per requested user.
+        // librdkafka expects a result for each user it asked about and
+        // crashes (confluent-kafka 2.16) when they are missing.
+        let message = StrBytes::from_static_str("only super users may describe SCRAM credentials");
+        let code = ResponseError::ClusterAuthorizationFailed.code();
+        let results = req
+            .users
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| {
+                DescribeUserScramCredentialsResult::default()
+                    .with_user(u.name)
+                    .with_error_code(code)
+                    .with_error_message(Some(message.clone()))
+            })
+            .collect();
         return resp
-            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
-            .with_error_message(Some(StrBytes::from_static_str(
-                "only super users may describe SCRAM credentials",
-            )));
+            .with_error_code(code)
+            .with_error_message(Some(message))
+            .with_results(results);
     }
     let store = ctx.broker.topics.store();
     let fail = |e: &dyn std::fmt::Display| {
