@@ -110,6 +110,9 @@ class Broker:
         self.start_count = 0
         # Byte offset of the log file at the most recent start(): log_since_start()
         self._log_mark = 0
+        # Override of --listeners / --advertised-listeners (e.g. several
+        # listeners with security protocols); the default is one PLAINTEXT.
+        self.listeners: str | None = None
 
     # ----------------------------------------------------------------- basics
     @property
@@ -126,7 +129,7 @@ class Broker:
         return self.proc.pid
 
     def command(self) -> list[str]:
-        listener = f"PLAINTEXT://127.0.0.1:{self.port}"
+        listener = self.listeners or f"PLAINTEXT://127.0.0.1:{self.port}"
         return [
             self.bin,
             "--node-id", str(self.node_id),

@@ -5,8 +5,9 @@ Proves: every way of setting a config reaches the broker (flag, env var,
 Kafka-style properties file); bad configuration stops the broker at start
 with a nonzero exit code and a message; SIGTERM and SIGINT shut down
 cleanly (exit 0) and data survives a clean restart; a second broker on the
-same data dir or port refuses to start; security listeners or settings it
-cannot honour (SSL, SASL) stop it at start.
+same data dir or port refuses to start; security settings it cannot honour
+(an SSL listener without a usable certificate, a SASL listener without
+mechanisms, a Java keystore setting) stop it at start.
 """
 
 import signal
@@ -135,21 +136,47 @@ def test_signal_clean_shutdown_keeps_data(broker_factory, topic_name, sig):
     assert [m.value() for m in msgs] == [b"%d" % i for i in range(100)]
 
 
-@pytest.mark.parametrize("scheme", ["SSL", "SASL_PLAINTEXT", "SASL_SSL"])
-def test_unsupported_security_listener_refuses_to_start(tmp_path, scheme):
-    """Security settings that cannot be honoured stop the broker at start
-    (never a silently plaintext listener)."""
+def _refuses_to_start(tmp_path, listeners, *extra):
     import subprocess
 
     port, hport = skiff.free_ports(2)
-    cmd = [skiff.broker_bin(), "--node-id", "0", "--listeners", f"{scheme}://127.0.0.1:{port}",
-           "--data-dir", str(tmp_path / "data"), "--http-addr", f"127.0.0.1:{hport}"]
+    cmd = [skiff.broker_bin(), "--node-id", "0", "--listeners", listeners.format(port=port),
+           "--data-dir", str(tmp_path / "data"), "--http-addr", f"127.0.0.1:{hport}", *extra]
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=30)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"broker kept running with a {scheme} listener it cannot serve")
+        raise AssertionError(f"broker kept running with {listeners} {extra}")
     assert r.returncode != 0
-    assert r.stderr.strip() or r.stdout.strip(), "no explanation printed"
+    out = (r.stderr + r.stdout).decode()
+    assert out.strip(), "no explanation printed"
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["SSL", "SASL_SSL"])
+def test_tls_listener_without_certificate_refuses_to_start(tmp_path, scheme):
+    """Security settings that cannot be honoured stop the broker at start
+    (never a silently plaintext listener)."""
+    out = _refuses_to_start(tmp_path, scheme + "://127.0.0.1:{port}")
+    assert "ssl.cert.file" in out, out
+
+
+def test_tls_listener_with_unreadable_certificate_refuses_to_start(tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    out = _refuses_to_start(tmp_path, "SSL://127.0.0.1:{port}", "--ssl-cert-file", str(bad),
+                            "--ssl-key-file", str(tmp_path / "missing.key"))
+    assert "ssl.cert.file" in out or "ssl.key.file" in out, out
+
+
+def test_sasl_listener_without_mechanisms_refuses_to_start(tmp_path):
+    out = _refuses_to_start(tmp_path, "SASL_PLAINTEXT://127.0.0.1:{port}",
+                            "--sasl-enabled-mechanisms", "")
+    assert "mechanisms" in out, out
+
+
+def test_listener_with_unknown_protocol_refuses_to_start(tmp_path):
+    out = _refuses_to_start(tmp_path, "INTERNAL://127.0.0.1:{port}")
+    assert "listener.security.protocol.map" in out, out
 
 
 def test_tls_setting_in_config_file_refuses_to_start(broker_factory, tmp_path):

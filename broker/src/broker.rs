@@ -27,6 +27,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub groups: Groups,
     pub producer_ids: ProducerIds,
+    /// SASL mechanisms, super users, failed-authentication backoff.
+    pub security: crate::auth::Security,
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
     dynamic: RwLock<DynamicConfig>,
@@ -61,6 +63,15 @@ impl Broker {
         let defaults = effective_defaults(&config, &dynamic);
         let started = Instant::now();
         let producer_ids = ProducerIds::open(&store)?;
+        if let Some(path) = &config.scram_bootstrap_users_file {
+            for user in crate::auth::bootstrap_users(&store, path)? {
+                info!(
+                    user,
+                    "created SCRAM credentials from scram.bootstrap.users.file"
+                );
+            }
+        }
+        let security = crate::auth::Security::from_config(&config)?;
         let (topics, report) = TopicTable::open(config.data_dir.join("logs"), store, defaults)?;
         let metrics = Metrics::new();
         metrics
@@ -81,6 +92,7 @@ impl Broker {
             metrics,
             groups,
             producer_ids,
+            security,
             dynamic: RwLock::new(dynamic),
             ready: AtomicBool::new(false),
             config,
@@ -89,12 +101,6 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
-    }
-
-    /// The advertised endpoint clients use (the first listener).
-    pub fn endpoint(&self) -> &Listener {
-        // `advertised_listeners()` never returns an empty list.
-        &self.advertised[0]
     }
 
     pub fn set_ready(&self, ready: bool) {

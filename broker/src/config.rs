@@ -36,7 +36,9 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_BROKER_RACK")]
     pub broker_rack: Option<String>,
 
-    /// Comma-separated listeners to bind, `NAME://host:port` (PLAINTEXT only for now).
+    /// Comma-separated listeners to bind, `NAME://host:port`. A listener's security
+    /// protocol is its name when the name is one of PLAINTEXT, SSL, SASL_PLAINTEXT,
+    /// SASL_SSL, otherwise what `--listener-security-protocol-map` gives for it.
     #[arg(
         long,
         env = "SKIFF_LISTENERS",
@@ -44,10 +46,79 @@ pub struct BrokerConfig {
     )]
     pub listeners: String,
 
-    /// Comma-separated addresses clients are told to connect to, `NAME://host:port`;
-    /// defaults to `--listeners`. On Kubernetes, the pod's stable DNS name.
+    /// Comma-separated addresses clients are told to connect to, `NAME://host:port`,
+    /// matched to `--listeners` by name (a client is told the address of the listener
+    /// it came in on); a listener not named here advertises its bind address.
+    /// On Kubernetes, the pod's stable DNS name.
     #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS")]
     pub advertised_listeners: Option<String>,
+
+    /// Kafka's `NAME:PROTOCOL` pairs, comma-separated (e.g. `INTERNAL:SASL_SSL,EXTERNAL:SSL`),
+    /// for listeners whose name is not itself a security protocol.
+    #[arg(long, env = "SKIFF_LISTENER_SECURITY_PROTOCOL_MAP")]
+    pub listener_security_protocol_map: Option<String>,
+
+    /// PEM file with the server certificate chain (leaf first) of SSL and SASL_SSL
+    /// listeners. Re-read when its modification time changes: new connections get
+    /// the new certificate, open ones keep theirs.
+    #[arg(long, env = "SKIFF_SSL_CERT_FILE")]
+    pub ssl_cert_file: Option<PathBuf>,
+
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1) of `--ssl-cert-file`.
+    #[arg(long, env = "SKIFF_SSL_KEY_FILE")]
+    pub ssl_key_file: Option<PathBuf>,
+
+    /// PEM file with the CA certificates trusted to sign client certificates
+    /// (needed when `--ssl-client-auth` is `requested` or `required`).
+    #[arg(long, env = "SKIFF_SSL_CA_FILE")]
+    pub ssl_ca_file: Option<PathBuf>,
+
+    /// Client certificates on SSL and SASL_SSL listeners: `none`, `requested`
+    /// (verified when sent) or `required`. On an SSL listener a verified client
+    /// certificate names the connection's principal.
+    #[arg(long, env = "SKIFF_SSL_CLIENT_AUTH", default_value = "none")]
+    pub ssl_client_auth: String,
+
+    /// How a client certificate's subject becomes a principal: `CN` gives
+    /// `User:<common name>`, `DN` gives `User:<whole subject, RFC 4514>`
+    /// (e.g. `User:CN=app,O=team-a`).
+    #[arg(long, env = "SKIFF_SSL_PRINCIPAL_MAPPING", default_value = "CN")]
+    pub ssl_principal_mapping: String,
+
+    /// How often the certificate and key files are checked for changes, ms.
+    #[arg(long, env = "SKIFF_SSL_RELOAD_INTERVAL_MS", default_value_t = 10_000)]
+    pub ssl_reload_interval_ms: u64,
+
+    /// SASL mechanisms offered on SASL listeners, comma-separated, from PLAIN,
+    /// SCRAM-SHA-256, SCRAM-SHA-512. PLAIN checks the password against the user's
+    /// stored SCRAM credential (no second password store).
+    #[arg(
+        long,
+        env = "SKIFF_SASL_ENABLED_MECHANISMS",
+        default_value = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
+    )]
+    pub sasl_enabled_mechanisms: String,
+
+    /// Principals with every right, `;`-separated as in Kafka (`User:admin;User:ops`).
+    /// Until ACLs land, only they may describe or change SCRAM credentials when set.
+    #[arg(long, env = "SKIFF_SUPER_USERS")]
+    pub super_users: Option<String>,
+
+    /// A file of `user:password` lines: each user that has no SCRAM credential yet
+    /// gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start (the way to create
+    /// the first admin). Existing credentials are left alone, so later changes made
+    /// with AlterUserScramCredentials stick.
+    #[arg(long, env = "SKIFF_SCRAM_BOOTSTRAP_USERS_FILE")]
+    pub scram_bootstrap_users_file: Option<PathBuf>,
+
+    /// Delay before answering a failed authentication, ms; it doubles with each
+    /// further failure from the same address within a minute (up to 5 s).
+    #[arg(
+        long,
+        env = "SKIFF_CONNECTION_FAILED_AUTHENTICATION_DELAY_MS",
+        default_value_t = 100
+    )]
+    pub connection_failed_authentication_delay_ms: u64,
 
     /// Where partition logs and broker metadata live.
     #[arg(long, env = "SKIFF_DATA_DIR", default_value = "./data")]
@@ -205,12 +276,57 @@ pub struct BrokerConfig {
     pub producer_id_expiration_check_interval_ms: u64,
 }
 
-/// A listener address, `NAME://host:port`.
+/// A listener address, `NAME://host:port`, and its security protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
     pub host: String,
     pub port: u16,
+    pub protocol: SecurityProtocol,
+}
+
+/// Kafka's four listener security protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "PLAINTEXT" => Some(Self::Plaintext),
+            "SSL" => Some(Self::Ssl),
+            "SASL_PLAINTEXT" => Some(Self::SaslPlaintext),
+            "SASL_SSL" => Some(Self::SaslSsl),
+            _ => None,
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// `--ssl-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// `--ssl-principal-mapping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalMapping {
+    CommonName,
+    DistinguishedName,
 }
 
 #[derive(Debug, Error)]
@@ -236,9 +352,9 @@ pub enum ConfigError {
     #[error("invalid listener {0:?}: expected NAME://host:port")]
     Listener(String),
     #[error(
-        "listener {0:?}: only PLAINTEXT is supported so far; refusing to start rather than ignore a security setting"
+        "listener {0:?}: its name is not a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) and listener.security.protocol.map does not name one for it"
     )]
-    UnsupportedSecurity(String),
+    UnknownSecurityProtocol(String),
     #[error("invalid setting: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -297,8 +413,29 @@ impl BrokerConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.listeners()?;
+        let listeners = self.listeners()?;
         self.advertised_listeners()?;
+        self.ssl_client_auth()?;
+        self.ssl_principal_mapping()?;
+        self.super_users()?;
+        let mechanisms = self.sasl_mechanisms()?;
+        if listeners.iter().any(|l| l.protocol.uses_sasl()) && mechanisms.is_empty() {
+            return Err(ConfigError::Invalid(
+                "a SASL listener is configured but sasl.enabled.mechanisms is empty".into(),
+            ));
+        }
+        if listeners.iter().any(|l| l.protocol.uses_tls())
+            && (self.ssl_cert_file.is_none() || self.ssl_key_file.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "an SSL/SASL_SSL listener needs ssl.cert.file and ssl.key.file".into(),
+            ));
+        }
+        if self.ssl_client_auth()? != ClientAuth::None && self.ssl_ca_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "ssl.client.auth requested/required needs ssl.ca.file (the CAs clients' certificates are checked against)".into(),
+            ));
+        }
         if self.num_partitions < 1 {
             return Err(ConfigError::Invalid(
                 "num.partitions must be at least 1".into(),
@@ -330,15 +467,114 @@ impl BrokerConfig {
 
     /// The listeners to bind.
     pub fn listeners(&self) -> Result<Vec<Listener>, ConfigError> {
-        parse_listeners(&self.listeners)
+        let map = parse_protocol_map(self.listener_security_protocol_map.as_deref())?;
+        let out = parse_listeners(&self.listeners, &map)?;
+        for (i, l) in out.iter().enumerate() {
+            if out[..i].iter().any(|o| o.name == l.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "listener name {} is used twice",
+                    l.name
+                )));
+            }
+        }
+        Ok(out)
     }
 
-    /// The listeners clients are told about, in the same order as [`Self::listeners`].
+    /// The address each listener advertises, in the order of [`Self::listeners`]:
+    /// the `--advertised-listeners` entry of the same name, else the bind address.
     pub fn advertised_listeners(&self) -> Result<Vec<Listener>, ConfigError> {
-        match &self.advertised_listeners {
-            Some(s) => parse_listeners(s),
-            None => self.listeners(),
+        let bound = self.listeners()?;
+        let Some(s) = &self.advertised_listeners else {
+            return Ok(bound);
+        };
+        let map = parse_protocol_map(self.listener_security_protocol_map.as_deref())?;
+        let advertised = parse_listeners(s, &map)?;
+        if let Some(stray) = advertised
+            .iter()
+            .find(|a| !bound.iter().any(|b| b.name == a.name))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "advertised listener {} names no listener in `listeners`",
+                stray.name
+            )));
         }
+        Ok(bound
+            .into_iter()
+            .map(|b| {
+                advertised
+                    .iter()
+                    .find(|a| a.name == b.name)
+                    .cloned()
+                    .unwrap_or(b)
+            })
+            .collect())
+    }
+
+    pub fn ssl_client_auth(&self) -> Result<ClientAuth, ConfigError> {
+        match self.ssl_client_auth.to_ascii_lowercase().as_str() {
+            "none" => Ok(ClientAuth::None),
+            "requested" => Ok(ClientAuth::Requested),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(ConfigError::Invalid(format!(
+                "ssl.client.auth must be none, requested or required, not {other:?}"
+            ))),
+        }
+    }
+
+    pub fn ssl_principal_mapping(&self) -> Result<PrincipalMapping, ConfigError> {
+        match self.ssl_principal_mapping.to_ascii_uppercase().as_str() {
+            "CN" => Ok(PrincipalMapping::CommonName),
+            "DN" => Ok(PrincipalMapping::DistinguishedName),
+            other => Err(ConfigError::Invalid(format!(
+                "ssl.principal.mapping must be CN or DN, not {other:?}"
+            ))),
+        }
+    }
+
+    /// The enabled SASL mechanisms, as Kafka names them.
+    pub fn sasl_mechanisms(&self) -> Result<Vec<&'static str>, ConfigError> {
+        let mut out = Vec::new();
+        for m in self
+            .sasl_enabled_mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            let known = crate::auth::MECHANISMS
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(m))
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "sasl.enabled.mechanisms: {m:?} is not one of {}",
+                        crate::auth::MECHANISMS.join(", ")
+                    ))
+                })?;
+            if !out.contains(known) {
+                out.push(*known);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `--super-users` as principal strings (`User:name`).
+    pub fn super_users(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out = Vec::new();
+        for p in self
+            .super_users
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            if !p.starts_with("User:") || p.len() == "User:".len() {
+                return Err(ConfigError::Invalid(format!(
+                    "super.users: {p:?} is not a principal of the form User:name"
+                )));
+            }
+            out.push(p.to_string());
+        }
+        Ok(out)
     }
 
     /// Broker-wide defaults of topic configs, as (topic config name, value).
@@ -371,7 +607,31 @@ impl BrokerConfig {
     }
 }
 
-fn parse_listeners(s: &str) -> Result<Vec<Listener>, ConfigError> {
+/// Parses `NAME:PROTOCOL,...`.
+fn parse_protocol_map(s: Option<&str>) -> Result<Vec<(String, SecurityProtocol)>, ConfigError> {
+    let mut out = Vec::new();
+    for item in s
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "listener.security.protocol.map entry {item:?}: expected NAME:PROTOCOL with PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            ))
+        };
+        let (name, proto) = item.split_once(':').ok_or_else(bad)?;
+        let proto = SecurityProtocol::parse(proto.trim()).ok_or_else(bad)?;
+        out.push((name.trim().to_string(), proto));
+    }
+    Ok(out)
+}
+
+fn parse_listeners(
+    s: &str,
+    map: &[(String, SecurityProtocol)],
+) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::new();
     for item in s.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, rest) = item
@@ -383,10 +643,17 @@ fn parse_listeners(s: &str) -> Result<Vec<Listener>, ConfigError> {
         let port: u16 = port
             .parse()
             .map_err(|_| ConfigError::Listener(item.to_string()))?;
-        if name != "PLAINTEXT" {
-            return Err(ConfigError::UnsupportedSecurity(item.to_string()));
+        if name.is_empty() {
+            return Err(ConfigError::Listener(item.to_string()));
         }
+        let protocol = map
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| SecurityProtocol::parse(name))
+            .ok_or_else(|| ConfigError::UnknownSecurityProtocol(item.to_string()))?;
         out.push(Listener {
+            protocol,
             name: name.to_string(),
             host: host.trim_matches(['[', ']']).to_string(),
             port,
@@ -459,18 +726,77 @@ mod tests {
     }
 
     #[test]
-    fn tls_listener_is_refused_not_ignored() {
+    fn tls_listener_without_a_certificate_is_refused_not_ignored() {
         let err = BrokerConfig::load_from(["skiff-broker", "--listeners", "SSL://0.0.0.0:9093"])
             .unwrap_err();
-        assert!(matches!(err, ConfigError::UnsupportedSecurity(_)));
+        assert!(err.to_string().contains("ssl.cert.file"), "{err}");
+    }
+
+    #[test]
+    fn sasl_listener_without_mechanisms_is_refused() {
+        let err = BrokerConfig::load_from([
+            "skiff-broker",
+            "--listeners",
+            "SASL_PLAINTEXT://0.0.0.0:9093",
+            "--sasl-enabled-mechanisms",
+            "",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("mechanisms"), "{err}");
+        assert!(
+            BrokerConfig::load_from(["skiff-broker", "--sasl-enabled-mechanisms", "GSSAPI"])
+                .is_err()
+        );
     }
 
     #[test]
     fn listeners_parse() {
-        let l = parse_listeners("PLAINTEXT://127.0.0.1:9092, PLAINTEXT://[::1]:9093").unwrap();
+        let l = parse_listeners("PLAINTEXT://127.0.0.1:9092, SASL_SSL://[::1]:9093", &[]).unwrap();
         assert_eq!(l[1].host, "::1");
         assert_eq!(l[1].port, 9093);
-        assert!(parse_listeners("PLAINTEXT://nohost").is_err());
+        assert_eq!(l[1].protocol, SecurityProtocol::SaslSsl);
+        assert!(parse_listeners("PLAINTEXT://nohost", &[]).is_err());
+        assert!(matches!(
+            parse_listeners("INTERNAL://h:1", &[]),
+            Err(ConfigError::UnknownSecurityProtocol(_))
+        ));
+    }
+
+    #[test]
+    fn named_listeners_take_their_protocol_from_the_map_and_advertise_by_name() {
+        let c = BrokerConfig::load_from([
+            "skiff-broker",
+            "--listeners",
+            "INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:9093",
+            "--listener-security-protocol-map",
+            "INTERNAL:SASL_PLAINTEXT,EXTERNAL:PLAINTEXT",
+            "--advertised-listeners",
+            "EXTERNAL://kafka.example.com:443",
+        ])
+        .unwrap();
+        let l = c.listeners().unwrap();
+        assert_eq!(l[0].protocol, SecurityProtocol::SaslPlaintext);
+        assert_eq!(l[1].protocol, SecurityProtocol::Plaintext);
+        let a = c.advertised_listeners().unwrap();
+        assert_eq!((a[0].host.as_str(), a[0].port), ("0.0.0.0", 9092));
+        assert_eq!((a[1].host.as_str(), a[1].port), ("kafka.example.com", 443));
+        let err = BrokerConfig::load_from([
+            "skiff-broker",
+            "--advertised-listeners",
+            "OTHER://h:1",
+            "--listener-security-protocol-map",
+            "OTHER:SSL",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("OTHER"), "{err}");
+    }
+
+    #[test]
+    fn super_users_are_principals() {
+        let c =
+            BrokerConfig::load_from(["skiff-broker", "--super-users", "User:a; User:b"]).unwrap();
+        assert_eq!(c.super_users().unwrap(), vec!["User:a", "User:b"]);
+        assert!(BrokerConfig::load_from(["skiff-broker", "--super-users", "admin"]).is_err());
     }
 
     #[test]

@@ -4,20 +4,39 @@
 //! A reader task decodes frames ahead while the handler works on the current
 //! request, so socket reads overlap with handling; requests themselves are
 //! handled one at a time, as Kafka does, which keeps a connection's produce
-//! requests in order. Only an undecodable frame closes the connection.
+//! requests in order. Only an undecodable frame closes the connection, or,
+//! on SASL listeners, a request before authentication or a failed one.
+//!
+//! The byte stream is a plain TCP socket or a TLS stream (the handshake
+//! happens in [`crate::server`]); [`serve_tcp`] and [`serve_tls`] split it
+//! into halves and run the same loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::auth::tls::TlsSource;
+use crate::auth::{Principal, Session};
 use crate::broker::Broker;
+use crate::config::{Listener, SecurityProtocol};
 use crate::handlers::{Outcome, dispatch};
+
+/// A bound listener as connections see it.
+pub struct ListenerInfo {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    /// What Metadata, FindCoordinator and DescribeCluster tell clients of
+    /// this listener.
+    pub advertised: Listener,
+    /// Certificates, on SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<TlsSource>>,
+}
 
 /// Frames decoded ahead of the handler. Small: the point is overlap, not
 /// buffering (memory is bounded by this times socket.request.max.bytes).
@@ -76,17 +95,52 @@ impl<R: AsyncReadExt + Unpin> FrameReader<R> {
     }
 }
 
-pub async fn serve(
+/// Serves a plaintext connection (PLAINTEXT or SASL_PLAINTEXT).
+pub async fn serve_tcp(
     broker: Arc<Broker>,
+    listener: Arc<ListenerInfo>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let session = Session::new(listener.protocol, None);
+    serve(broker, listener, session, r, w, peer, shutdown).await;
+}
+
+/// Serves a connection whose TLS handshake is done; `tls_principal` comes
+/// from a verified client certificate.
+pub async fn serve_tls<S>(
+    broker: Arc<Broker>,
+    listener: Arc<ListenerInfo>,
+    stream: S,
+    tls_principal: Option<Principal>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    let session = Session::new(listener.protocol, tls_principal);
+    serve(broker, listener, session, r, w, peer, shutdown).await;
+}
+
+async fn serve<R, W>(
+    broker: Arc<Broker>,
+    listener: Arc<ListenerInfo>,
+    session: Session,
+    read_half: R,
+    mut write_half: W,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin,
+{
+    let session = parking_lot::Mutex::new(session);
     let metrics = &broker.metrics;
     metrics.connections_active.inc();
     metrics.connections_total.inc();
-    let (read_half, mut write_half) = stream.into_split();
     let max = broker.config.socket_request_max_bytes;
     let (tx, mut rx) = mpsc::channel::<Bytes>(READ_AHEAD);
 
@@ -119,12 +173,23 @@ pub async fn serve(
             f = rx.recv() => match f { Some(f) => f, None => break },
             _ = shutdown.changed() => break,
         };
-        match dispatch(&broker, peer, frame).await {
+        match dispatch(&broker, &listener, &session, peer, frame).await {
             Outcome::Respond(out) => {
                 if let Err(e) = write_half.write_all(&out).await {
                     debug!(%peer, error = %e, "connection write failed");
                     break;
                 }
+                let close = session.lock().close_after_response.take();
+                if let Some(reason) = close {
+                    let _ = write_half.flush().await;
+                    info!(%peer, listener = %listener.name, %reason, "closing connection");
+                    break;
+                }
+            }
+            Outcome::Refuse(reason) => {
+                broker.metrics.unauthenticated_requests.inc();
+                warn!(target: "audit", %peer, listener = %listener.name, %reason, "closing connection: not authenticated");
+                break;
             }
             Outcome::Silent => {}
             Outcome::Close(reason) => {

@@ -13,8 +13,11 @@
 //!   described; [`errors`]: the one mapping to Kafka error codes.
 //! - [`groups`]: the consumer group coordinator and committed offsets in
 //!   `__consumer_offsets`.
+//! - [`auth`]: TLS certificates, SASL PLAIN/SCRAM, principals, SCRAM
+//!   credentials.
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub produce_duplicates: IntCounter,
     pub produce_out_of_order: IntCounter,
     pub producer_ids_expired: IntCounter,
+    pub auth_failures: IntCounterVec,
+    pub auth_successes: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
+    pub tls_reloads: IntCounter,
+    pub unauthenticated_requests: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -204,6 +209,33 @@ impl Metrics {
                 &r,
                 "skiff_producer_ids_expired_total",
                 "Partition producer states dropped after producer.id.expiration.ms idle",
+            ),
+            auth_failures: counter_vec(
+                &r,
+                "skiff_auth_failures_total",
+                "Failed SASL authentications, per mechanism",
+                &["mechanism"],
+            ),
+            auth_successes: counter_vec(
+                &r,
+                "skiff_auth_successes_total",
+                "Successful SASL authentications, per mechanism",
+                &["mechanism"],
+            ),
+            tls_handshake_failures: counter(
+                &r,
+                "skiff_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (untrusted client certificates among them)",
+            ),
+            tls_reloads: counter(
+                &r,
+                "skiff_tls_certificate_reloads_total",
+                "Times changed certificate files were loaded for new connections",
+            ),
+            unauthenticated_requests: counter(
+                &r,
+                "skiff_unauthenticated_requests_total",
+                "Connections closed for a request other than ApiVersions/SASL before SASL authentication",
             ),
             registry: r,
         }

@@ -10,11 +10,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::auth::tls::{TlsSource, principal_of_certificate};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+use crate::connection::ListenerInfo;
+
+/// How long a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let listeners = config.listeners()?;
+    let advertised = config.advertised_listeners()?;
+    // Certificates are loaded before anything else: a TLS listener that
+    // cannot serve TLS must stop the broker, not come up half-configured.
+    let tls = if listeners.iter().any(|l| l.protocol.uses_tls()) {
+        Some(Arc::new(
+            TlsSource::from_config(&config).context("TLS configuration")?,
+        ))
+    } else {
+        None
+    };
     let http_addr = config.http_addr;
     let broker = {
         let config = config.clone();
@@ -33,16 +48,26 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         http,
         shutdown_rx.clone(),
     ));
-    for l in &listeners {
+    for (l, adv) in listeners.iter().zip(advertised) {
         let addr = format!("{}:{}", l.host, l.port);
         let socket = TcpListener::bind(&addr)
             .await
             .with_context(|| format!("binding listener {} on {addr}", l.name))?;
-        info!(listener = %l.name, %addr, "accepting Kafka clients");
+        info!(listener = %l.name, protocol = ?l.protocol, %addr, advertised = %format!("{}:{}", adv.host, adv.port), "accepting Kafka clients");
+        let info = Arc::new(ListenerInfo {
+            name: l.name.clone(),
+            protocol: l.protocol,
+            advertised: adv,
+            tls: if l.protocol.uses_tls() {
+                tls.clone()
+            } else {
+                None
+            },
+        });
         let broker = broker.clone();
         let shutdown = shutdown_rx.clone();
         tasks.spawn(async move {
-            accept_loop(broker, socket, shutdown).await;
+            accept_loop(broker, info, socket, shutdown).await;
             Ok(())
         });
     }
@@ -67,6 +92,7 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
 
 async fn accept_loop(
     broker: Arc<Broker>,
+    listener: Arc<ListenerInfo>,
     socket: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -75,7 +101,41 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(crate::connection::serve(broker.clone(), stream, peer, shutdown.clone()));
+                    let _ = stream.set_nodelay(true);
+                    let (broker, listener, shutdown) = (broker.clone(), listener.clone(), shutdown.clone());
+                    match listener.tls.clone() {
+                        None => {
+                            tokio::spawn(crate::connection::serve_tcp(broker, listener, stream, peer, shutdown));
+                        }
+                        Some(tls) => {
+                            tokio::spawn(async move {
+                                let (acceptor, reloaded) = tls.acceptor();
+                                if reloaded {
+                                    broker.metrics.tls_reloads.inc();
+                                }
+                                let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        broker.metrics.tls_handshake_failures.inc();
+                                        warn!(target: "audit", %peer, listener = %listener.name, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        broker.metrics.tls_handshake_failures.inc();
+                                        warn!(target: "audit", %peer, listener = %listener.name, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let principal = tls_stream
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| principal_of_certificate(c, tls.mapping));
+                                crate::connection::serve_tls(broker, listener, tls_stream, principal, peer, shutdown).await;
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::auth::scram::{ScramCredential, ScramMechanism};
+
 #[derive(Debug, Error)]
 pub enum MetaStoreError {
     #[error("metadata store: {0}")]
@@ -149,6 +151,82 @@ impl MetaStore {
     }
 }
 
+const SCRAM_PREFIX: &str = "scram/";
+
+/// SCRAM credentials, one record per (user, mechanism), key
+/// `scram/<user>\0<mechanism>` so one user's records sit together.
+impl MetaStore {
+    fn scram_key(user: &str, mech: ScramMechanism) -> String {
+        format!("{SCRAM_PREFIX}{user}\0{}", mech.name())
+    }
+
+    pub fn put_scram_credential(
+        &self,
+        user: &str,
+        mech: ScramMechanism,
+        cred: &ScramCredential,
+    ) -> Result<(), MetaStoreError> {
+        let v = serde_json::to_vec(cred).unwrap_or_default();
+        self.db.insert(Self::scram_key(user, mech), v)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes a credential; false when there was none.
+    pub fn delete_scram_credential(
+        &self,
+        user: &str,
+        mech: ScramMechanism,
+    ) -> Result<bool, MetaStoreError> {
+        let old = self.db.remove(Self::scram_key(user, mech))?;
+        self.db.flush()?;
+        Ok(old.is_some())
+    }
+
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mech: ScramMechanism,
+    ) -> Result<Option<ScramCredential>, MetaStoreError> {
+        let key = Self::scram_key(user, mech);
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|source| MetaStoreError::Decode { key, source }),
+        }
+    }
+
+    /// One user's credentials, by mechanism.
+    pub fn scram_credentials_of(
+        &self,
+        user: &str,
+    ) -> Result<Vec<(ScramMechanism, ScramCredential)>, MetaStoreError> {
+        let mut out = Vec::new();
+        for mech in ScramMechanism::ALL {
+            if let Some(c) = self.scram_credential(user, mech)? {
+                out.push((mech, c));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user with at least one credential, sorted.
+    pub fn scram_users(&self) -> Result<Vec<String>, MetaStoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.db.scan_prefix(SCRAM_PREFIX) {
+            let (k, _) = item?;
+            let key = String::from_utf8_lossy(&k[SCRAM_PREFIX.len()..]).into_owned();
+            if let Some((user, _)) = key.rsplit_once('\0')
+                && out.last().is_none_or(|l| l != user)
+            {
+                out.push(user.to_string());
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +259,32 @@ mod tests {
         assert!(s.broker_config("default").unwrap().is_empty());
         s.delete_topic("a.b").unwrap();
         assert!(s.topics().unwrap().is_empty());
+    }
+
+    #[test]
+    fn scram_credentials_by_user_and_mechanism() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path()).unwrap();
+        let c = ScramCredential::from_password(ScramMechanism::Sha256, b"pw", b"salt", 4096);
+        s.put_scram_credential("a/b", ScramMechanism::Sha256, &c)
+            .unwrap();
+        s.put_scram_credential("a/b", ScramMechanism::Sha512, &c)
+            .unwrap();
+        s.put_scram_credential("z", ScramMechanism::Sha512, &c)
+            .unwrap();
+        assert_eq!(s.scram_users().unwrap(), vec!["a/b", "z"]);
+        assert_eq!(
+            s.scram_credential("a/b", ScramMechanism::Sha256).unwrap(),
+            Some(c)
+        );
+        assert!(
+            s.delete_scram_credential("z", ScramMechanism::Sha512)
+                .unwrap()
+        );
+        assert!(
+            !s.delete_scram_credential("z", ScramMechanism::Sha512)
+                .unwrap()
+        );
+        assert_eq!(s.scram_users().unwrap(), vec!["a/b"]);
     }
 }

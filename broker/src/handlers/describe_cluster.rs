@@ -25,7 +25,7 @@ pub async fn handle(
                 "only broker endpoints are served",
             )));
     }
-    let ep = broker.endpoint();
+    let ep = ctx.endpoint();
     resp.with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_brokers(vec![

@@ -19,7 +19,7 @@ pub async fn handle(
     } else {
         vec![req.key.clone()]
     };
-    let ep = ctx.broker.endpoint();
+    let ep = ctx.endpoint();
     let answers: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {

@@ -78,7 +78,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataR
         }
     }
 
-    let ep = broker.endpoint();
+    let ep = ctx.endpoint();
     MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()

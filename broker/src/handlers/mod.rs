@@ -10,9 +10,13 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::debug;
 
+use crate::auth::Session;
 use crate::broker::Broker;
+use crate::config::Listener;
+use crate::connection::ListenerInfo;
 
 mod alter_configs;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod config_resource;
 mod create_partitions;
@@ -22,6 +26,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_user_scram_credentials;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -36,6 +41,8 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod sasl_authenticate;
+mod sasl_handshake;
 mod sync_group;
 mod unsupported;
 
@@ -45,6 +52,18 @@ pub struct RequestContext<'a> {
     pub version: i16,
     pub client_id: Option<&'a str>,
     pub peer: SocketAddr,
+    /// The listener the request came in on.
+    pub listener: &'a ListenerInfo,
+    /// The connection's security state; its principal is who is asking.
+    /// Never hold the lock across an await.
+    pub session: &'a parking_lot::Mutex<Session>,
+}
+
+impl RequestContext<'_> {
+    /// This broker's address as advertised on the listener of this request.
+    pub fn endpoint(&self) -> &Listener {
+        &self.listener.advertised
+    }
 }
 
 /// What the connection does with a request.
@@ -55,6 +74,9 @@ pub enum Outcome {
     Silent,
     /// The request cannot be understood: log and close the connection.
     Close(String),
+    /// The request is not allowed on this connection now (before SASL
+    /// authentication): log and close, as Kafka does.
+    Refuse(String),
 }
 
 macro_rules! apis {
@@ -104,6 +126,10 @@ apis! {
     DeleteGroups => delete_groups::DeleteGroupsRequest, 0..=2;
     OffsetDelete => offset_delete::OffsetDeleteRequest, 0..=0;
     InitProducerId => init_producer_id::InitProducerIdRequest, 0..=5;
+    SaslHandshake => sasl_handshake::SaslHandshakeRequest, 0..=1;
+    SaslAuthenticate => sasl_authenticate::SaslAuthenticateRequest, 0..=2;
+    DescribeUserScramCredentials => describe_user_scram_credentials::DescribeUserScramCredentialsRequest, 0..=0;
+    AlterUserScramCredentials => alter_user_scram_credentials::AlterUserScramCredentialsRequest, 0..=0;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -121,7 +147,13 @@ fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
 }
 
 /// Handles one request frame (without its size prefix).
-pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Outcome {
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    listener: &ListenerInfo,
+    session: &parking_lot::Mutex<Session>,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Outcome {
     let started = Instant::now();
     if frame.len() < 8 {
         return Outcome::Close(format!(
@@ -135,6 +167,16 @@ pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> O
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return Outcome::Close(format!("unknown API key {raw_key}"));
     };
+    if !session.lock().authenticated
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Outcome::Refuse(format!(
+            "{key:?} request before SASL authentication completed"
+        ));
+    }
     let supported = supported_range(key);
     if !supported.is_some_and(|(min, max)| (min..=max).contains(&version)) {
         return unsupported::respond(broker, key, version, correlation_id, supported, &frame);
@@ -152,6 +194,8 @@ pub async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> O
         version,
         client_id,
         peer,
+        listener,
+        session,
     };
     let label = api_label(key);
     let result = call(&ctx, key, correlation_id, &mut body).await;
@@ -222,6 +266,10 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "Other",
     }
 }
