@@ -124,7 +124,7 @@ pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
         })
         .collect();
     let c = &broker.config;
-    let fixed: Vec<(&str, String, ConfigType, &'static str)> = vec![
+    let mut fixed: Vec<(&str, String, ConfigType, &'static str)> = vec![
         (
             "node.id",
             c.node_id.to_string(),
@@ -188,6 +188,14 @@ pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
             "How often retention runs.",
         ),
     ];
+    if let Some(rack) = &c.broker_rack {
+        fixed.push((
+            "broker.rack",
+            rack.clone(),
+            ConfigType::String,
+            "This broker's rack.",
+        ));
+    }
     for (name, value, kind, doc) in fixed {
         out.push(Entry {
             name: name.to_string(),
@@ -197,17 +205,6 @@ pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
             kind,
             doc,
             synonyms: vec![(name.to_string(), value, ConfigSource::StaticBrokerConfig)],
-        });
-    }
-    if let Some(rack) = &c.broker_rack {
-        out.push(Entry {
-            name: "broker.rack".into(),
-            value: Some(rack.clone()),
-            source: ConfigSource::StaticBrokerConfig,
-            read_only: true,
-            kind: ConfigType::String,
-            doc: "This broker's rack.",
-            synonyms: vec![],
         });
     }
     out

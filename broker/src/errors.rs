@@ -5,7 +5,7 @@
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum BrokerError {
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,

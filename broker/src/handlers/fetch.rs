@@ -191,7 +191,7 @@ fn plan(targets: &[Target], max_bytes: usize) -> Vec<Read> {
                         slice: None,
                         high_watermark: -1,
                         log_start_offset: -1,
-                        error: Some(clone_error(e)),
+                        error: Some(e.clone()),
                     };
                 }
             };
@@ -219,13 +219,6 @@ fn plan(targets: &[Target], max_bytes: usize) -> Vec<Read> {
             }
         })
         .collect()
-}
-
-fn clone_error(e: &BrokerError) -> BrokerError {
-    match e {
-        BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
-        _ => BrokerError::UnknownTopicOrPartition,
-    }
 }
 
 fn count_out(ctx: &RequestContext<'_>, t: &Target, bytes: &Bytes) {
