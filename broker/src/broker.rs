@@ -29,6 +29,10 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// SASL mechanisms, super users, failed-authentication backoff.
     pub security: crate::auth::Security,
+    /// ACLs and the authorization decision.
+    pub authorizer: crate::acl::authorizer::Authorizer,
+    /// Client and tenant quotas and their rates.
+    pub quotas: crate::quota::Quotas,
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
     dynamic: RwLock<DynamicConfig>,
@@ -46,8 +50,19 @@ impl Broker {
     /// Opens the data directory: metadata, then every partition log (with
     /// crash recovery).
     pub fn open(config: BrokerConfig) -> anyhow::Result<Arc<Self>> {
+        let store = Self::open_store(&config)?;
+        Self::open_with(config, store)
+    }
+
+    /// Opens the metadata store of `config`'s data directory.
+    pub fn open_store(config: &BrokerConfig) -> anyhow::Result<MetaStore> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let store = MetaStore::open(&config.data_dir.join("meta"))?;
+        Ok(MetaStore::open(&config.data_dir.join("meta"))?)
+    }
+
+    /// [`Self::open`] with the store already open (and, in a cluster, the
+    /// metadata group attached to it).
+    pub fn open_with(config: BrokerConfig, store: MetaStore) -> anyhow::Result<Arc<Self>> {
         let cluster_id = store.cluster_id(config.cluster_id.as_deref())?;
         if let Some(wanted) = &config.cluster_id
             && wanted != &cluster_id
@@ -63,7 +78,13 @@ impl Broker {
         let defaults = effective_defaults(&config, &dynamic);
         let started = Instant::now();
         let producer_ids = ProducerIds::open(&store)?;
-        if let Some(path) = &config.scram_bootstrap_users_file {
+        // In a cluster the users are created once the metadata group runs
+        // (see `cluster::node`).
+        if let Some(path) = config
+            .scram_bootstrap_users_file
+            .as_ref()
+            .filter(|_| store.group().is_none())
+        {
             for user in crate::auth::bootstrap_users(&store, path)? {
                 info!(
                     user,
@@ -72,6 +93,17 @@ impl Broker {
             }
         }
         let security = crate::auth::Security::from_config(&config)?;
+        let authorizer = crate::acl::authorizer::Authorizer::new(
+            config.authorizer_enabled,
+            config.allow_everyone_if_no_acl_found,
+            security.super_users.clone(),
+            crate::acl::AclIndex::new(store.acls()?),
+        );
+        let quotas = crate::quota::Quotas::new(
+            crate::quota::QuotaConfig::new(store.quotas()?),
+            Duration::from_secs(config.quota_window_size_seconds.max(1)),
+            config.quota_window_num.max(2),
+        );
         let (topics, report) = TopicTable::open(config.data_dir.join("logs"), store, defaults)?;
         let metrics = Metrics::new();
         metrics
@@ -93,6 +125,8 @@ impl Broker {
             groups,
             producer_ids,
             security,
+            authorizer,
+            quotas,
             dynamic: RwLock::new(dynamic),
             ready: AtomicBool::new(false),
             config,
@@ -154,6 +188,27 @@ impl Broker {
         self.topics
             .set_defaults(effective_defaults(&self.config, &dynamic))?;
         Ok(())
+    }
+
+    /// Re-reads the dynamic broker configs from the (replicated) metadata
+    /// and applies them when another broker changed them.
+    pub fn reload_dynamic_config(&self) -> Result<()> {
+        let store = self.topics.store();
+        let storage =
+            |e: crate::cluster::meta_store::MetaStoreError| BrokerError::Storage(e.to_string());
+        let fresh = DynamicConfig {
+            broker: store
+                .broker_config(&self.node_id().to_string())
+                .map_err(storage)?,
+            cluster: store.broker_config(CLUSTER_SCOPE).map_err(storage)?,
+        };
+        let mut dynamic = self.dynamic.write();
+        if dynamic.broker == fresh.broker && dynamic.cluster == fresh.cluster {
+            return Ok(());
+        }
+        *dynamic = fresh;
+        self.topics
+            .set_defaults(effective_defaults(&self.config, &dynamic))
     }
 
     /// Creates `name` as auto-creation does, when the broker allows it.
@@ -249,7 +304,9 @@ impl Broker {
                 _ = shutdown.changed() => break,
                 _ = retention.tick() => {
                     let b = self.clone();
-                    let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+                    if let Ok(purges) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
+                        self.purge_replicated(purges).await;
+                    }
                 }
                 _ = producer_expiry.tick() => {
                     let b = self.clone();
@@ -266,9 +323,33 @@ impl Broker {
         }
     }
 
-    fn enforce_retention(&self) {
+    /// Applies retention to local logs, and returns the replicated
+    /// partitions whose retention is due: their log start moves through a
+    /// Raft purge ([`Self::purge_replicated`]).
+    fn enforce_retention(&self) -> Vec<RetentionPurge> {
         let now = now_ms();
+        let mut purges = Vec::new();
         for p in self.topics.partitions() {
+            let purged = p.take_purged_segments();
+            if purged > 0 {
+                info!(topic = %p.topic, partition = p.index, segments = purged, log_start_offset = p.log_start_offset(), "retention purged replicated segments");
+                self.metrics
+                    .retention_deleted_segments
+                    .with_label_values(&[p.topic.as_ref()])
+                    .inc_by(purged);
+            }
+            match p.retention_purge(now) {
+                Ok(Some((group, index))) => purges.push(RetentionPurge {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    group,
+                    index,
+                }),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
             match p.enforce_retention(now) {
                 Ok(r) if r.segments_deleted > 0 => {
                     info!(topic = %p.topic, partition = p.index, segments = r.segments_deleted, bytes = r.bytes_deleted, log_start_offset = r.log_start_offset, "retention removed segments");
@@ -281,6 +362,34 @@ impl Broker {
                 Err(e) => {
                     warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
                 }
+            }
+        }
+        purges
+    }
+
+    /// Snapshots each due replicated partition at its retention point and
+    /// asks openraft to purge the log up to it (openraft purges only what a
+    /// snapshot covers, and defers while a follower is still being sent
+    /// those entries); the store deletes the segments then.
+    async fn purge_replicated(&self, purges: Vec<RetentionPurge>) {
+        for p in purges {
+            let raft = p.group.raft();
+            let snapshotted = async {
+                raft.trigger().snapshot().await.ok()?;
+                raft.wait(Some(Duration::from_secs(10)))
+                    .metrics(
+                        |m| m.snapshot.is_some_and(|s| s.index >= p.index),
+                        "retention snapshot",
+                    )
+                    .await
+                    .ok()
+            };
+            if snapshotted.await.is_none() {
+                warn!(topic = %p.topic, partition = p.partition, index = p.index, "retention: no snapshot at the retention point; retried next time");
+                continue;
+            }
+            if let Err(e) = raft.trigger().purge_log(p.index).await {
+                warn!(topic = %p.topic, partition = p.partition, error = %e, "retention purge failed");
             }
         }
     }
@@ -349,4 +458,13 @@ pub fn effective_defaults(
         }
     }
     out
+}
+
+/// A replicated partition whose retention is due: purge its Raft log up to
+/// `index`.
+struct RetentionPurge {
+    topic: Arc<str>,
+    partition: i32,
+    group: Arc<crate::replication::PartitionGroup>,
+    index: u64,
 }

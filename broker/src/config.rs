@@ -100,9 +100,29 @@ pub struct BrokerConfig {
     pub sasl_enabled_mechanisms: String,
 
     /// Principals with every right, `;`-separated as in Kafka (`User:admin;User:ops`).
-    /// Until ACLs land, only they may describe or change SCRAM credentials when set.
+    /// Without `--authorizer-enabled`, only they may describe or change SCRAM credentials
+    /// when set.
     #[arg(long, env = "SKIFF_SUPER_USERS")]
     pub super_users: Option<String>,
+
+    /// Authorize every request against ACLs (CreateAcls/DescribeAcls/DeleteAcls).
+    /// Off, every authenticated principal may do everything and the ACL APIs
+    /// answer SECURITY_DISABLED, as Kafka without an authorizer.
+    #[arg(long, env = "SKIFF_AUTHORIZER_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub authorizer_enabled: bool,
+
+    /// With the authorizer on, allow an operation on a resource that no ACL
+    /// names at all (Kafka's `allow.everyone.if.no.acl.found`).
+    #[arg(long, env = "SKIFF_ALLOW_EVERYONE_IF_NO_ACL_FOUND", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_everyone_if_no_acl_found: bool,
+
+    /// Samples kept by each quota's rate (Kafka's `quota.window.num`).
+    #[arg(long, env = "SKIFF_QUOTA_WINDOW_NUM", default_value_t = 11)]
+    pub quota_window_num: usize,
+
+    /// Length of one quota rate sample, seconds (Kafka's `quota.window.size.seconds`).
+    #[arg(long, env = "SKIFF_QUOTA_WINDOW_SIZE_SECONDS", default_value_t = 1)]
+    pub quota_window_size_seconds: u64,
 
     /// A file of `user:password` lines: each user that has no SCRAM credential yet
     /// gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start (the way to create
@@ -136,7 +156,7 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
 
-    /// Replication factor of a topic that names none (one broker until replication lands).
+    /// Replication factor of a topic that names none (topics of 2 or more are replicated through Raft).
     #[arg(long, env = "SKIFF_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
     pub default_replication_factor: i16,
 
@@ -274,6 +294,69 @@ pub struct BrokerConfig {
         default_value_t = 600_000
     )]
     pub producer_id_expiration_check_interval_ms: u64,
+
+    /// The metadata Raft group's voters, `id@host:port,...` (host:port is the
+    /// voter's `--rpc-listener`). Unset: a single broker with local metadata.
+    /// Set: this broker joins the cluster, as a voter when listed, otherwise
+    /// as a learner. Three voters is the usual choice.
+    #[arg(long, env = "SKIFF_CONTROLLER_QUORUM_VOTERS")]
+    pub controller_quorum_voters: Option<String>,
+
+    /// Address the broker-to-broker gRPC server binds (cluster mode only).
+    #[arg(long, env = "SKIFF_RPC_LISTENER", default_value = "127.0.0.1:19092")]
+    pub rpc_listener: String,
+
+    /// Address other brokers reach this broker's gRPC server at; defaults to
+    /// `--rpc-listener`. On Kubernetes, the pod's stable DNS name.
+    #[arg(long, env = "SKIFF_RPC_ADVERTISED_LISTENER")]
+    pub rpc_advertised_listener: Option<String>,
+
+    /// Metadata Raft heartbeat interval, ms.
+    #[arg(long, env = "SKIFF_METADATA_RAFT_HEARTBEAT_MS", default_value_t = 150)]
+    pub metadata_raft_heartbeat_ms: u64,
+
+    /// Metadata Raft election timeout, ms: a follower that hears no leader for a
+    /// random time between this and twice this starts an election.
+    #[arg(
+        long,
+        env = "SKIFF_METADATA_RAFT_ELECTION_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub metadata_raft_election_timeout_ms: u64,
+
+    /// Partition Raft heartbeat interval, ms. Longer than the metadata
+    /// group's: every replicated partition is a group, and idle groups'
+    /// heartbeats are most of an idle cluster's CPU.
+    #[arg(long, env = "SKIFF_PARTITION_RAFT_HEARTBEAT_MS", default_value_t = 500)]
+    pub partition_raft_heartbeat_ms: u64,
+
+    /// Partition Raft election timeout, ms: a follower that hears no leader
+    /// for a random time between this and twice this starts an election
+    /// (it bounds the failover time of a partition).
+    #[arg(
+        long,
+        env = "SKIFF_PARTITION_RAFT_ELECTION_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
+    pub partition_raft_election_timeout_ms: u64,
+
+    /// Metadata log entries after which the state is snapshotted and the log
+    /// before it purged.
+    #[arg(
+        long,
+        env = "SKIFF_METADATA_SNAPSHOT_INTERVAL_ENTRIES",
+        default_value_t = 1000
+    )]
+    pub metadata_snapshot_interval_entries: u64,
+
+    /// How long a metadata write (CreateTopics, config changes...) waits for
+    /// the metadata leader and its commit before failing with REQUEST_TIMED_OUT, ms.
+    #[arg(
+        long,
+        env = "SKIFF_METADATA_WRITE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub metadata_write_timeout_ms: u64,
 }
 
 /// A listener address, `NAME://host:port`, and its security protocol.
@@ -456,6 +539,36 @@ impl BrokerConfig {
                 "socket.request.max.bytes must be at least 1024".into(),
             ));
         }
+        if let Some(v) = &self.controller_quorum_voters {
+            let voters = crate::cluster::metadata_group::parse_voters(v)
+                .map_err(|e| ConfigError::Invalid(format!("controller.quorum.voters: {e}")))?;
+            if voters.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "controller.quorum.voters names no voter".into(),
+                ));
+            }
+            if self.node_id < 0 {
+                return Err(ConfigError::Invalid(
+                    "node.id must not be negative in a cluster".into(),
+                ));
+            }
+            if self.metadata_raft_heartbeat_ms == 0
+                || self.metadata_raft_election_timeout_ms <= self.metadata_raft_heartbeat_ms
+            {
+                return Err(ConfigError::Invalid(
+                    "metadata.raft.election.timeout.ms must exceed metadata.raft.heartbeat.ms (> 0)"
+                        .into(),
+                ));
+            }
+            if self.partition_raft_heartbeat_ms == 0
+                || self.partition_raft_election_timeout_ms <= self.partition_raft_heartbeat_ms
+            {
+                return Err(ConfigError::Invalid(
+                    "partition.raft.election.timeout.ms must exceed partition.raft.heartbeat.ms (> 0)"
+                        .into(),
+                ));
+            }
+        }
         let mut defaults = BTreeMap::new();
         for (name, value) in self.topic_defaults() {
             defaults.insert(name.to_string(), value);
@@ -463,6 +576,13 @@ impl BrokerConfig {
         crate::topic_config::TopicConfig::resolve(&defaults, &BTreeMap::new())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
+    }
+
+    /// The RPC address other brokers use for this one.
+    pub fn rpc_advertised(&self) -> String {
+        self.rpc_advertised_listener
+            .clone()
+            .unwrap_or_else(|| self.rpc_listener.clone())
     }
 
     /// The listeners to bind.

@@ -173,7 +173,9 @@ async fn serve<R, W>(
             f = rx.recv() => match f { Some(f) => f, None => break },
             _ = shutdown.changed() => break,
         };
-        match dispatch(&broker, &listener, &session, peer, frame).await {
+        let outcome = dispatch(&broker, &listener, &session, peer, frame).await;
+        let mute = std::mem::take(&mut session.lock().mute_for);
+        match outcome {
             Outcome::Respond(out) => {
                 if let Err(e) = write_half.write_all(&out).await {
                     debug!(%peer, error = %e, "connection write failed");
@@ -196,6 +198,15 @@ async fn serve<R, W>(
                 broker.metrics.malformed_frames.inc();
                 warn!(%peer, %reason, "closing connection: malformed request");
                 break;
+            }
+        }
+        if !mute.is_zero() {
+            // KIP-219: the response (with its throttle_time_ms) is out; the
+            // next request waits. The reader stops too once its small
+            // read-ahead queue is full, so the client sees back-pressure.
+            tokio::select! {
+                _ = tokio::time::sleep(mute) => {}
+                _ = shutdown.changed() => break,
             }
         }
     }

@@ -9,6 +9,10 @@ use thiserror::Error;
 pub enum BrokerError {
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    #[error("this broker does not lead the partition")]
+    NotLeaderOrFollower,
+    #[error("cluster metadata unavailable: {0}")]
+    MetadataUnavailable(String),
     #[error("unknown topic id")]
     UnknownTopicId,
     #[error("topic {0:?} already exists")]
@@ -23,6 +27,8 @@ pub enum BrokerError {
     InvalidReplicationFactor(String),
     #[error("{0}")]
     InvalidRequest(String),
+    #[error("the controller mutation quota is exceeded: retry in {0} ms")]
+    ThrottlingQuotaExceeded(u64),
     #[error("record batch of {size} bytes is larger than max.message.bytes ({max})")]
     MessageTooLarge { size: usize, max: i64 },
     #[error("{0}")]
@@ -75,6 +81,18 @@ pub enum BrokerError {
     InvalidTxnState(String),
     #[error("{0}")]
     ProducerFenced(String),
+    #[error("{0}")]
+    NotEnoughReplicas(String),
+    #[error("{0}")]
+    RequestTimedOut(String),
+    #[error("not authorized to access topic")]
+    TopicAuthorizationFailed,
+    #[error("not authorized to access group")]
+    GroupAuthorizationFailed,
+    #[error("not authorized on the cluster")]
+    ClusterAuthorizationFailed,
+    #[error("not authorized to use this transactional id")]
+    TransactionalIdAuthorizationFailed,
 }
 
 impl BrokerError {
@@ -83,6 +101,8 @@ impl BrokerError {
         use BrokerError::*;
         match self {
             UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            MetadataUnavailable(_) => ResponseError::RequestTimedOut,
             UnknownTopicId => ResponseError::UnknownTopicId,
             TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
             InvalidTopic(_) => ResponseError::InvalidTopicException,
@@ -90,6 +110,7 @@ impl BrokerError {
             InvalidPartitions(_) => ResponseError::InvalidPartitions,
             InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             InvalidRequest(_) => ResponseError::InvalidRequest,
+            ThrottlingQuotaExceeded(_) => ResponseError::ThrottlingQuotaExceeded,
             MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             CorruptMessage(_) => ResponseError::CorruptMessage,
             InvalidRecord(_) => ResponseError::InvalidRecord,
@@ -114,6 +135,12 @@ impl BrokerError {
             OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
             InvalidTxnState(_) => ResponseError::InvalidTxnState,
             ProducerFenced(_) => ResponseError::ProducerFenced,
+            NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
+            RequestTimedOut(_) => ResponseError::RequestTimedOut,
+            TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+            GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+            ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,
+            TransactionalIdAuthorizationFailed => ResponseError::TransactionalIdAuthorizationFailed,
         }
     }
 
@@ -127,6 +154,8 @@ impl BrokerError {
         use BrokerError::*;
         match self {
             UnknownTopicOrPartition => "unknown_topic_or_partition",
+            NotLeaderOrFollower => "not_leader_or_follower",
+            MetadataUnavailable(_) => "metadata_unavailable",
             UnknownTopicId => "unknown_topic_id",
             TopicAlreadyExists(_) => "topic_already_exists",
             InvalidTopic(_) => "invalid_topic",
@@ -134,6 +163,7 @@ impl BrokerError {
             InvalidPartitions(_) => "invalid_partitions",
             InvalidReplicationFactor(_) => "invalid_replication_factor",
             InvalidRequest(_) => "invalid_request",
+            ThrottlingQuotaExceeded(_) => "throttling_quota_exceeded",
             MessageTooLarge { .. } => "message_too_large",
             CorruptMessage(_) => "corrupt_message",
             InvalidRecord(_) => "invalid_record",
@@ -158,6 +188,12 @@ impl BrokerError {
             OutOfOrderSequence(_) => "out_of_order_sequence_number",
             InvalidTxnState(_) => "invalid_txn_state",
             ProducerFenced(_) => "producer_fenced",
+            NotEnoughReplicas(_) => "not_enough_replicas",
+            RequestTimedOut(_) => "request_timed_out",
+            TopicAuthorizationFailed => "topic_authorization_failed",
+            GroupAuthorizationFailed => "group_authorization_failed",
+            ClusterAuthorizationFailed => "cluster_authorization_failed",
+            TransactionalIdAuthorizationFailed => "transactional_id_authorization_failed",
         }
     }
 }

@@ -15,8 +15,12 @@
 //!   `__consumer_offsets`.
 //! - [`auth`]: TLS certificates, SASL PLAIN/SCRAM, principals, SCRAM
 //!   credentials.
+//! - [`acl`]: ACLs and the authorization decision (pure); [`quota`]:
+//!   client and tenant quotas, rates and throttle times.
+//! - [`fuzzing`]: the fuzz targets' entry points.
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
+pub mod acl;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
@@ -24,6 +28,7 @@ pub mod config;
 pub mod config_entries;
 pub mod connection;
 pub mod errors;
+pub mod fuzzing;
 pub mod groups;
 pub mod handlers;
 pub mod http;
@@ -31,5 +36,8 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
+pub mod quota;
+pub mod replication;
+pub mod rpc;
 pub mod server;
 pub mod topic_config;

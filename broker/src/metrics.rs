@@ -2,8 +2,8 @@
 //! can run several brokers in one process.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -37,6 +37,35 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounter,
     pub tls_reloads: IntCounter,
     pub unauthenticated_requests: IntCounter,
+    pub metadata_raft_term: IntGauge,
+    pub metadata_raft_applied_index: IntGauge,
+    pub metadata_raft_leader: IntGauge,
+    pub metadata_raft_elections: IntCounter,
+    pub under_replicated_partitions: IntGauge,
+    pub offline_partitions: IntGauge,
+    pub partition_leaders: IntGauge,
+    pub partition_raft_term: IntGaugeVec,
+    pub partition_raft_commit_lag: IntGaugeVec,
+    pub partition_elections: IntCounter,
+    pub authorization_denials: IntCounterVec,
+    pub principal_bytes: IntCounterVec,
+    pub principal_throttle: CounterVec,
+    pub tenant_bytes: IntCounterVec,
+    pub tenant_throttle: CounterVec,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn float_counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -236,6 +265,88 @@ impl Metrics {
                 &r,
                 "skiff_unauthenticated_requests_total",
                 "Connections closed for a request other than ApiVersions/SASL before SASL authentication",
+            ),
+            metadata_raft_term: gauge(
+                &r,
+                "skiff_metadata_raft_term",
+                "Current term of this broker's metadata Raft replica (0 on a single broker)",
+            ),
+            metadata_raft_applied_index: gauge(
+                &r,
+                "skiff_metadata_raft_applied_index",
+                "Last metadata log index committed and applied by this broker's replica",
+            ),
+            metadata_raft_leader: gauge(
+                &r,
+                "skiff_metadata_raft_leader",
+                "Node id of the metadata Raft leader (the controller) as this broker sees it; -1 when none",
+            ),
+            metadata_raft_elections: counter(
+                &r,
+                "skiff_metadata_raft_elections_total",
+                "Metadata Raft terms begun since this broker started (each began with an election)",
+            ),
+            under_replicated_partitions: gauge(
+                &r,
+                "skiff_under_replicated_partitions",
+                "Replicated partitions led by this broker with fewer in-sync replicas than replicas",
+            ),
+            offline_partitions: gauge(
+                &r,
+                "skiff_offline_partitions",
+                "Replicated partitions hosted by this broker whose Raft group has no leader",
+            ),
+            partition_leaders: gauge(
+                &r,
+                "skiff_partition_leaders",
+                "Partitions this broker leads (replicated ones by Raft, single-replica ones by assignment)",
+            ),
+            partition_raft_term: gauge_vec(
+                &r,
+                "skiff_partition_raft_term",
+                "Current Raft term (the Kafka leader epoch) of each partition replica hosted here",
+                &["topic", "partition"],
+            ),
+            partition_raft_commit_lag: gauge_vec(
+                &r,
+                "skiff_partition_raft_commit_lag",
+                "Entries in each hosted replica's log not yet committed and applied",
+                &["topic", "partition"],
+            ),
+            partition_elections: counter(
+                &r,
+                "skiff_partition_elections_total",
+                "Partition Raft terms begun on replicas hosted here since start (each began with an election)",
+            ),
+            authorization_denials: counter_vec(
+                &r,
+                "skiff_authorization_denials_total",
+                "Requests or parts of requests refused by the authorizer, per API, operation and resource type",
+                &["api", "operation", "resource_type"],
+            ),
+            principal_bytes: counter_vec(
+                &r,
+                "skiff_principal_bytes_total",
+                "Produce request bytes (in) and fetched bytes (out), per principal",
+                &["principal", "direction"],
+            ),
+            principal_throttle: float_counter_vec(
+                &r,
+                "skiff_principal_throttle_seconds_total",
+                "Throttle time quotas imposed, per principal and quota",
+                &["principal", "quota"],
+            ),
+            tenant_bytes: counter_vec(
+                &r,
+                "skiff_tenant_bytes_total",
+                "Produce request bytes (in) and fetched bytes (out), per tenant (a tenant quota's principal prefix)",
+                &["tenant", "direction"],
+            ),
+            tenant_throttle: float_counter_vec(
+                &r,
+                "skiff_tenant_throttle_seconds_total",
+                "Throttle time quotas imposed on a tenant's principals, per tenant and quota",
+                &["tenant", "quota"],
             ),
             registry: r,
         }

@@ -14,12 +14,49 @@ use tracing::{debug, warn};
 use crate::broker::now_ms;
 use crate::errors::{BrokerError, Result};
 use crate::producer_state::{self, ProducerStateTable, Verdict};
+use crate::replication::{PartitionGroup, ReplicaStore};
+use crate::rpc::GroupId;
 
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
-    log: RwLock<Guarded>,
+    backing: Backing,
     appended: Notify,
+}
+
+/// Where a partition's data lives on this broker.
+enum Backing {
+    /// The single-replica fast path (replication factor 1, local topics):
+    /// the leader appends to its log directly.
+    Local(RwLock<Guarded>),
+    /// A replica of a partition Raft group: the log is owned by the Raft
+    /// storage, reads stop at the commit index, writes go through Raft.
+    Replicated(Replicated),
+}
+
+/// A replicated partition's Raft storage and, once started, its group.
+pub struct Replicated {
+    pub store: ReplicaStore,
+    pub group_id: GroupId,
+    /// The assigned replicas, preferred leader first.
+    pub replicas: Vec<i32>,
+    group: RwLock<Option<Arc<PartitionGroup>>>,
+}
+
+impl Replicated {
+    /// The running Raft group, once the replica host started it.
+    pub fn group(&self) -> Option<Arc<PartitionGroup>> {
+        self.group.read().clone()
+    }
+
+    pub fn set_group(&self, group: Option<Arc<PartitionGroup>>) {
+        *self.group.write() = group;
+    }
+
+    /// Whether this replica currently leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.group.read().as_ref().is_some_and(|g| g.is_leader())
+    }
 }
 
 /// What one lock protects, so a producer's checks and its append are atomic.
@@ -99,9 +136,66 @@ impl Partition {
         Ok(Self {
             topic,
             index,
-            log: RwLock::new(Guarded { log, producers }),
+            backing: Backing::Local(RwLock::new(Guarded { log, producers })),
             appended: Notify::new(),
         })
+    }
+
+    /// Wraps an opened log as a Raft replica's storage (the group itself is
+    /// started later, by the replica host).
+    ///
+    /// # Errors
+    /// I/O, an unreadable Raft state file.
+    pub fn open_replicated(
+        topic: Arc<str>,
+        index: i32,
+        log: PartitionLog,
+        group_id: GroupId,
+        replicas: Vec<i32>,
+    ) -> Result<Self> {
+        let store = ReplicaStore::open(log).map_err(|e| BrokerError::Storage(e.to_string()))?;
+        Ok(Self {
+            topic,
+            index,
+            backing: Backing::Replicated(Replicated {
+                store,
+                group_id,
+                replicas,
+                group: RwLock::new(None),
+            }),
+            appended: Notify::new(),
+        })
+    }
+
+    /// The Raft side of a replicated partition; `None` on the local path.
+    pub fn replicated(&self) -> Option<&Replicated> {
+        match &self.backing {
+            Backing::Replicated(r) => Some(r),
+            Backing::Local(_) => None,
+        }
+    }
+
+    /// Stops a replica's Raft group (the partition is being deleted); the
+    /// replica host unregisters it from the RPC server.
+    pub fn close(&self) {
+        let Some(group) = self.replicated().and_then(|r| r.group.write().take()) else {
+            return;
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = group.raft().shutdown().await {
+                    warn!(error = %e, "stopping a deleted partition's Raft group");
+                }
+            });
+        }
+    }
+
+    fn local(&self) -> Result<&RwLock<Guarded>> {
+        match &self.backing {
+            Backing::Local(l) => Ok(l),
+            // Writes to a replicated partition go through its group.
+            Backing::Replicated(_) => Err(BrokerError::NotLeaderOrFollower),
+        }
     }
 
     /// Appends `records` (validated and offset-assigned by the log), after
@@ -115,7 +209,7 @@ impl Partition {
     /// `OutOfOrderSequence`, ...), invalid batches, I/O.
     pub fn append(&self, records: &mut [u8], ts: TimestampMode) -> Result<Appended> {
         let producer = producer_state::producer_batch(records)?;
-        let mut g = self.log.write();
+        let mut g = self.local()?.write();
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = g.producers.check(h)?
         {
@@ -173,9 +267,19 @@ impl Partition {
         }
     }
 
-    /// Clean shutdown: fsync, then snapshot the producer state.
+    /// Clean shutdown: fsync, then snapshot the producer state (a replica
+    /// saves its applied position instead).
     pub fn checkpoint(&self) -> Result<()> {
-        let mut g = self.log.write();
+        let l = match &self.backing {
+            Backing::Local(l) => l,
+            Backing::Replicated(r) => {
+                return r
+                    .store
+                    .checkpoint()
+                    .map_err(|e| BrokerError::Storage(e.to_string()));
+            }
+        };
+        let mut g = l.write();
         g.log.flush()?;
         let end = g.log.log_end_offset();
         g.producers
@@ -185,88 +289,171 @@ impl Partition {
 
     /// Producers known on this partition.
     pub fn producer_count(&self) -> usize {
-        self.log.read().producers.len()
+        match &self.backing {
+            Backing::Local(l) => l.read().producers.len(),
+            Backing::Replicated(r) => r.store.producer_count(),
+        }
     }
 
     /// Drops producers idle for `max_idle_ms`; returns how many.
     pub fn expire_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
-        self.log.write().producers.expire(now_ms, max_idle_ms)
+        match &self.backing {
+            Backing::Local(l) => l.write().producers.expire(now_ms, max_idle_ms),
+            Backing::Replicated(r) => r.store.expire_producers(now_ms, max_idle_ms),
+        }
+    }
+
+    /// Runs `f` on the log (read-only).
+    fn with_log<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> T {
+        match &self.backing {
+            Backing::Local(l) => f(&l.read().log),
+            Backing::Replicated(r) => r.store.with_log(f),
+        }
     }
 
     /// Plans a read of whole batches from `offset`; the bytes are loaded
-    /// later, outside the lock.
+    /// later, outside the lock. Never past the high watermark: for a
+    /// replica that is the Raft commit index, so an uncommitted tail is
+    /// never exposed.
     pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead> {
-        let log = self.log.read();
-        // Single replica: everything appended is committed. With replication
-        // this becomes the Raft commit index.
-        let high_watermark = log.log_end_offset();
-        let log_start_offset = log.log_start_offset();
-        let slice = log
-            .read(offset, max_bytes, high_watermark, min_one)
-            .map_err(|e| match e {
-                skiff_log::LogError::OffsetOutOfRange { .. } => BrokerError::OffsetOutOfRange {
-                    offset,
-                    start: log_start_offset,
-                    end: high_watermark,
-                },
-                other => other.into(),
-            })?;
-        Ok(PartitionRead {
-            slice,
-            high_watermark,
-            log_start_offset,
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| {
+            // Single replica: everything appended is committed.
+            let high_watermark = match &self.backing {
+                Backing::Local(_) => log.log_end_offset(),
+                Backing::Replicated(_) => high_watermark,
+            };
+            let log_start_offset = log.log_start_offset();
+            let out_of_range = || BrokerError::OffsetOutOfRange {
+                offset,
+                start: log_start_offset,
+                end: high_watermark,
+            };
+            // Out of range is judged against the log end, as Kafka does: a
+            // new leader's commit index may briefly trail the offsets its
+            // predecessor acknowledged, and a consumer there must get an
+            // empty read, not a reset.
+            let slice = log
+                .read(offset, max_bytes, high_watermark, min_one)
+                .map_err(|e| match e {
+                    skiff_log::LogError::OffsetOutOfRange { .. } => out_of_range(),
+                    other => other.into(),
+                })?;
+            Ok(PartitionRead {
+                slice,
+                high_watermark,
+                log_start_offset,
+            })
         })
     }
 
-    /// A future that completes at the next append. Create it *before*
-    /// checking for data, so an append in between is not missed.
+    /// A future that completes at the next append (for a replica: the next
+    /// commit). Create it *before* checking for data, so an append in
+    /// between is not missed.
     pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
-        self.appended.notified()
+        match &self.backing {
+            Backing::Local(_) => self.appended.notified(),
+            Backing::Replicated(r) => r.store.applied(),
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
-        self.log.read().log_end_offset()
+        match &self.backing {
+            Backing::Local(l) => l.read().log_end_offset(),
+            Backing::Replicated(r) => r.store.high_watermark(),
+        }
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.log.read().log_start_offset()
+        self.with_log(|l| l.log_start_offset())
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.log.read().size_bytes()
+        self.with_log(|l| l.size_bytes())
     }
 
     pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<ReadSlice>> {
-        Ok(self.log.read().batch_for_timestamp(ts)?)
+        Ok(self.with_log(|l| l.batch_for_timestamp(ts))?)
     }
 
+    /// The largest timestamp and its offset, among committed records.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.log.read().max_timestamp()
+        let hw = self.high_watermark();
+        self.with_log(|l| l.max_timestamp())
+            .filter(|&(_, offset)| offset < hw)
     }
 
     pub fn update_config(&self, config: LogConfig) {
-        self.log.write().update_config(config);
+        match &self.backing {
+            Backing::Local(l) => l.write().update_config(config),
+            Backing::Replicated(r) => r.store.update_config(config),
+        }
     }
 
+    /// Time and size retention of a local log. A replicated partition's log
+    /// start moves only through its Raft group: see [`Self::retention_purge`].
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
-        Ok(self.log.write().enforce_retention(now_ms)?)
+        match &self.backing {
+            Backing::Local(l) => Ok(l.write().enforce_retention(now_ms)?),
+            Backing::Replicated(_) => Ok(RetentionReport::default()),
+        }
+    }
+
+    /// For a replicated partition whose group runs here and whose retention
+    /// is due: the group and the Raft index to purge up to (each replica
+    /// applies retention to its own log, as Kafka's do).
+    pub fn retention_purge(&self, now_ms: i64) -> Result<Option<(Arc<PartitionGroup>, u64)>> {
+        let Backing::Replicated(r) = &self.backing else {
+            return Ok(None);
+        };
+        let Some(group) = r.group() else {
+            return Ok(None);
+        };
+        let index = r
+            .store
+            .retention_point(now_ms)
+            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        Ok(index.map(|i| (group, i)))
+    }
+
+    /// Segments a replicated partition's purges deleted since the last call.
+    pub fn take_purged_segments(&self) -> u64 {
+        match &self.backing {
+            Backing::Local(_) => 0,
+            Backing::Replicated(r) => r.store.take_purged_segments(),
+        }
     }
 
     /// The time-based fsync, run without holding the log: appends and reads
     /// carry on while the disk catches up.
     pub fn flush_if_due(&self, now: Instant) -> Result<bool> {
-        let Some(pending) = self.log.write().take_due_flush(now) else {
+        let l = match &self.backing {
+            Backing::Local(l) => l,
+            Backing::Replicated(r) => {
+                return r
+                    .store
+                    .flush_if_due(now)
+                    .map_err(|e| BrokerError::Storage(e.to_string()));
+            }
+        };
+        let Some(pending) = l.write().take_due_flush(now) else {
             return Ok(false);
         };
         if let Err(e) = pending.sync() {
-            self.log.write().log.flush_failed(pending);
+            l.write().log.flush_failed(pending);
             return Err(BrokerError::Storage(e.to_string()));
         }
         Ok(true)
     }
 
     pub fn flush(&self) -> Result<()> {
-        Ok(self.log.write().flush()?)
+        match &self.backing {
+            Backing::Local(l) => Ok(l.write().flush()?),
+            Backing::Replicated(r) => r
+                .store
+                .checkpoint()
+                .map_err(|e| BrokerError::Storage(e.to_string())),
+        }
     }
 }
 

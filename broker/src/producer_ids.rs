@@ -79,13 +79,10 @@ impl ProducerIds {
     pub fn allocate(&self, store: &MetaStore) -> Result<i64> {
         let mut b = self.block.lock();
         if b.next >= b.end {
-            let end = b
-                .end
-                .checked_add(BLOCK_SIZE)
-                .ok_or_else(|| BrokerError::Storage("producer ids are exhausted".to_string()))?;
-            store
-                .put_producer_id_block_end(end)
+            let (start, end) = store
+                .reserve_producer_ids(BLOCK_SIZE)
                 .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            b.next = start;
             b.end = end;
         }
         let id = b.next;

@@ -187,6 +187,18 @@ impl ProducerStateTable {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        // A replica records a batch when it reads the log at start-up and
+        // again when Raft re-applies it: keep one copy, or the retained
+        // window would shrink and a client's retry of a recent batch would
+        // look out of order.
+        if entry
+            .batches
+            .iter()
+            .any(|b| b.base_offset == meta.base_offset && b.first_seq == meta.first_seq)
+        {
+            entry.last_seen_ms = entry.last_seen_ms.max(seen_ms);
+            return;
+        }
         if entry.batches.len() == BATCHES_TO_RETAIN {
             entry.batches.pop_front();
         }

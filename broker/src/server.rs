@@ -31,13 +31,33 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         None
     };
     let http_addr = config.http_addr;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let store = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Broker::open_store(&config))
+            .await
+            .context("opening the metadata store")??
+    };
+    let mut config = config;
+    let group = if config.controller_quorum_voters.is_some() {
+        Some(crate::cluster::node::start(&mut config, &store, shutdown_rx.clone()).await?)
+    } else {
+        None
+    };
     let broker = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Broker::open(config))
+        tokio::task::spawn_blocking(move || Broker::open_with(config, store))
             .await
             .context("opening the broker")??
     };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let host = match &group {
+        Some(group) => Some(crate::cluster::node::spawn_background(
+            broker.clone(),
+            group.clone(),
+            shutdown_rx.clone(),
+        )?),
+        None => None,
+    };
 
     let http = TcpListener::bind(http_addr)
         .await
@@ -84,6 +104,12 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    if let Some(host) = &host {
+        host.shutdown().await;
+    }
+    if let Some(group) = &group {
+        group.shutdown().await;
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || b.flush_all()).await?;
     info!("stopped cleanly");

@@ -466,6 +466,32 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// As [`scan_headers`](Self::scan_headers), stopping as soon as `f`
+    /// returns `false`; for walking a bounded number of batches (Raft index
+    /// lookups) without reading the rest of the log.
+    ///
+    /// # Errors
+    /// I/O, or a header that does not parse.
+    pub fn scan_headers_while(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader) -> bool,
+    ) -> Result<(), LogError> {
+        for seg in self.segments.range(self.segment_index_for(from)..) {
+            let Some((mut pos, _)) = seg.find_batch(from)? else {
+                continue;
+            };
+            while pos < seg.size {
+                let h = seg.header_at(pos)?;
+                if !f(&h) {
+                    return Ok(());
+                }
+                pos += h.size() as u64;
+            }
+        }
+        Ok(())
+    }
+
     fn segment_index_for(&self, offset: i64) -> usize {
         self.segments
             .partition_point(|s| s.base_offset <= offset)
@@ -565,34 +591,54 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset,
             ..RetentionReport::default()
         };
+        if let Some(cut) = self.retention_cut(now_ms, max_offset)? {
+            let n = self.segments.partition_point(|s| s.base_offset < cut);
+            self.delete_oldest(n, &mut report)?;
+        }
+        report.log_start_offset = self.log_start_offset;
+        Ok(report)
+    }
+
+    /// The log start offset `retention.ms` and `retention.bytes` call for:
+    /// the base offset of the first segment to keep, when whole sealed
+    /// segments wholly below `max_offset` are due. Deletes nothing (a
+    /// replicated partition's log start moves through a Raft purge), but an
+    /// active segment that is entirely expired is rolled so it can go.
+    ///
+    /// # Errors
+    /// I/O while rolling.
+    pub fn retention_cut(&mut self, now_ms: i64, max_offset: i64) -> Result<Option<i64>, LogError> {
+        let mut by_time = 0;
         if let Some(ms) = self.config.retention_ms {
             let cutoff = now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX));
             let expired = |s: &Segment| s.retention_timestamp() < cutoff;
-            let mut n = self.deletable_prefix(max_offset, |s| expired(s));
+            by_time = self.deletable_prefix(max_offset, |s| expired(s));
             let active = self.active();
-            if n + 1 == self.segments.len()
+            if by_time + 1 == self.segments.len()
                 && active.size > 0
                 && expired(active)
                 && active.next_offset <= max_offset
             {
                 self.roll()?;
-                n += 1;
+                by_time += 1;
             }
-            self.delete_oldest(n, &mut report)?;
         }
+        // A front segment goes by size when the segments after it still
+        // hold `retention.bytes`: a property of its position alone, so the
+        // two rules combine as the longer prefix.
+        let mut by_size = 0;
         if let Some(limit) = self.config.retention_bytes {
             let mut remaining = self.size_bytes;
-            let n = self.deletable_prefix(max_offset, |s| {
+            by_size = self.deletable_prefix(max_offset, |s| {
                 let keep = remaining - s.size < limit;
                 if !keep {
                     remaining -= s.size;
                 }
                 !keep
             });
-            self.delete_oldest(n, &mut report)?;
         }
-        report.log_start_offset = self.log_start_offset;
-        Ok(report)
+        let n = by_time.max(by_size);
+        Ok((n > 0 && n < self.segments.len()).then(|| self.segments[n].base_offset))
     }
 
     /// How many leading sealed segments satisfy `pred` and lie wholly below
@@ -710,6 +756,37 @@ impl PartitionLog {
         }
         tracing::info!(dir = %dir.display(), from = end, to = new_end, "truncated log");
         Ok(new_end)
+    }
+
+    /// Drops every segment and restarts the log, empty, at `offset` (a Raft
+    /// follower installing a snapshot whose entries it does not have, like a
+    /// Kafka follower whose log end lies below the leader's log start).
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` for a negative offset; I/O.
+    pub fn reset(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(out_of_range(
+                offset,
+                self.log_start_offset,
+                self.log_end_offset(),
+            ));
+        }
+        // The start offset goes first: a crash part-way leaves segments below
+        // it, which open deletes.
+        self.log_start_offset = offset;
+        self.persist_log_start()?;
+        let dir = self.dir.clone();
+        while let Some(seg) = self.segments.pop_back() {
+            seg.delete_files(&dir)?;
+        }
+        self.segments.push_back(Segment::create(&dir, offset)?);
+        sync_dir(&dir)?;
+        self.size_bytes = 0;
+        self.unflushed_records = 0;
+        self.unflushed_since = None;
+        tracing::info!(dir = %dir.display(), offset, "log reset");
+        Ok(())
     }
 
     /// fsyncs when unflushed data is older than `flush.ms`.

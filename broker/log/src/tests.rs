@@ -669,6 +669,34 @@ fn truncate_to_drops_the_batch_containing_the_offset_and_everything_after() {
     assert_eq!(bases(&read(&log, 0, ALL, NO_HW, false)), vec![0, 2, 4]);
 }
 
+#[test]
+fn scan_headers_while_stops_early_and_reset_restarts_the_log_empty() {
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), small_segments(1000));
+    for i in 0..9 {
+        append(&mut log, 2, i, 239);
+    }
+    let mut seen = Vec::new();
+    log.scan_headers_while(3, |h| {
+        seen.push(h.base_offset);
+        seen.len() < 4
+    })
+    .expect("scan");
+    assert_eq!(
+        seen,
+        vec![2, 4, 6, 8],
+        "crosses a segment boundary, then stops"
+    );
+    log.reset(40).expect("reset");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 40));
+    assert_eq!((log.segment_count(), log.size_bytes()), (1, 0));
+    assert_eq!(append(&mut log, 1, 50, 10).base_offset, 40);
+    drop(log);
+    let log = open(tmp.path(), small_segments(1000));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (40, 41));
+    assert_eq!(files_with(tmp.path(), "log").len(), 1);
+}
+
 /// Random appends, reads, rolls, restarts and start-offset moves, checked
 /// against a plain list of the batches that should be in the log.
 #[test]

@@ -86,6 +86,9 @@ pub struct Session {
     /// Set by a handler when the connection must close once its response is
     /// written (a failed authentication, a SASL message out of order).
     pub close_after_response: Option<String>,
+    /// How long a quota throttles the connection after the last response
+    /// (KIP-219): no further request is read until it has passed.
+    pub mute_for: std::time::Duration,
 }
 
 impl Session {
@@ -98,6 +101,7 @@ impl Session {
             authenticated: !protocol.uses_sasl(),
             sasl: SaslState::Start,
             close_after_response: None,
+            mute_for: Duration::ZERO,
         }
     }
 }

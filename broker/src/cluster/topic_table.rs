@@ -14,7 +14,8 @@ use skiff_log::PartitionLog;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::meta_store::{MetaStore, TopicRecord};
+use super::assignment::{BrokerSlot, assign};
+use super::meta_store::{MetaStore, MetaStoreError, TopicRecord, is_local_only};
 use crate::errors::{BrokerError, Result};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfig};
@@ -27,6 +28,9 @@ pub struct Topic {
     /// Topic-level overrides, as the client set them.
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
+    /// Replicas of each partition, preferred leader first (empty on a
+    /// single broker).
+    pub assignments: Vec<Vec<i32>>,
 }
 
 impl Topic {
@@ -47,6 +51,7 @@ impl Topic {
             partitions: self.partitions.len() as i32,
             replication_factor: self.replication_factor,
             configs: self.overrides.clone(),
+            assignments: self.assignments.clone(),
         }
     }
 }
@@ -95,8 +100,53 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+fn store_error(e: MetaStoreError) -> BrokerError {
+    match e {
+        MetaStoreError::TopicExists(name) => BrokerError::TopicAlreadyExists(name),
+        MetaStoreError::NoSuchTopic(_) => BrokerError::UnknownTopicOrPartition,
+        MetaStoreError::Replication(e) => BrokerError::MetadataUnavailable(e),
+        e => BrokerError::Storage(e.to_string()),
+    }
+}
+
 fn partition_dir(logs_dir: &Path, topic: &str, index: i32) -> PathBuf {
     logs_dir.join(format!("{topic}-{index}"))
+}
+
+/// Wraps a partition's opened log: as a Raft replica when the partition is
+/// replicated (a cluster, replication factor 2 or more, this broker among
+/// its assigned replicas), else on the single-replica path. RF 1 keeps the
+/// single-replica path on purpose: there is nobody to agree with, and it is
+/// the fast path `make bench` measures.
+fn wrap_log(
+    store: &MetaStore,
+    name: &Arc<str>,
+    id: Uuid,
+    rf: i16,
+    assignments: &[Vec<i32>],
+    index: i32,
+    log: PartitionLog,
+) -> Result<Partition> {
+    let replicas = usize::try_from(index)
+        .ok()
+        .and_then(|i| assignments.get(i))
+        .cloned()
+        .unwrap_or_default();
+    let me = store.group().map(|g| g.node_id());
+    let hosted = me.is_some_and(|me| {
+        rf >= 2
+            && !is_local_only(name)
+            && replicas.iter().any(|&r| u64::try_from(r).ok() == Some(me))
+    });
+    if hosted {
+        let group_id = crate::rpc::GroupId::Partition {
+            topic_id: id,
+            partition: index,
+        };
+        Partition::open_replicated(name.clone(), index, log, group_id, replicas)
+    } else {
+        Partition::open(name.clone(), index, log)
+    }
 }
 
 impl TopicTable {
@@ -131,8 +181,17 @@ impl TopicTable {
                 }
                 report.truncated_bytes += recovery.truncated_bytes;
                 report.partitions += 1;
-                let partition = Partition::open(name.clone(), index, log).map_err(|e| {
-                    anyhow::anyhow!("rebuilding producer state of {}: {e}", dir.display())
+                let partition = wrap_log(
+                    &store,
+                    &name,
+                    rec.id,
+                    rec.replication_factor,
+                    &rec.assignments,
+                    index,
+                    log,
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!("opening the partition state of {}: {e}", dir.display())
                 })?;
                 partitions.push(Arc::new(partition));
             }
@@ -145,6 +204,7 @@ impl TopicTable {
                     partitions,
                     overrides: rec.configs,
                     config,
+                    assignments: rec.assignments,
                 }),
             );
         }
@@ -217,11 +277,7 @@ impl TopicTable {
                 "replication factor must be at least 1, got {replication_factor}"
             )));
         }
-        if replication_factor > 1 {
-            return Err(BrokerError::InvalidReplicationFactor(format!(
-                "replication factor {replication_factor} is larger than the number of brokers (1)"
-            )));
-        }
+        let assignments = self.assign(name, 0, partitions, replication_factor)?;
         for (k, v) in &overrides {
             topic_config::validate(k, v).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         }
@@ -250,14 +306,20 @@ impl TopicTable {
             partitions: Vec::new(),
             overrides,
             config,
+            assignments,
         };
         if validate_only {
             return Ok(Arc::new(topic));
         }
-        topic.partitions = self.open_partitions(&topic_name, 0..partitions, &topic.config)?;
+        topic.partitions = self.open_partitions(
+            &topic_name,
+            0..partitions,
+            &topic.config,
+            (topic.id, replication_factor, &topic.assignments),
+        )?;
         self.store
-            .put_topic(&topic.record())
-            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            .create_topic(&topic.record())
+            .map_err(store_error)?;
         let topic = Arc::new(topic);
         self.topics.write().insert(topic_name, topic.clone());
         info!(topic = name, partitions, "created topic");
@@ -269,6 +331,7 @@ impl TopicTable {
         name: &Arc<str>,
         range: std::ops::Range<i32>,
         config: &TopicConfig,
+        (id, rf, assignments): (Uuid, i16, &[Vec<i32>]),
     ) -> Result<Vec<Arc<Partition>>> {
         let mut out = Vec::new();
         for index in range {
@@ -279,7 +342,15 @@ impl TopicTable {
                 std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
             }
             let (log, _) = PartitionLog::open(&dir, config.log_config())?;
-            out.push(Arc::new(Partition::open(name.clone(), index, log)?));
+            out.push(Arc::new(wrap_log(
+                &self.store,
+                name,
+                id,
+                rf,
+                assignments,
+                index,
+                log,
+            )?));
         }
         Ok(out)
     }
@@ -287,15 +358,11 @@ impl TopicTable {
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str) -> Result<Uuid> {
         let _guard = self.admin.lock();
-        let topic = self
-            .topics
-            .write()
-            .remove(name)
-            .ok_or(BrokerError::UnknownTopicOrPartition)?;
-        self.store
-            .delete_topic(name)
-            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let topic = self.get(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.store.delete_topic(name).map_err(store_error)?;
+        self.topics.write().remove(name);
         for p in &topic.partitions {
+            p.close();
             let dir = partition_dir(&self.logs_dir, name, p.index);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 warn!(dir = %dir.display(), error = %e, "could not remove deleted partition's directory; it is removed at next start");
@@ -323,13 +390,28 @@ impl TopicTable {
         if validate_only {
             return Ok(());
         }
+        let mut assignments = topic.assignments.clone();
+        if !assignments.is_empty() {
+            assignments.extend(self.assign(
+                name,
+                current,
+                total - current,
+                topic.replication_factor,
+            )?);
+        }
         let mut partitions = topic.partitions.clone();
-        partitions.extend(self.open_partitions(&topic.name, current..total, &topic.config)?);
+        partitions.extend(self.open_partitions(
+            &topic.name,
+            current..total,
+            &topic.config,
+            (topic.id, topic.replication_factor, &assignments),
+        )?);
         self.replace(
             &topic,
             partitions,
             topic.overrides.clone(),
             topic.config.clone(),
+            assignments,
         )?;
         info!(topic = name, from = current, to = total, "added partitions");
         Ok(())
@@ -356,7 +438,13 @@ impl TopicTable {
         for p in &topic.partitions {
             p.update_config(config.log_config());
         }
-        self.replace(&topic, topic.partitions.clone(), overrides, config)
+        self.replace(
+            &topic,
+            topic.partitions.clone(),
+            overrides,
+            config,
+            topic.assignments.clone(),
+        )
     }
 
     /// Installs new broker-wide defaults and re-resolves every topic.
@@ -380,6 +468,7 @@ impl TopicTable {
                 partitions: topic.partitions.clone(),
                 overrides: topic.overrides.clone(),
                 config,
+                assignments: topic.assignments.clone(),
             });
             self.topics.write().insert(topic.name.clone(), new);
         }
@@ -392,6 +481,7 @@ impl TopicTable {
         partitions: Vec<Arc<Partition>>,
         overrides: BTreeMap<String, String>,
         config: TopicConfig,
+        assignments: Vec<Vec<i32>>,
     ) -> Result<()> {
         let new = Arc::new(Topic {
             name: old.name.clone(),
@@ -400,12 +490,122 @@ impl TopicTable {
             partitions,
             overrides,
             config,
+            assignments,
         });
-        self.store
-            .put_topic(&new.record())
-            .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        self.store.put_topic(&new.record()).map_err(store_error)?;
         self.topics.write().insert(new.name.clone(), new);
         Ok(())
+    }
+
+    /// Replicas for partitions `first..first + count` of a topic: over the
+    /// registered brokers in a cluster; none (this broker holds all) alone.
+    fn assign(&self, name: &str, first: i32, count: i32, rf: i16) -> Result<Vec<Vec<i32>>> {
+        let Some(group) = self.store.group().filter(|_| !is_local_only(name)) else {
+            if rf > 1 {
+                return Err(BrokerError::InvalidReplicationFactor(format!(
+                    "replication factor {rf} is larger than the number of brokers (1)"
+                )));
+            }
+            return Ok(Vec::new());
+        };
+        let slots: Vec<BrokerSlot> = group
+            .state()
+            .brokers
+            .values()
+            .map(|b| BrokerSlot {
+                id: b.node_id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        // Rotate by the name so many small topics do not all lead on the
+        // lowest broker id.
+        let start = name.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        assign(
+            &slots,
+            first,
+            count,
+            usize::try_from(rf).unwrap_or(0),
+            start % slots.len().max(1),
+        )
+        .map_err(|e| BrokerError::InvalidReplicationFactor(e.to_string()))
+    }
+
+    /// Brings the local table in line with the replicated topic records
+    /// (topics created, grown, reconfigured or deleted through another
+    /// broker). Partition logs are opened for every partition; only the
+    /// leader serves them (see `cluster::routing`).
+    pub fn sync_from(&self, records: Vec<TopicRecord>) -> Result<()> {
+        let _guard = self.admin.lock();
+        let wanted: std::collections::HashSet<String> =
+            records.iter().map(|r| r.name.clone()).collect();
+        for stale in self
+            .all()
+            .into_iter()
+            .filter(|t| !wanted.contains(t.name.as_ref()) && !is_local_only(&t.name))
+        {
+            self.drop_local(&stale);
+        }
+        for rec in records {
+            let current = self.get(&rec.name);
+            if let Some(cur) = &current
+                && cur.id != rec.id
+            {
+                self.drop_local(cur);
+            }
+            let current = current.filter(|c| c.id == rec.id);
+            if let Some(cur) = &current
+                && cur.record() == rec
+            {
+                continue;
+            }
+            let config = TopicConfig::resolve(&self.defaults.read(), &rec.configs)
+                .map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+            let name: Arc<str> = Arc::from(rec.name.as_str());
+            let mut partitions = current
+                .as_ref()
+                .map(|c| c.partitions.clone())
+                .unwrap_or_default();
+            for p in &partitions {
+                p.update_config(config.log_config());
+            }
+            let have = partitions.len() as i32;
+            if rec.partitions > have {
+                partitions.extend(self.open_partitions(
+                    &name,
+                    have..rec.partitions,
+                    &config,
+                    (rec.id, rec.replication_factor, &rec.assignments),
+                )?);
+            }
+            info!(topic = %rec.name, partitions = rec.partitions, "applied topic from cluster metadata");
+            self.topics.write().insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    id: rec.id,
+                    replication_factor: rec.replication_factor,
+                    partitions,
+                    overrides: rec.configs,
+                    config,
+                    assignments: rec.assignments,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    fn drop_local(&self, topic: &Topic) {
+        self.topics.write().remove(&topic.name);
+        for p in &topic.partitions {
+            p.close();
+            let dir = partition_dir(&self.logs_dir, &topic.name, p.index);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "could not remove deleted partition's directory");
+            }
+        }
+        info!(topic = %topic.name, "removed topic deleted in cluster metadata");
     }
 
     /// Every partition of every topic.

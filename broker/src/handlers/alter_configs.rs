@@ -7,30 +7,37 @@ use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::config_resource::{install, resolve};
+use super::config_resource::{authorize, install, resolve};
+use crate::acl::Operation;
 use crate::errors::BrokerError;
 
 pub async fn handle(ctx: &RequestContext<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let outcome =
-            resolve(ctx.broker, r.resource_type, r.resource_name.as_str()).and_then(|res| {
-                let mut new = BTreeMap::new();
-                for c in &r.configs {
-                    match &c.value {
-                        Some(v) => {
-                            new.insert(c.name.to_string(), v.to_string());
-                        }
-                        None => {
-                            return Err(BrokerError::InvalidConfig(format!(
-                                "config {} has a null value",
-                                c.name.as_str()
-                            )));
-                        }
+        let outcome = authorize(
+            ctx,
+            r.resource_type,
+            r.resource_name.as_str(),
+            Operation::AlterConfigs,
+        )
+        .and_then(|()| resolve(ctx.broker, r.resource_type, r.resource_name.as_str()))
+        .and_then(|res| {
+            let mut new = BTreeMap::new();
+            for c in &r.configs {
+                match &c.value {
+                    Some(v) => {
+                        new.insert(c.name.to_string(), v.to_string());
+                    }
+                    None => {
+                        return Err(BrokerError::InvalidConfig(format!(
+                            "config {} has a null value",
+                            c.name.as_str()
+                        )));
                     }
                 }
-                install(ctx.broker, &res, new, req.validate_only)
-            });
+            }
+            install(ctx.broker, &res, new, req.validate_only)
+        });
         let resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);

@@ -38,7 +38,13 @@ pub async fn handle(
         ops.push((u.name.to_string(), u.mechanism, upsertion(u)));
     }
     let principal = ctx.session.lock().principal.clone();
-    let allowed = ctx.broker.security.may_manage_credentials(&principal);
+    // With an authorizer, Kafka's rule (ALTER on the cluster); without,
+    // super users when any are configured.
+    let allowed = if ctx.broker.authorizer.enabled {
+        ctx.authorize_cluster(crate::acl::Operation::Alter)
+    } else {
+        ctx.broker.security.may_manage_credentials(&principal)
+    };
     let store = ctx.broker.topics.store();
     let mut users: Vec<&str> = Vec::new();
     for (name, _, _) in &ops {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::broker::Broker;
 use crate::errors::{BrokerError, Result};
 
@@ -38,6 +40,23 @@ pub fn resolve(broker: &Broker, resource_type: i8, name: &str) -> Result<Resourc
         other => Err(BrokerError::InvalidRequest(format!(
             "config resource type {other} is not supported (topics and brokers are)"
         ))),
+    }
+}
+
+/// Checks the caller may do `op` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on
+/// the resource: a topic's own ACLs, or the cluster's for broker configs.
+pub fn authorize(
+    ctx: &RequestContext<'_>,
+    resource_type: i8,
+    name: &str,
+    op: Operation,
+) -> Result<()> {
+    match resource_type {
+        TOPIC if !ctx.authorize(op, ResourceType::Topic, name) => {
+            Err(BrokerError::TopicAuthorizationFailed)
+        }
+        BROKER if !ctx.authorize_cluster(op) => Err(BrokerError::ClusterAuthorizationFailed),
+        _ => Ok(()),
     }
 }
 

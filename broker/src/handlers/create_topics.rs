@@ -9,11 +9,19 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::config_entries::topic_entries;
 use crate::errors::BrokerError;
+use crate::quota::QuotaKind;
 
 pub async fn handle(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let broker = ctx.broker;
+    // CREATE on the cluster covers every topic; else it is per topic.
+    let cluster_create = ctx.authorize_quietly(
+        Operation::Create,
+        ResourceType::Cluster,
+        crate::acl::CLUSTER_NAME,
+    );
     let mut seen = std::collections::HashSet::new();
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
@@ -27,6 +35,9 @@ pub async fn handle(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> Creat
                 return Err(BrokerError::InvalidRequest(format!(
                     "topic {name:?} appears more than once in the request"
                 )));
+            }
+            if !cluster_create && !ctx.authorize(Operation::Create, ResourceType::Topic, &name) {
+                return Err(BrokerError::TopicAuthorizationFailed);
             }
             let (partitions, rf) = if t.assignments.is_empty() {
                 (
@@ -42,6 +53,13 @@ pub async fn handle(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> Creat
                     },
                 )
             } else {
+                if broker.topics.store().group().is_some() {
+                    // Replicas are chosen by cluster::assignment; honouring a
+                    // client's choice is not implemented yet.
+                    return Err(BrokerError::InvalidRequest(
+                        "explicit replica assignments are not supported in a cluster yet; give partitions and replication factor".into(),
+                    ));
+                }
                 if t.num_partitions != -1 || t.replication_factor != -1 {
                     return Err(BrokerError::InvalidRequest(
                         "give either replica assignments or partitions and replication factor, not both".into(),
@@ -78,9 +96,15 @@ pub async fn handle(ctx: &RequestContext<'_>, req: CreateTopicsRequest) -> Creat
                 };
                 configs.insert(c.name.to_string(), v.to_string());
             }
+            if !req.validate_only {
+                ctx.admit_mutation(ctx.version >= 6)?;
+            }
             let topic = broker
                 .topics
                 .create(&name, partitions, rf, configs, req.validate_only)?;
+            if !req.validate_only {
+                ctx.record_quota(QuotaKind::ControllerMutation, f64::from(partitions));
+            }
             Ok((topic, partitions))
         })();
         results.push(match outcome {

@@ -6,7 +6,9 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::BrokerError;
+use crate::quota::QuotaKind;
 
 pub async fn handle(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let topics = &ctx.broker.topics;
@@ -31,10 +33,17 @@ pub async fn handle(ctx: &RequestContext<'_>, req: DeleteTopicsRequest) -> Delet
                 .ok_or(BrokerError::UnknownTopicId),
         };
         let result = resolved.and_then(|n| {
+            if !ctx.authorize(Operation::Delete, ResourceType::Topic, &n) {
+                return Err(BrokerError::TopicAuthorizationFailed);
+            }
             if n.starts_with("__") {
                 return Err(BrokerError::InvalidRequest(format!(
                     "internal topic {n:?} cannot be deleted"
                 )));
+            }
+            if let Some(t) = topics.get(&n) {
+                ctx.admit_mutation(ctx.version >= 5)?;
+                ctx.record_quota(QuotaKind::ControllerMutation, t.partitions.len() as f64);
             }
             topics.delete(&n).map(|id| (n, id))
         });

@@ -1,4 +1,6 @@
 //! DescribeCluster: this broker, as the whole cluster and its controller.
+//! As in Kafka, anyone may ask; the cluster's authorized operations are
+//! reported only to a principal that may DESCRIBE the cluster (0 to others).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -7,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
 use super::metadata::ALL_CLUSTER_OPS;
+use crate::acl::ResourceType;
 
 /// `endpoint_type` 1 asks for brokers, 2 for controllers (KIP-919).
 const BROKERS: i8 = 1;
@@ -25,18 +28,26 @@ pub async fn handle(
                 "only broker endpoints are served",
             )));
     }
-    let ep = ctx.endpoint();
-    resp.with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![
+    let brokers = crate::cluster::routing::brokers(broker, ctx.endpoint())
+        .into_iter()
+        .map(|b| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(ep.host.clone()))
-                .with_port(i32::from(ep.port))
-                .with_rack(broker.config.broker_rack.clone().map(StrBytes::from_string)),
-        ])
+                .with_broker_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
+    resp.with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))
+        .with_controller_id(BrokerId(crate::cluster::routing::controller_id(broker)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(if req.include_cluster_authorized_operations {
-            ALL_CLUSTER_OPS
+            super::metadata::authorized_ops(
+                ctx,
+                ResourceType::Cluster,
+                crate::acl::CLUSTER_NAME,
+                ALL_CLUSTER_OPS,
+            )
         } else {
             i32::MIN
         })

@@ -7,7 +7,8 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::config_resource::{Resource, resolve};
+use super::config_resource::{Resource, authorize, resolve};
+use crate::acl::Operation;
 use crate::config_entries::{broker_entries, topic_entries};
 
 pub async fn handle(
@@ -20,7 +21,14 @@ pub async fn handle(
         let result = DescribeConfigsResult::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        let entries = match resolve(broker, r.resource_type, r.resource_name.as_str()) {
+        let entries = match authorize(
+            ctx,
+            r.resource_type,
+            r.resource_name.as_str(),
+            Operation::DescribeConfigs,
+        )
+        .and_then(|()| resolve(broker, r.resource_type, r.resource_name.as_str()))
+        {
             Ok(Resource::Topic(name)) => match broker.topics.get(&name) {
                 Some(t) => topic_entries(broker, &t.overrides),
                 None => Vec::new(),

@@ -6,6 +6,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::BrokerError;
 use crate::groups::coordinator::validate_group_id;
 
@@ -18,19 +19,24 @@ pub async fn handle(
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let v = ctx.version;
-    let ops = if req.include_authorized_operations && v >= 3 {
-        ALL_GROUP_OPS
-    } else {
-        OPS_NOT_REQUESTED
-    };
+    let want_ops = req.include_authorized_operations && v >= 3;
     let groups = req
         .groups
         .into_iter()
         .map(|id| {
             let base = DescribedGroup::default()
                 .with_group_id(id.clone())
-                .with_authorized_operations(ops);
+                .with_authorized_operations(if want_ops {
+                    super::metadata::authorized_ops(ctx, ResourceType::Group, &id, ALL_GROUP_OPS)
+                } else {
+                    OPS_NOT_REQUESTED
+                });
             if let Err(e) = validate_group_id(&id) {
+                super::count_error(ctx, "DescribeGroups", e.label());
+                return base.with_error_code(e.code());
+            }
+            if !ctx.authorize(Operation::Describe, ResourceType::Group, &id) {
+                let e = BrokerError::GroupAuthorizationFailed;
                 super::count_error(ctx, "DescribeGroups", e.label());
                 return base.with_error_code(e.code());
             }

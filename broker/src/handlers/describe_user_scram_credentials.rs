@@ -18,7 +18,12 @@ pub async fn handle(
 ) -> DescribeUserScramCredentialsResponse {
     let resp = DescribeUserScramCredentialsResponse::default();
     let principal = ctx.session.lock().principal.clone();
-    if !ctx.broker.security.may_manage_credentials(&principal) {
+    let allowed = if ctx.broker.authorizer.enabled {
+        ctx.authorize_cluster(crate::acl::Operation::Describe)
+    } else {
+        ctx.broker.security.may_manage_credentials(&principal)
+    };
+    if !allowed {
         super::count_error(
             ctx,
             "DescribeUserScramCredentials",

@@ -15,9 +15,11 @@ use skiff_log::{ReadSlice, batch};
 use tokio::time::Instant;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::topic_table::Topic;
 use crate::errors::BrokerError;
 use crate::partition::Partition;
+use crate::quota::QuotaKind;
 
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -52,14 +54,26 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         } else {
             ctx.broker.topics.get(ft.topic.as_str())
         };
+        // An unknown name is authorized as named, so a denied principal
+        // cannot tell missing topics from forbidden ones.
+        let authorized = match (&topic, by_id) {
+            (Some(t), _) => ctx.authorize(Operation::Read, ResourceType::Topic, &t.name),
+            (None, false) => ctx.authorize(Operation::Read, ResourceType::Topic, ft.topic.as_str()),
+            (None, true) => true,
+        };
         for fp in &ft.partitions {
             let partition = match &topic {
+                _ if !authorized => Err(BrokerError::TopicAuthorizationFailed),
                 None if by_id => Err(BrokerError::UnknownTopicId),
                 None => Err(BrokerError::UnknownTopicOrPartition),
                 Some(t) => t
                     .partition(fp.partition)
                     .cloned()
-                    .ok_or(BrokerError::UnknownTopicOrPartition),
+                    .ok_or(BrokerError::UnknownTopicOrPartition)
+                    .and_then(|p| {
+                        crate::cluster::routing::check_leader(ctx.broker, t, fp.partition)
+                            .map(|()| p)
+                    }),
             };
             targets.push(Target {
                 topic: ti,
@@ -163,6 +177,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         }
         responses[t.topic].partitions.push(pd);
     }
+    let fetched: usize = responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .sum();
+    ctx.record_quota(QuotaKind::Fetch, fetched as f64);
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)

@@ -1,11 +1,14 @@
-//! FindCoordinator: this broker coordinates every group. Transactions do not
-//! exist here, so a transaction coordinator is never available.
+//! FindCoordinator: on a single broker it coordinates every group; in a
+//! cluster every broker names the same coordinator for a group (see
+//! `cluster::routing::group_coordinator`). Transactions do not exist here,
+//! so a transaction coordinator is never available.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::BrokerError;
 
 const GROUP: i8 = 0;
@@ -19,12 +22,23 @@ pub async fn handle(
     } else {
         vec![req.key.clone()]
     };
-    let ep = ctx.endpoint();
+    let brokers = crate::cluster::routing::brokers(ctx.broker, ctx.endpoint());
     let answers: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
             let found = match req.key_type {
+                GROUP if !ctx.authorize(Operation::Describe, ResourceType::Group, key.as_str()) => {
+                    Err(BrokerError::GroupAuthorizationFailed)
+                }
                 GROUP => Ok(()),
+                1 if !ctx.authorize(
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    key.as_str(),
+                ) =>
+                {
+                    Err(BrokerError::TransactionalIdAuthorizationFailed)
+                }
                 1 => Err(BrokerError::CoordinatorNotAvailable(
                     "transactions are not supported by this broker".into(),
                 )),
@@ -33,11 +47,14 @@ pub async fn handle(
                 ))),
             };
             match found {
-                Ok(()) => Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(ctx.broker.node_id()))
-                    .with_host(StrBytes::from_string(ep.host.clone()))
-                    .with_port(i32::from(ep.port)),
+                Ok(()) => {
+                    let b = crate::cluster::routing::group_coordinator(&brokers, key.as_str());
+                    Coordinator::default()
+                        .with_key(key)
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(StrBytes::from_string(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                }
                 Err(e) => {
                     super::count_error(ctx, "FindCoordinator", e.label());
                     Coordinator::default()

@@ -5,7 +5,8 @@ use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterC
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
-use super::config_resource::{Resource, install, overrides, resolve};
+use super::config_resource::{Resource, authorize, install, overrides, resolve};
+use crate::acl::Operation;
 use crate::errors::BrokerError;
 use crate::topic_config::{self, ConfigType};
 
@@ -20,7 +21,14 @@ pub async fn handle(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let outcome = resolve(ctx.broker, r.resource_type, r.resource_name.as_str()).and_then(|res| {
+        let outcome = authorize(
+            ctx,
+            r.resource_type,
+            r.resource_name.as_str(),
+            Operation::AlterConfigs,
+        )
+        .and_then(|()| resolve(ctx.broker, r.resource_type, r.resource_name.as_str()))
+        .and_then(|res| {
             let mut current = overrides(ctx.broker, &res)?;
             for c in &r.configs {
                 let name = c.name.to_string();
@@ -42,11 +50,18 @@ pub async fn handle(
                     }
                     APPEND | SUBTRACT if is_list => {
                         let v = value.ok_or_else(|| {
-                            BrokerError::InvalidConfig(format!("APPEND/SUBTRACT of {name} needs a value"))
+                            BrokerError::InvalidConfig(format!(
+                                "APPEND/SUBTRACT of {name} needs a value"
+                            ))
                         })?;
                         let mut items: Vec<String> = current
                             .get(&name)
-                            .map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+                            .map(|s| {
+                                s.split(',')
+                                    .map(|x| x.trim().to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         for item in v.split(',').map(str::trim).filter(|x| !x.is_empty()) {
                             if c.config_operation == APPEND {

@@ -11,6 +11,7 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::broker::now_ms;
 use crate::errors::{BrokerError, Result};
 use crate::producer_ids::ProducerIdAndEpoch;
@@ -35,6 +36,24 @@ pub async fn handle(
 }
 
 async fn init(ctx: &RequestContext<'_>, req: InitProducerIdRequest) -> Result<ProducerIdAndEpoch> {
+    match &req.transactional_id {
+        Some(id)
+            if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, id.as_str()) =>
+        {
+            return Err(BrokerError::TransactionalIdAuthorizationFailed);
+        }
+        // KIP-679: an idempotent producer needs IDEMPOTENT_WRITE on the
+        // cluster or WRITE on some topic.
+        None if !ctx.authorize_quietly(
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            crate::acl::CLUSTER_NAME,
+        ) && !ctx.authorize_any(Operation::Write, ResourceType::Topic) =>
+        {
+            return Err(BrokerError::ClusterAuthorizationFailed);
+        }
+        _ => {}
+    }
     if req.transactional_id.is_some() {
         return Err(BrokerError::CoordinatorNotAvailable(
             "transactions are not supported by this broker; InitProducerId serves idempotent producers only".into(),

@@ -6,6 +6,7 @@ use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::BrokerError;
 use crate::groups::coordinator::JoinParams;
 
@@ -28,8 +29,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGrou
         require_known_member_id: v >= 4,
         supports_skip_assignment: v >= 9,
     };
-    let rx = ctx.broker.groups.coordinator.join(params);
-    let outcome = rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress));
+    let outcome = if ctx.authorize(Operation::Read, ResourceType::Group, &params.group_id) {
+        let rx = ctx.broker.groups.coordinator.join(params);
+        rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress))
+    } else {
+        Err(BrokerError::GroupAuthorizationFailed)
+    };
     match outcome {
         Ok(j) => JoinGroupResponse::default()
             .with_generation_id(j.generation)

@@ -6,10 +6,19 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
+use crate::errors::BrokerError;
 use crate::groups::coordinator::validate_group_id;
 
 pub async fn handle(ctx: &RequestContext<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
-    if let Err(e) = validate_group_id(&req.group_id) {
+    let valid = validate_group_id(&req.group_id).and_then(|()| {
+        if ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
+            Ok(())
+        } else {
+            Err(BrokerError::GroupAuthorizationFailed)
+        }
+    });
+    if let Err(e) = valid {
         super::count_error(ctx, "LeaveGroup", e.label());
         return LeaveGroupResponse::default().with_error_code(e.code());
     }

@@ -5,6 +5,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 
 pub async fn handle(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
     let v = ctx.version;
@@ -21,6 +22,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGro
     if !types.is_empty() && !types.iter().any(|t| t == "classic") {
         return ListGroupsResponse::default();
     }
+    let cluster_describe = ctx.authorize_quietly(
+        Operation::Describe,
+        ResourceType::Cluster,
+        crate::acl::CLUSTER_NAME,
+    );
     let groups = ctx
         .broker
         .groups
@@ -28,6 +34,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ListGroupsRequest) -> ListGro
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
+        // DESCRIBE on the cluster lists every group; else those the caller
+        // may describe (Kafka's rule, not audited: it is a listing).
+        .filter(|g| {
+            cluster_describe
+                || ctx.authorize_quietly(Operation::Describe, ResourceType::Group, &g.group_id)
+        })
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group_id)))

@@ -7,6 +7,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::{BrokerError, Result};
 use crate::partition::Partition;
 
@@ -19,6 +20,7 @@ const LATEST_TIERED: i64 = -5;
 pub async fn handle(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let authorized = ctx.authorize(Operation::Describe, ResourceType::Topic, t.name.as_str());
         let topic = ctx.broker.topics.get(t.name.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
@@ -28,12 +30,30 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ListOffsetsRequest) -> ListOf
                 .with_offset(-1)
                 // Field exists from v4; setting it earlier fails encoding.
                 .with_leader_epoch(if ctx.version >= 4 { 0 } else { -1 });
-            let found = topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index).cloned())
-                .ok_or(BrokerError::UnknownTopicOrPartition);
+            let found = if !authorized {
+                Err(BrokerError::TopicAuthorizationFailed)
+            } else {
+                topic
+                    .as_ref()
+                    .ok_or(BrokerError::UnknownTopicOrPartition)
+                    .and_then(|t| {
+                        let part = t
+                            .partition(p.partition_index)
+                            .cloned()
+                            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+                        crate::cluster::routing::check_leader(ctx.broker, t, p.partition_index)?;
+                        let epoch =
+                            crate::cluster::routing::route(ctx.broker, t, p.partition_index)
+                                .leader_epoch;
+                        Ok((part, epoch))
+                    })
+            };
+            let resp = match &found {
+                Ok((_, epoch)) if ctx.version >= 4 => resp.with_leader_epoch(*epoch),
+                _ => resp,
+            };
             let result = match found {
-                Ok(partition) => {
+                Ok((partition, _)) => {
                     let ts = p.timestamp;
                     tokio::task::spawn_blocking(move || lookup(&partition, ts))
                         .await

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::topic_table::{Topic, validate_topic_name};
 use crate::errors::BrokerError;
 
@@ -34,17 +35,16 @@ pub async fn handle(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataR
     };
     let may_auto_create =
         broker.config.auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
-    let topic_ops = if req.include_topic_authorized_operations {
-        ALL_TOPIC_OPS
-    } else {
-        OPS_NOT_REQUESTED
-    };
+    let want_topic_ops = req.include_topic_authorized_operations;
 
     let mut topics = Vec::new();
     match wanted {
         None => {
+            // Only what the caller may describe; a listing is not audited.
             for t in broker.topics.all() {
-                topics.push(describe(ctx, &t, topic_ops));
+                if ctx.authorize_quietly(Operation::Describe, ResourceType::Topic, &t.name) {
+                    topics.push(describe(ctx, &t, want_topic_ops));
+                }
             }
         }
         Some(list) => {
@@ -54,13 +54,20 @@ pub async fn handle(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataR
                     None if item.topic_id != Uuid::nil() => broker
                         .topics
                         .get_by_id(item.topic_id)
-                        .ok_or(BrokerError::UnknownTopicId),
+                        .ok_or(BrokerError::UnknownTopicId)
+                        .and_then(|t| {
+                            if ctx.authorize(Operation::Describe, ResourceType::Topic, &t.name) {
+                                Ok(t)
+                            } else {
+                                Err(BrokerError::TopicAuthorizationFailed)
+                            }
+                        }),
                     None => Err(BrokerError::InvalidRequest(
                         "topic without name or id".into(),
                     )),
                 };
                 topics.push(match found {
-                    Ok(t) => describe(ctx, &t, topic_ops),
+                    Ok(t) => describe(ctx, &t, want_topic_ops),
                     Err(e) => {
                         super::count_error(ctx, "Metadata", e.label());
                         MetadataResponseTopic::default()
@@ -71,35 +78,41 @@ pub async fn handle(ctx: &RequestContext<'_>, req: MetadataRequest) -> MetadataR
                             } else {
                                 Uuid::nil()
                             })
-                            .with_topic_authorized_operations(topic_ops)
+                            .with_topic_authorized_operations(if want_topic_ops {
+                                0
+                            } else {
+                                OPS_NOT_REQUESTED
+                            })
                     }
                 });
             }
         }
     }
 
-    let ep = ctx.endpoint();
-    MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = crate::cluster::routing::brokers(broker, ctx.endpoint())
+        .into_iter()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.node_id()))
-                .with_host(StrBytes::from_string(ep.host.clone()))
-                .with_port(i32::from(ep.port))
-                .with_rack(
-                    broker
-                        .config
-                        .broker_rack
-                        .clone()
-                        .filter(|_| version >= 1)
-                        .map(StrBytes::from_string),
-                ),
-        ])
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.filter(|_| version >= 1).map(StrBytes::from_string))
+        })
+        .collect();
+    let controller = crate::cluster::routing::controller_id(broker);
+    MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id((version >= 2).then(|| StrBytes::from_string(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(if version >= 1 { broker.node_id() } else { -1 }))
+        .with_controller_id(BrokerId(if version >= 1 { controller } else { -1 }))
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
-                ALL_CLUSTER_OPS
+                authorized_ops(
+                    ctx,
+                    ResourceType::Cluster,
+                    crate::acl::CLUSTER_NAME,
+                    ALL_CLUSTER_OPS,
+                )
             } else {
                 OPS_NOT_REQUESTED
             },
@@ -111,19 +124,53 @@ fn lookup(
     name: &str,
     may_auto_create: bool,
 ) -> Result<Arc<Topic>, BrokerError> {
+    if !ctx.authorize(Operation::Describe, ResourceType::Topic, name) {
+        return Err(BrokerError::TopicAuthorizationFailed);
+    }
     if let Some(t) = ctx.broker.topics.get(name) {
         return Ok(t);
     }
     validate_topic_name(name)?;
     if may_auto_create {
+        // Auto-creation needs CREATE on the cluster or on the topic.
+        if !ctx.authorize_quietly(
+            Operation::Create,
+            ResourceType::Cluster,
+            crate::acl::CLUSTER_NAME,
+        ) && !ctx.authorize(Operation::Create, ResourceType::Topic, name)
+        {
+            return Err(BrokerError::TopicAuthorizationFailed);
+        }
         ctx.broker.auto_create(name)
     } else {
         Err(BrokerError::UnknownTopicOrPartition)
     }
 }
 
-fn describe(ctx: &RequestContext<'_>, t: &Topic, topic_ops: i32) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.broker.node_id());
+/// The operations of `all` (a bit per ACL operation code) the caller may do
+/// on a resource; everything without an authorizer. On the cluster, Kafka
+/// reports nothing to a principal that may not DESCRIBE it.
+pub fn authorized_ops(ctx: &RequestContext<'_>, rt: ResourceType, name: &str, all: i32) -> i32 {
+    if !ctx.broker.authorizer.enabled {
+        return all;
+    }
+    if rt == ResourceType::Cluster && !ctx.authorize_quietly(Operation::Describe, rt, name) {
+        return 0;
+    }
+    (0..31)
+        .filter(|bit| all & (1 << bit) != 0)
+        .filter(|bit| {
+            Operation::from_code(*bit as i8).is_some_and(|op| ctx.authorize_quietly(op, rt, name))
+        })
+        .fold(0, |acc, bit| acc | (1 << bit))
+}
+
+fn describe(ctx: &RequestContext<'_>, t: &Topic, want_ops: bool) -> MetadataResponseTopic {
+    let topic_ops = if want_ops {
+        authorized_ops(ctx, ResourceType::Topic, &t.name, ALL_TOPIC_OPS)
+    } else {
+        OPS_NOT_REQUESTED
+    };
     MetadataResponseTopic::default()
         .with_error_code(0)
         .with_name(Some(TopicName(StrBytes::from_string(t.name.to_string()))))
@@ -134,13 +181,14 @@ fn describe(ctx: &RequestContext<'_>, t: &Topic, topic_ops: i32) -> MetadataResp
             t.partitions
                 .iter()
                 .map(|p| {
+                    let r = crate::cluster::routing::route(ctx.broker, t, p.index);
                     MetadataResponsePartition::default()
                         .with_error_code(0)
                         .with_partition_index(p.index)
-                        .with_leader_id(node)
-                        .with_leader_epoch(if ctx.version >= 7 { 0 } else { -1 })
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+                        .with_leader_id(BrokerId(r.leader))
+                        .with_leader_epoch(if ctx.version >= 7 { r.leader_epoch } else { -1 })
+                        .with_replica_nodes(r.replicas.into_iter().map(BrokerId).collect())
+                        .with_isr_nodes(r.isr.into_iter().map(BrokerId).collect())
                         .with_offline_replicas(vec![])
                 })
                 .collect(),

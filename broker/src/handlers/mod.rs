@@ -3,26 +3,33 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::debug;
 
+use crate::acl::{Operation, ResourceType};
 use crate::auth::Session;
 use crate::broker::Broker;
 use crate::config::Listener;
 use crate::connection::ListenerInfo;
 
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_user_scram_credentials;
 mod api_versions;
 mod config_resource;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_topics;
+mod describe_acls;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -44,6 +51,7 @@ mod produce;
 mod sasl_authenticate;
 mod sasl_handshake;
 mod sync_group;
+mod throttle;
 mod unsupported;
 
 /// What a handler needs to know about the request beyond its body.
@@ -57,12 +65,121 @@ pub struct RequestContext<'a> {
     /// The connection's security state; its principal is who is asking.
     /// Never hold the lock across an await.
     pub session: &'a parking_lot::Mutex<Session>,
+    /// The API's metric label.
+    pub api: &'static str,
+    /// The longest throttle a quota asked for while handling this request,
+    /// in microseconds (handlers run on any worker, so not a Cell).
+    throttle_us: AtomicU64,
 }
 
 impl RequestContext<'_> {
     /// This broker's address as advertised on the listener of this request.
     pub fn endpoint(&self) -> &Listener {
         &self.listener.advertised
+    }
+
+    /// Who is asking, `User:name`.
+    pub fn principal(&self) -> String {
+        self.session.lock().principal.to_string()
+    }
+
+    /// Whether the caller may do `op` on (`rt`, `name`); a denial goes to
+    /// the audit log and the denial counter.
+    pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        let authz = &self.broker.authorizer;
+        if !authz.enabled {
+            return true;
+        }
+        let principal = self.principal();
+        let host = self.peer.ip().to_string();
+        let ok = authz.allowed(&principal, &host, op, rt, name);
+        if !ok {
+            self.audit_denial(&principal, op, rt, name);
+        }
+        ok
+    }
+
+    /// As [`Self::authorize`] without the audit entry: for filtering what a
+    /// listing shows, which Kafka does not log either.
+    pub fn authorize_quietly(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        let authz = &self.broker.authorizer;
+        !authz.enabled
+            || authz.allowed(&self.principal(), &self.peer.ip().to_string(), op, rt, name)
+    }
+
+    /// The cluster resource.
+    pub fn authorize_cluster(&self, op: Operation) -> bool {
+        self.authorize(op, ResourceType::Cluster, crate::acl::CLUSTER_NAME)
+    }
+
+    /// Whether the caller may do `op` on some resource of type `rt`
+    /// (audited as a denial on `rt` `*` when not).
+    pub fn authorize_any(&self, op: Operation, rt: ResourceType) -> bool {
+        let authz = &self.broker.authorizer;
+        if !authz.enabled {
+            return true;
+        }
+        let principal = self.principal();
+        let ok = authz.allowed_any(&principal, &self.peer.ip().to_string(), op, rt);
+        if !ok {
+            self.audit_denial(&principal, op, rt, "*");
+        }
+        ok
+    }
+
+    fn audit_denial(&self, principal: &str, op: Operation, rt: ResourceType, name: &str) {
+        self.broker
+            .metrics
+            .authorization_denials
+            .with_label_values(&[self.api, &op.to_string(), &rt.to_string()])
+            .inc();
+        tracing::warn!(
+            target: "audit",
+            principal,
+            operation = %op,
+            resource_type = %rt,
+            resource = name,
+            source = %self.peer,
+            api = self.api,
+            listener = %self.listener.name,
+            "authorization denied"
+        );
+    }
+
+    /// Records `amount` of `kind` against the caller's quotas and keeps the
+    /// longest throttle asked for.
+    pub fn record_quota(&self, kind: crate::quota::QuotaKind, amount: f64) {
+        if let Some(t) = throttle::record(self, kind, amount) {
+            let us = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+            self.throttle_us.fetch_max(us, Ordering::Relaxed);
+        }
+    }
+
+    /// KIP-599's strict mode (CreateTopics v6+, CreatePartitions v3+,
+    /// DeleteTopics v5+, whose clients back off on the error): while the
+    /// caller's controller mutation quota is already exceeded, a mutation is
+    /// refused with THROTTLING_QUOTA_EXCEEDED. Within the quota it goes ahead
+    /// and is recorded afterwards, even if that takes the rate over, as in
+    /// Kafka. Older versions are never refused, only throttled.
+    pub fn admit_mutation(&self, strict: bool) -> crate::errors::Result<()> {
+        if !strict || self.broker.quotas.config().is_empty() {
+            return Ok(());
+        }
+        match throttle::record(self, crate::quota::QuotaKind::ControllerMutation, 0.0) {
+            Some(t) => {
+                let us = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+                self.throttle_us.fetch_max(us, Ordering::Relaxed);
+                Err(crate::errors::BrokerError::ThrottlingQuotaExceeded(
+                    u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The longest throttle quotas asked for so far.
+    pub fn throttle(&self) -> Duration {
+        Duration::from_micros(self.throttle_us.load(Ordering::Relaxed))
     }
 }
 
@@ -84,12 +201,13 @@ macro_rules! apis {
         /// Every API this broker implements, with the versions it serves.
         pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[ $( (ApiKey::$key, $min, $max), )* ];
 
-        async fn call(ctx: &RequestContext<'_>, key: ApiKey, correlation_id: i32, body: &mut Bytes) -> Result<Option<BytesMut>, String> {
+        async fn call(ctx: &RequestContext<'_>, key: ApiKey, correlation_id: i32, started: Instant, body: &mut Bytes) -> Result<Option<BytesMut>, String> {
             match key {
                 $( ApiKey::$key => {
                     let req = <$req>::decode(body, ctx.version).map_err(|e| e.to_string())?;
                     let expects_response = response_expected(&req);
-                    let resp = $module::handle(ctx, req).await;
+                    let mut resp = $module::handle(ctx, req).await;
+                    throttle::finish(ctx, started, &mut resp);
                     if !expects_response {
                         return Ok(None);
                     }
@@ -98,7 +216,40 @@ macro_rules! apis {
                 _ => Err(format!("{key:?} is not implemented")),
             }
         }
+
+        /// Decodes a request body of `key`/`version` exactly as dispatch
+        /// does, without handling it (the fuzz targets' entry).
+        fn decode_body(key: ApiKey, version: i16, body: &mut Bytes) -> Result<(), String> {
+            match key {
+                $( ApiKey::$key => <$req>::decode(body, version).map(|_| ()).map_err(|e| e.to_string()), )*
+                _ => Err(format!("{key:?} is not implemented")),
+            }
+        }
     };
+}
+
+/// Parses a request frame (without its size prefix) the way [`dispatch`]
+/// does — API key and version, the table's version range, the request
+/// header, the body — and nothing more. Malformed input is an `Err`, never
+/// a panic; this is what the fuzz targets drive.
+///
+/// # Errors
+/// Why the frame would close the connection or be refused.
+pub fn decode_request(frame: &[u8]) -> Result<ApiKey, String> {
+    if frame.len() < 8 {
+        return Err("frame too short".into());
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| format!("unknown API key {raw_key}"))?;
+    if !supported_range(key).is_some_and(|(min, max)| (min..=max).contains(&version)) {
+        return Err(format!("{key:?} v{version} is not supported"));
+    }
+    let mut body = Bytes::copy_from_slice(frame);
+    RequestHeader::decode(&mut body, key.request_header_version(version))
+        .map_err(|e| e.to_string())?;
+    decode_body(key, version, &mut body)?;
+    Ok(key)
 }
 
 apis! {
@@ -130,6 +281,11 @@ apis! {
     SaslAuthenticate => sasl_authenticate::SaslAuthenticateRequest, 0..=2;
     DescribeUserScramCredentials => describe_user_scram_credentials::DescribeUserScramCredentialsRequest, 0..=0;
     AlterUserScramCredentials => alter_user_scram_credentials::AlterUserScramCredentialsRequest, 0..=0;
+    DescribeAcls => describe_acls::DescribeAclsRequest, 1..=3;
+    CreateAcls => create_acls::CreateAclsRequest, 1..=3;
+    DeleteAcls => delete_acls::DeleteAclsRequest, 1..=3;
+    DescribeClientQuotas => describe_client_quotas::DescribeClientQuotasRequest, 0..=1;
+    AlterClientQuotas => alter_client_quotas::AlterClientQuotasRequest, 0..=1;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -189,6 +345,7 @@ pub async fn dispatch(
         Err(e) => return Outcome::Close(format!("bad {key:?} v{version} request header: {e}")),
     };
     let client_id = header.client_id.as_ref().map(|s| s.as_str());
+    let label = api_label(key);
     let ctx = RequestContext {
         broker,
         version,
@@ -196,9 +353,16 @@ pub async fn dispatch(
         peer,
         listener,
         session,
+        api: label,
+        throttle_us: AtomicU64::new(0),
     };
-    let label = api_label(key);
-    let result = call(&ctx, key, correlation_id, &mut body).await;
+    if key == ApiKey::Produce {
+        // Kafka meters a produce request's whole size.
+        ctx.record_quota(crate::quota::QuotaKind::Produce, body.len() as f64);
+    }
+    let result = call(&ctx, key, correlation_id, started, &mut body).await;
+    // KIP-219: the connection reads nothing more until the throttle ends.
+    session.lock().mute_for = ctx.throttle();
     let m = &broker.metrics;
     m.requests.with_label_values(&[label]).inc();
     m.request_latency
@@ -270,6 +434,11 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "AlterClientQuotas",
         _ => "Other",
     }
 }

@@ -9,6 +9,8 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
+use crate::errors::BrokerError;
 use crate::groups::CommittedOffset;
 use crate::groups::coordinator::{FetchedOffsets, validate_group_id};
 
@@ -16,16 +18,44 @@ fn fetch(
     ctx: &RequestContext<'_>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<FetchedOffsets, i16> {
+) -> Result<(FetchedOffsets, Vec<String>), i16> {
     if let Err(e) = validate_group_id(group) {
         super::count_error(ctx, "OffsetFetch", e.label());
         return Err(e.code());
     }
-    Ok(ctx
+    if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
+        let e = BrokerError::GroupAuthorizationFailed;
+        super::count_error(ctx, "OffsetFetch", e.label());
+        return Err(e.code());
+    }
+    let explicit = wanted.is_some();
+    let mut found = ctx
         .broker
         .groups
         .coordinator
-        .fetch_offsets(group, wanted.as_deref()))
+        .fetch_offsets(group, wanted.as_deref());
+    // Topics the caller may not describe: dropped from "all topics", and
+    // answered TOPIC_AUTHORIZATION_FAILED when asked for by name.
+    let mut denied = Vec::new();
+    found.retain(|(t, _)| {
+        if explicit {
+            if !ctx.authorize(Operation::Describe, ResourceType::Topic, t) {
+                denied.push(t.clone());
+            }
+            true
+        } else {
+            ctx.authorize_quietly(Operation::Describe, ResourceType::Topic, t)
+        }
+    });
+    Ok((found, denied))
+}
+
+fn topic_code(denied: &[String], topic: &str) -> i16 {
+    if denied.iter().any(|d| d == topic) {
+        BrokerError::TopicAuthorizationFailed.code()
+    } else {
+        0
+    }
 }
 
 fn topic_name(s: String) -> TopicName {
@@ -47,10 +77,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> Offset
                 let resp = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
                 match fetch(ctx, &g.group_id, wanted) {
                     Err(code) => resp.with_error_code(code),
-                    Ok(found) => resp.with_topics(
+                    Ok((found, denied)) => resp.with_topics(
                         found
                             .into_iter()
                             .map(|(t, parts)| {
+                                let code = topic_code(&denied, &t);
                                 OffsetFetchResponseTopics::default()
                                     .with_name(topic_name(t))
                                     .with_partitions(
@@ -59,6 +90,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> Offset
                                             .map(|(p, o)| {
                                                 let (offset, epoch, meta) = split(o);
                                                 OffsetFetchResponsePartitions::default()
+                                                    .with_error_code(code)
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
@@ -83,10 +115,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> Offset
     let group: GroupId = req.group_id;
     match fetch(ctx, &group, wanted) {
         Err(code) => OffsetFetchResponse::default().with_error_code(if v >= 2 { code } else { 0 }),
-        Ok(found) => OffsetFetchResponse::default().with_topics(
+        Ok((found, denied)) => OffsetFetchResponse::default().with_topics(
             found
                 .into_iter()
                 .map(|(t, parts)| {
+                    let code = topic_code(&denied, &t);
                     OffsetFetchResponseTopic::default()
                         .with_name(topic_name(t))
                         .with_partitions(
@@ -95,6 +128,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: OffsetFetchRequest) -> Offset
                                 .map(|(p, o)| {
                                     let (offset, epoch, meta) = split(o);
                                     OffsetFetchResponsePartition::default()
+                                        .with_error_code(code)
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
                                         .with_committed_leader_epoch(if v >= 5 {

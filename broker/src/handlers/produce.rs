@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use skiff_log::{AppendInfo, TimestampMode, batch};
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::broker::now_ms;
 use crate::cluster::topic_table::Topic;
 use crate::errors::{BrokerError, Result};
@@ -22,6 +23,7 @@ struct Work {
     partition: Arc<Partition>,
     records: BytesMut,
     mode: TimestampMode,
+    min_insync: usize,
 }
 
 pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceResponse {
@@ -37,6 +39,11 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         } else {
             broker.topics.get(td.name.as_str())
         };
+        // Kafka checks WRITE on the topic name as the client gave it.
+        let name = topic
+            .as_ref()
+            .map_or_else(|| td.name.to_string(), |t| t.name.to_string());
+        let authorized = ctx.authorize(Operation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (slot, pd) in td.partition_data.into_iter().enumerate() {
             let resp = PartitionProduceResponse::default()
@@ -44,22 +51,30 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let checked = check(
-                ctx,
-                req.acks,
-                acks_ok,
-                topic.as_deref(),
-                pd.index,
-                pd.records,
-            );
+            let checked = if !authorized {
+                Err(BrokerError::TopicAuthorizationFailed)
+            } else {
+                check(
+                    ctx,
+                    req.acks,
+                    acks_ok,
+                    topic.as_deref(),
+                    pd.index,
+                    pd.records,
+                )
+            };
             match checked {
                 Ok((partition, records, mode)) => {
+                    let min_insync = topic.as_ref().map_or(1, |t| {
+                        usize::try_from(t.config.min_insync_replicas).unwrap_or(1)
+                    });
                     work.push(Work {
                         topic: ti,
                         slot,
                         partition,
                         records,
                         mode,
+                        min_insync,
                     });
                     parts.push(resp);
                 }
@@ -75,13 +90,30 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         topics.push(topic);
     }
 
+    // Replicated partitions go through their Raft group (acknowledged on
+    // commit); the others append locally.
+    let (replicated, local): (Vec<Work>, Vec<Work>) = work
+        .into_iter()
+        .partition(|w| w.partition.replicated().is_some());
+    let acks = req.acks;
+    let through_raft =
+        futures_util::future::join_all(replicated.into_iter().map(|mut w| async move {
+            let size = w.records.len();
+            let r = match w.partition.replicated().and_then(|r| r.group()) {
+                Some(g) => g.produce(&mut w.records, w.mode, acks, w.min_insync).await,
+                None => Err(BrokerError::NotLeaderOrFollower),
+            };
+            (w.topic, w.slot, w.partition, size, r)
+        }));
     // Appends write files and may fsync: off the async workers, all of this
-    // request's partitions in one hop, in request order.
-    let results = if work.is_empty() {
-        Vec::new()
-    } else {
+    // request's local partitions in one hop, in request order.
+    let appended = async move {
+        if local.is_empty() {
+            return Vec::new();
+        }
         tokio::task::spawn_blocking(move || {
-            work.into_iter()
+            local
+                .into_iter()
                 .map(|mut w| {
                     let r = w.partition.append(&mut w.records, w.mode);
                     (w.topic, w.slot, w.partition, w.records.len(), r)
@@ -91,6 +123,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         .await
         .unwrap_or_default()
     };
+    let (mut results, committed) = tokio::join!(appended, through_raft);
+    results.extend(committed);
 
     for (ti, slot, partition, size, result) in results {
         let resp = &mut responses[ti].partition_responses[slot];
@@ -125,7 +159,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
 }
 
 fn check(
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     acks: i16,
     acks_ok: bool,
     topic: Option<&Topic>,
@@ -137,8 +171,19 @@ fn check(
         .partition(index)
         .ok_or(BrokerError::UnknownTopicOrPartition)?
         .clone();
+    crate::cluster::routing::check_leader(ctx.broker, topic, index)?;
     if !acks_ok {
         return Err(BrokerError::InvalidRequiredAcks(acks));
+    }
+    // A single-replica partition has one in-sync copy; a replicated one
+    // counts its in-sync replicas in its group (PartitionGroup::produce).
+    const IN_SYNC: i64 = 1;
+    if partition.replicated().is_none() && acks == -1 && topic.config.min_insync_replicas > IN_SYNC
+    {
+        return Err(BrokerError::NotEnoughReplicas(format!(
+            "min.insync.replicas is {} but this partition has a single replica",
+            topic.config.min_insync_replicas
+        )));
     }
     let records = records
         .filter(|r| !r.is_empty())

@@ -4,6 +4,7 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::RequestContext;
+use crate::acl::{Operation, ResourceType};
 use crate::errors::BrokerError;
 use crate::groups::coordinator::SyncParams;
 
@@ -24,6 +25,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGrou
     };
     let outcome = if params.group_id.is_empty() {
         Err(BrokerError::InvalidGroupId(String::new()))
+    } else if !ctx.authorize(Operation::Read, ResourceType::Group, &params.group_id) {
+        Err(BrokerError::GroupAuthorizationFailed)
     } else {
         let rx = ctx.broker.groups.coordinator.sync(params);
         rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress))

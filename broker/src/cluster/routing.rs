@@ -1,0 +1,224 @@
+//! Who leads a partition and who holds it, as clients are told in Metadata,
+//! and the one check the data path (Produce, Fetch, ListOffsets) makes.
+//!
+//! A replicated partition (a Raft group per partition) is led by its Raft
+//! leader: the replica that leads knows it first-hand; every other broker
+//! reads the leader, epoch (Raft term) and ISR the leader recorded in the
+//! cluster metadata. A single-replica partition is led by its assigned
+//! replica; on a single broker (no assignment) by this broker.
+
+use crate::broker::Broker;
+use crate::cluster::topic_table::Topic;
+use crate::config::Listener;
+use crate::errors::{BrokerError, Result};
+
+/// A partition's leader, replicas and in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub leader: i32,
+    /// The leader epoch: the Raft term of a replicated partition, 0 else.
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// Whether `topic`'s partitions are Raft groups (in a cluster, RF >= 2).
+pub fn is_replicated(broker: &Broker, topic: &Topic) -> bool {
+    topic.replication_factor >= 2
+        && !topic.assignments.is_empty()
+        && broker.topics.store().group().is_some()
+}
+
+pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
+    let replicas = replicas_of(broker, topic, partition);
+    let preferred = replicas[0];
+    if !is_replicated(broker, topic) {
+        // Single replica: its only copy is in sync.
+        return Route {
+            leader: preferred,
+            leader_epoch: 0,
+            isr: vec![preferred],
+            replicas,
+        };
+    }
+    let epoch = |term: u64| i32::try_from(term).unwrap_or(i32::MAX);
+    let recorded = broker.topics.store().group().and_then(|g| {
+        g.state()
+            .partition_leaders
+            .get(&topic.id)
+            .and_then(|ps| ps.get(&partition))
+            .cloned()
+    });
+    // A replica knows its group's leader before the metadata does (the
+    // leader records itself a moment after its election).
+    if let Some(group) = topic
+        .partition(partition)
+        .and_then(|p| p.replicated())
+        .and_then(|r| r.group())
+    {
+        let (term, leader) = group.leader_view();
+        let newer = recorded.as_ref().is_none_or(|r| r.epoch < term);
+        if group.is_leader() && recorded.as_ref().is_none_or(|r| r.epoch <= term) {
+            let mut isr: Vec<i32> = group
+                .in_sync_ids()
+                .into_iter()
+                .filter_map(|id| i32::try_from(id).ok())
+                .collect();
+            isr.sort_unstable();
+            return Route {
+                leader: broker.node_id(),
+                leader_epoch: epoch(term),
+                isr,
+                replicas,
+            };
+        }
+        if let Some(leader) = leader.and_then(|l| i32::try_from(l).ok())
+            && newer
+        {
+            return Route {
+                leader,
+                leader_epoch: epoch(term),
+                isr: vec![leader],
+                replicas,
+            };
+        }
+    }
+    match recorded {
+        Some(r) => Route {
+            leader: r.leader,
+            leader_epoch: epoch(r.epoch),
+            isr: r.isr,
+            replicas,
+        },
+        // Not led yet (a new partition): its preferred leader is elected
+        // first.
+        None => Route {
+            leader: preferred,
+            leader_epoch: 0,
+            isr: vec![preferred],
+            replicas,
+        },
+    }
+}
+
+pub fn replicas_of(broker: &Broker, topic: &Topic, partition: i32) -> Vec<i32> {
+    usize::try_from(partition)
+        .ok()
+        .and_then(|p| topic.assignments.get(p))
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .unwrap_or_else(|| vec![broker.node_id()])
+}
+
+/// The assigned (preferred) leader: the first replica.
+pub fn leader_of(broker: &Broker, topic: &Topic, partition: i32) -> i32 {
+    replicas_of(broker, topic, partition)[0]
+}
+
+/// `NOT_LEADER_OR_FOLLOWER` unless this broker leads `partition` (for a
+/// replicated partition: leads its Raft group right now), so the client
+/// refreshes its metadata and goes to the leader.
+///
+/// # Errors
+/// [`BrokerError::NotLeaderOrFollower`].
+pub fn check_leader(broker: &Broker, topic: &Topic, partition: i32) -> Result<()> {
+    let leads = match topic.partition(partition).and_then(|p| p.replicated()) {
+        Some(r) => r.is_leader(),
+        // A replicated topic this broker holds no replica of has the
+        // assigned leader elsewhere, so the static rule answers that too.
+        None => leader_of(broker, topic, partition) == broker.node_id(),
+    };
+    if leads {
+        Ok(())
+    } else {
+        Err(BrokerError::NotLeaderOrFollower)
+    }
+}
+
+/// A broker as clients of one listener should reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The brokers a client on `listener` is told about: every registered
+/// broker's endpoint of the same listener name in a cluster, this broker
+/// alone otherwise.
+pub fn brokers(broker: &Broker, listener: &Listener) -> Vec<BrokerEndpoint> {
+    let me = BrokerEndpoint {
+        id: broker.node_id(),
+        host: listener.host.clone(),
+        port: listener.port,
+        rack: broker.config.broker_rack.clone(),
+    };
+    let Some(group) = broker.topics.store().group() else {
+        return vec![me];
+    };
+    let mut out: Vec<BrokerEndpoint> = group
+        .state()
+        .brokers
+        .values()
+        .filter(|b| b.node_id != me.id)
+        .filter_map(|b| {
+            let ep = b.endpoints.iter().find(|e| e.listener == listener.name)?;
+            Some(BrokerEndpoint {
+                id: b.node_id,
+                host: ep.host.clone(),
+                port: ep.port,
+                rack: b.rack.clone(),
+            })
+        })
+        .collect();
+    out.push(me);
+    out.sort_by_key(|b| b.id);
+    out
+}
+
+/// The controller clients are told about: the metadata Raft leader in a
+/// cluster (-1 while there is none), this broker alone.
+pub fn controller_id(broker: &Broker) -> i32 {
+    match broker.topics.store().group() {
+        None => broker.node_id(),
+        Some(g) => g.leader().and_then(|l| i32::try_from(l).ok()).unwrap_or(-1),
+    }
+}
+
+/// The broker that coordinates `group` among `brokers` (never empty: it
+/// holds at least this broker): the same answer on every broker that knows
+/// the same brokers, so a group's members meet on one coordinator. Each
+/// broker keeps the offsets of the groups it coordinates.
+pub fn group_coordinator<'a>(brokers: &'a [BrokerEndpoint], group: &str) -> &'a BrokerEndpoint {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let h = group.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let i = usize::try_from(h % brokers.len().max(1) as u64).unwrap_or(0);
+    &brokers[i.min(brokers.len().saturating_sub(1))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_coordinator_is_stable_and_spread() {
+        let brokers: Vec<BrokerEndpoint> = (1..=3)
+            .map(|id| BrokerEndpoint {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            })
+            .collect();
+        let a = group_coordinator(&brokers, "orders").id;
+        assert_eq!(group_coordinator(&brokers, "orders").id, a);
+        let used: std::collections::HashSet<i32> = (0..30)
+            .map(|i| group_coordinator(&brokers, &format!("g{i}")).id)
+            .collect();
+        assert_eq!(used.len(), 3);
+        assert_eq!(group_coordinator(&brokers[..1], "x").id, 1);
+    }
+}

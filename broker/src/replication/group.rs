@@ -1,0 +1,319 @@
+//! One partition replica's Raft group as the data path sees it: produce on
+//! the leader (idempotence checked before proposing, acknowledged on commit),
+//! reads bounded by the commit index, Kafka errors for everything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use skiff_log::batch::{self, BatchHeader};
+use skiff_log::{AppendInfo, ReadSlice, TimestampMode};
+
+use super::{NodeId, PartitionRaftHandle, Proposal, ReplicaStore};
+use crate::errors::{BrokerError, Result};
+use crate::partition::{Appended, PartitionRead};
+use crate::producer_state::{self, Verdict};
+
+/// How stale the last quorum acknowledgement may be before the leader
+/// counts its followers as unreachable for `min.insync.replicas`.
+pub const QUORUM_ACK_STALE: Duration = Duration::from_millis(1500);
+/// A follower this many entries behind the leader is out of sync.
+pub const IN_SYNC_LAG: u64 = 1000;
+
+pub struct PartitionGroup {
+    pub node_id: NodeId,
+    raft: PartitionRaftHandle,
+    store: ReplicaStore,
+    /// Serializes idempotent produces from check to commit, so a retry
+    /// cannot pass the duplicate check while its original is in flight.
+    idempotent: tokio::sync::Mutex<()>,
+    commit_timeout: Duration,
+    /// Whether a peer answered lately (see [`Self::with_liveness`]).
+    liveness: Option<Liveness>,
+}
+
+/// Tells whether a replica (by node id and RPC address) answered lately.
+pub type Liveness = Arc<dyn Fn(NodeId, &str) -> bool + Send + Sync>;
+
+impl PartitionGroup {
+    pub fn new(
+        node_id: NodeId,
+        raft: PartitionRaftHandle,
+        store: ReplicaStore,
+        commit_timeout: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            raft,
+            store,
+            idempotent: tokio::sync::Mutex::new(()),
+            commit_timeout,
+            liveness: None,
+        }
+    }
+
+    /// Counts a follower in sync only while `alive` says it answers: an
+    /// idle partition's dead follower keeps the matched index it had, so
+    /// the lag alone would keep it in sync forever.
+    #[must_use]
+    pub fn with_liveness(mut self, alive: Liveness) -> Self {
+        self.liveness = Some(alive);
+        self
+    }
+
+    /// The current term and the leader this replica knows of in it.
+    pub fn leader_view(&self) -> (u64, Option<NodeId>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_term, m.current_leader)
+    }
+
+    /// The current Raft term (Kafka's leader epoch).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    pub fn raft(&self) -> &PartitionRaftHandle {
+        &self.raft
+    }
+
+    pub fn store(&self) -> &ReplicaStore {
+        &self.store
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state.is_leader() && m.current_leader == Some(self.node_id)
+    }
+
+    /// Replicas that look in sync from the leader: itself, plus followers
+    /// within [`IN_SYNC_LAG`] entries while a quorum keeps acknowledging
+    /// (and, with a liveness check, that answered lately). Empty off the
+    /// leader.
+    pub fn in_sync_ids(&self) -> Vec<NodeId> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if !m.state.is_leader() {
+            return Vec::new();
+        }
+        let mut out = vec![self.node_id];
+        let fresh = m
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms <= QUORUM_ACK_STALE.as_millis() as u64);
+        if !fresh {
+            // No quorum has answered lately: only the leader is known alive.
+            return out;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        if let Some(r) = m.replication.as_ref() {
+            for (id, matched) in r.iter() {
+                if *id == self.node_id
+                    || !matched.is_some_and(|l| l.index.saturating_add(IN_SYNC_LAG) >= last)
+                {
+                    continue;
+                }
+                let alive = match (&self.liveness, membership.get_node(id)) {
+                    (Some(alive), Some(node)) => alive(*id, &node.addr),
+                    _ => true,
+                };
+                if alive {
+                    out.push(*id);
+                }
+            }
+        }
+        out
+    }
+
+    /// How many replicas [`Self::in_sync_ids`] counts.
+    pub fn in_sync_replicas(&self) -> usize {
+        self.in_sync_ids().len()
+    }
+
+    /// A new leader serves produces only once it applied its own term's
+    /// first entry, hence every entry before it: its producer table then
+    /// holds every committed batch, so a producer's retry of a batch the
+    /// previous leader wrote is recognised as a duplicate.
+    async fn await_ready(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.commit_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if !(m.state.is_leader() && m.current_leader == Some(self.node_id)) {
+                    return Err(BrokerError::NotLeaderOrFollower);
+                }
+                if m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term)
+                {
+                    return Ok(());
+                }
+            }
+            let changed = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+        }
+    }
+
+    /// Waits briefly for `min_insync` replicas to be in sync: a leader
+    /// elected a moment ago has no follower acknowledgements yet.
+    async fn await_in_sync(&self, min_insync: usize) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + QUORUM_ACK_STALE;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let isr = self.in_sync_replicas();
+            if isr >= min_insync {
+                return Ok(());
+            }
+            let changed = tokio::time::timeout_at(deadline, metrics.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                return Err(BrokerError::NotEnoughReplicas(format!(
+                    "{isr} in-sync replicas, min.insync.replicas is {min_insync}"
+                )));
+            }
+        }
+    }
+
+    /// Produces `records` (one or more v2 batches) through Raft. Each batch
+    /// becomes one entry; the call returns once all are committed (for
+    /// `acks=1` too: see the README). An idempotent producer's retry of a
+    /// committed batch gets its original offsets back without a proposal.
+    ///
+    /// # Errors
+    /// `NotLeaderOrFollower` off the leader or when leadership is lost
+    /// meanwhile; `NotEnoughReplicas` when `acks=all` and fewer than
+    /// `min_insync` replicas are in sync; `RequestTimedOut` when the commit
+    /// does not come within the commit timeout; the producer checks' and
+    /// validation errors.
+    pub async fn produce(
+        &self,
+        records: &mut [u8],
+        ts: TimestampMode,
+        acks: i16,
+        min_insync: usize,
+    ) -> Result<Appended> {
+        if !self.is_leader() {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        let producer = producer_state::producer_batch(records)?;
+        let batches = batch::validate_all(records)?;
+        self.await_ready().await?;
+        if acks == -1 {
+            self.await_in_sync(min_insync).await?;
+        }
+        let _serial = match producer {
+            Some(_) => Some(self.idempotent.lock().await),
+            None => None,
+        };
+        if let Some(h) = &producer
+            && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
+        {
+            return Ok(Appended {
+                info: AppendInfo {
+                    base_offset: dup.base_offset,
+                    last_offset: dup.last_offset,
+                    log_append_time: match ts {
+                        TimestampMode::LogAppendTime(_) => Some(dup.timestamp),
+                        TimestampMode::CreateTime => None,
+                    },
+                    log_start_offset: self.store.with_log(|l| l.log_start_offset()),
+                    record_count: 0,
+                    bytes: 0,
+                },
+                duplicate: true,
+            });
+        }
+        let mut first = None;
+        let mut last = None;
+        let mut record_count = 0u64;
+        for (at, header) in &batches {
+            let raw = &mut records[*at..*at + header.size()];
+            if let TimestampMode::LogAppendTime(now) = ts {
+                // Stamped once, by the leader, so every replica stores the
+                // same bytes.
+                batch::set_log_append_time(raw, now);
+            }
+            record_count += u64::from(header.records_count.unsigned_abs());
+            let applied = self.propose(raw).await?;
+            first.get_or_insert(applied.base_offset);
+            last = Some(applied.last_offset);
+        }
+        let (Some(base_offset), Some(last_offset)) = (first, last) else {
+            return Err(BrokerError::CorruptMessage("no record batches".into()));
+        };
+        Ok(Appended {
+            info: AppendInfo {
+                base_offset,
+                last_offset,
+                log_append_time: match ts {
+                    TimestampMode::LogAppendTime(now) => Some(now),
+                    TimestampMode::CreateTime => None,
+                },
+                log_start_offset: self.store.with_log(|l| l.log_start_offset()),
+                record_count,
+                bytes: records.len() as u64,
+            },
+            duplicate: false,
+        })
+    }
+
+    async fn propose(&self, raw: &[u8]) -> Result<super::Applied> {
+        let write = self.raft.client_write(Proposal {
+            batch: bytes::Bytes::copy_from_slice(raw),
+        });
+        match tokio::time::timeout(self.commit_timeout, write).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(BrokerError::NotLeaderOrFollower)
+            }
+            Ok(Err(e)) => Err(BrokerError::Storage(format!("replication failed: {e}"))),
+            Err(_) => Err(BrokerError::RequestTimedOut(format!(
+                "not committed within {:?}",
+                self.commit_timeout
+            ))),
+        }
+    }
+
+    /// Plans a read of committed batches only: never past the high
+    /// watermark (the commit index), so an uncommitted tail is never seen.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` outside `[log start, high watermark]`; I/O.
+    pub fn read(&self, offset: i64, max_bytes: usize, min_one: bool) -> Result<PartitionRead> {
+        let high_watermark = self.store.high_watermark();
+        self.store.with_log(|log| {
+            let log_start_offset = log.log_start_offset();
+            if offset > high_watermark || offset < log_start_offset {
+                return Err(BrokerError::OffsetOutOfRange {
+                    offset,
+                    start: log_start_offset,
+                    end: high_watermark,
+                });
+            }
+            let slice: ReadSlice = log.read(offset, max_bytes, high_watermark, min_one)?;
+            Ok(PartitionRead {
+                slice,
+                high_watermark,
+                log_start_offset,
+            })
+        })
+    }
+
+    /// The header of the first committed batch at or after `offset`, for
+    /// checks in tests and tools.
+    pub fn committed_header(&self, offset: i64) -> Result<Option<BatchHeader>> {
+        let hw = self.store.high_watermark();
+        let mut found = None;
+        self.store.with_log(|log| {
+            log.scan_headers_while(offset, |h| {
+                if h.base_offset < hw {
+                    found = Some(*h);
+                }
+                false
+            })
+        })?;
+        Ok(found)
+    }
+}

@@ -1,0 +1,189 @@
+//! Partition groups over the real broker-to-broker gRPC transport
+//! (`crate::rpc`): three registries on 127.0.0.1, one partition group each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Config, Raft};
+use skiff_log::{LogConfig, PartitionLog, TimestampMode};
+use uuid::Uuid;
+
+use super::*;
+use crate::producer_state::test_support::producer_batch;
+use crate::rpc::client::{NetworkFactory, PeerPool};
+use crate::rpc::server::{RaftHandler, Registry, serve};
+use crate::rpc::{GroupId, RpcConfig};
+
+struct Node {
+    raft: PartitionRaftHandle,
+    store: ReplicaStore,
+    registry: Arc<Registry>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn node(
+    id: NodeId,
+    listener: tokio::net::TcpListener,
+    dir: &std::path::Path,
+    group: GroupId,
+    config: Arc<Config>,
+) -> Node {
+    let registry = Registry::new(RpcConfig::new("test-cluster", id));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let r = registry.clone();
+    tokio::spawn(async move {
+        let _ = serve(listener, r, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let log_config = LogConfig {
+        segment_ms: None,
+        retention_ms: None,
+        flush_ms: None,
+        ..LogConfig::default()
+    };
+    let (log, _) = PartitionLog::open(dir, log_config).expect("open log");
+    let store = ReplicaStore::open(log).expect("store");
+    let pool = PeerPool::new(RpcConfig::new("test-cluster", id));
+    let raft = Raft::new(
+        id,
+        config,
+        NetworkFactory::<PartitionRaft>::new(pool, group),
+        store.log_store(),
+        store.state_machine(),
+    )
+    .await
+    .expect("raft");
+    registry.register(group, Arc::new(RaftHandler::new(raft.clone())));
+    Node {
+        raft,
+        store,
+        registry,
+        _stop: tx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_group_replicates_over_grpc_and_fails_over() {
+    let root = tempfile::tempdir().expect("tmp");
+    let group = GroupId::Partition {
+        topic_id: Uuid::new_v4(),
+        partition: 0,
+    };
+    let config = Arc::new(
+        Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Config::default()
+        }
+        .validate()
+        .expect("config"),
+    );
+    let mut listeners = Vec::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        members.insert(
+            id,
+            BasicNode {
+                addr: l.local_addr().expect("addr").to_string(),
+            },
+        );
+        listeners.push((id, l));
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, l) in listeners {
+        let dir = root.path().join(format!("n{id}"));
+        nodes.insert(id, node(id, l, &dir, group, Arc::clone(&config)).await);
+    }
+    nodes[&1].raft.initialize(members).await.expect("init");
+    let leader = nodes[&1]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "leader")
+        .await
+        .expect("leader")
+        .current_leader
+        .expect("leader");
+
+    // Throughput of acks=all over gRPC, 1 KiB batches, 32 in flight.
+    let n = 2000usize;
+    let started = Instant::now();
+    let raft = nodes[&leader].raft.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
+    for _ in 0..n {
+        let raft = raft.clone();
+        let permit = sem.clone().acquire_owned().await.expect("permit");
+        tasks.spawn(async move {
+            let mut b = producer_batch(-1, -1, -1, 1);
+            b.resize(b.len(), 0);
+            let r = raft.client_write(Proposal { batch: b.into() }).await;
+            drop(permit);
+            r.is_ok()
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        ok += usize::from(r.expect("task"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "RF=3 over gRPC: {ok} committed batches in {secs:.2}s = {:.0} entries/s",
+        ok as f64 / secs
+    );
+    assert_eq!(ok, n);
+
+    // Fail the leader over and keep writing.
+    let old = nodes.remove(&leader).expect("leader node");
+    old.registry.unregister(&group);
+    old.raft.shutdown().await.expect("shutdown");
+    drop(old);
+    let killed = Instant::now();
+    let survivor = *nodes.keys().next().expect("survivor");
+    let new_leader = nodes[&survivor]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != leader),
+            "new leader",
+        )
+        .await
+        .expect("new leader")
+        .current_leader
+        .expect("leader");
+    let g = PartitionGroup::new(
+        new_leader,
+        nodes[&new_leader].raft.clone(),
+        nodes[&new_leader].store.clone(),
+        Duration::from_secs(5),
+    );
+    let a = g
+        .produce(
+            &mut producer_batch(-1, -1, -1, 1),
+            TimestampMode::CreateTime,
+            -1,
+            2,
+        )
+        .await
+        .expect("produce after failover");
+    println!(
+        "failover: produce succeeded {:?} after the leader stopped",
+        killed.elapsed()
+    );
+    let want = nodes[&new_leader].store.last_log_index();
+    for nd in nodes.values() {
+        nd.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(want, "applied")
+            .await
+            .expect("applied");
+    }
+    let hws: Vec<i64> = nodes.values().map(|nd| nd.store.high_watermark()).collect();
+    assert!(hws.iter().all(|&h| h == a.info.last_offset + 1), "{hws:?}");
+}

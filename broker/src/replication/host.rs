@@ -1,0 +1,378 @@
+//! Hosting partition Raft groups on a broker: one group for every replica
+//! the committed metadata assigns to this broker (replicated topics only,
+//! see `cluster::topic_table::wrap_log`), started when the assignment
+//! appears (or at start-up from the data directory), stopped when the topic
+//! is deleted.
+//!
+//! The host also reports leadership: while this broker leads a partition
+//! group it records `leader, epoch (= Raft term), isr` in the metadata group
+//! ([`MetaCommand::SetPartitionLeaders`], older epochs ignored), so every
+//! broker, hosting a replica or not, routes clients to the real leader. And
+//! it exports the partition Raft metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::{NodeId, PartitionGroup, PartitionRaft};
+use crate::broker::Broker;
+use crate::cluster::meta_state::{MetaCommand, PartitionLeader, PartitionLeaderUpdate};
+use crate::cluster::metadata_group::MetadataGroup;
+use crate::partition::Partition;
+use crate::rpc::GroupId;
+use crate::rpc::client::NetworkFactory;
+use crate::rpc::server::RaftHandler;
+
+/// How long a produce waits for its entries to commit before
+/// REQUEST_TIMED_OUT (the client retries).
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the host looks at its groups (leadership reports, metrics,
+/// groups to start or stop); metadata changes wake it sooner.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Partition group timing.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+struct Hosted {
+    group: Arc<PartitionGroup>,
+    partition: Arc<Partition>,
+    topic_id: Uuid,
+    last_term: u64,
+}
+
+pub struct ReplicaHost {
+    node_id: NodeId,
+    meta: Arc<MetadataGroup>,
+    config: Arc<openraft::Config>,
+    settings: HostSettings,
+    hosted: tokio::sync::Mutex<HashMap<GroupId, Hosted>>,
+    kick: Notify,
+    reporting: Arc<AtomicBool>,
+}
+
+impl ReplicaHost {
+    /// # Errors
+    /// An invalid Raft configuration.
+    pub fn new(
+        meta: Arc<MetadataGroup>,
+        cluster_id: &str,
+        settings: HostSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let config = openraft::Config {
+            cluster_name: cluster_id.to_string(),
+            heartbeat_interval: settings.heartbeat_ms,
+            election_timeout_min: settings.election_timeout_min_ms,
+            election_timeout_max: settings.election_timeout_max_ms,
+            // A purge moves the partition's log start (deletes data): only
+            // retention asks for one (a snapshot at the retention point,
+            // then purge_log), never openraft on its own, so a lagging
+            // replica catches up from the log of everything retained.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            // Entries are whole record batches (up to message.max.bytes
+            // each): keep one AppendEntries well under the RPC size limit.
+            max_payload_entries: 32,
+            ..Default::default()
+        }
+        .validate()?;
+        Ok(Arc::new(Self {
+            node_id: meta.node_id(),
+            meta,
+            config: Arc::new(config),
+            settings,
+            hosted: tokio::sync::Mutex::new(HashMap::new()),
+            kick: Notify::new(),
+            reporting: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// Wakes the host (the local topic table changed).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Starts and stops groups as the topic table says, reports leadership
+    /// and exports metrics, until `shutdown`.
+    pub async fn run(self: Arc<Self>, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+                _ = self.kick.notified() => {}
+            }
+            self.reconcile(&broker).await;
+            let updates = self.observe(&broker).await;
+            if !updates.is_empty() && !self.reporting.swap(true, Ordering::SeqCst) {
+                // In its own task: without a metadata quorum the write waits
+                // for the write timeout, and hosting must go on meanwhile.
+                let meta = self.meta.clone();
+                let reporting = self.reporting.clone();
+                tokio::spawn(async move {
+                    let n = updates.len();
+                    match meta.write(MetaCommand::SetPartitionLeaders(updates)).await {
+                        Ok(_) => debug!(partitions = n, "recorded partition leadership"),
+                        Err(e) => {
+                            warn!(error = %e, "recording partition leadership failed; retrying")
+                        }
+                    }
+                    reporting.store(false, Ordering::SeqCst);
+                });
+            }
+        }
+    }
+
+    /// Stops every hosted group (clean shutdown).
+    pub async fn shutdown(&self) {
+        let mut hosted = self.hosted.lock().await;
+        for (gid, h) in hosted.drain() {
+            self.meta.registry().unregister(&gid);
+            if let Some(r) = h.partition.replicated() {
+                r.set_group(None);
+            }
+            if let Err(e) = h.group.raft().shutdown().await {
+                warn!(group = %gid, error = %e, "partition raft shutdown");
+            }
+        }
+    }
+
+    async fn reconcile(&self, broker: &Broker) {
+        let mut want: HashMap<GroupId, (Uuid, Arc<Partition>)> = HashMap::new();
+        for t in broker.topics.all() {
+            for p in &t.partitions {
+                if let Some(r) = p.replicated() {
+                    want.insert(r.group_id, (t.id, p.clone()));
+                }
+            }
+        }
+        let mut hosted = self.hosted.lock().await;
+        let gone: Vec<GroupId> = hosted
+            .keys()
+            .filter(|g| !want.contains_key(g))
+            .copied()
+            .collect();
+        for gid in gone {
+            let Some(h) = hosted.remove(&gid) else {
+                continue;
+            };
+            self.meta.registry().unregister(&gid);
+            let m = &broker.metrics;
+            let labels = [h.partition.topic.as_ref(), &h.partition.index.to_string()];
+            let _ = m.partition_raft_term.remove_label_values(&labels);
+            let _ = m.partition_raft_commit_lag.remove_label_values(&labels);
+            info!(group = %gid, topic = %h.partition.topic, partition = h.partition.index, "stopped partition replica");
+            tokio::spawn(async move {
+                // Already stopped when the topic was deleted; harmless then.
+                let _ = h.group.raft().shutdown().await;
+            });
+        }
+        for (gid, (topic_id, p)) in want {
+            if hosted.contains_key(&gid) {
+                continue;
+            }
+            match self.start(gid, topic_id, &p).await {
+                Ok(group) => {
+                    if let Some(r) = p.replicated() {
+                        r.set_group(Some(group.clone()));
+                    }
+                    info!(group = %gid, topic = %p.topic, partition = p.index, "started partition replica");
+                    hosted.insert(
+                        gid,
+                        Hosted {
+                            group,
+                            partition: p,
+                            topic_id,
+                            last_term: 0,
+                        },
+                    );
+                }
+                Err(e) => {
+                    debug!(group = %gid, error = %e, "partition replica not started yet; retrying")
+                }
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        gid: GroupId,
+        topic_id: Uuid,
+        p: &Arc<Partition>,
+    ) -> anyhow::Result<Arc<PartitionGroup>> {
+        let r = p
+            .replicated()
+            .ok_or_else(|| anyhow::anyhow!("not a replicated partition"))?;
+        let (members, known_leader) = {
+            let state = self.meta.state();
+            let mut members = BTreeMap::new();
+            for id in &r.replicas {
+                let b = state
+                    .brokers
+                    .get(id)
+                    .ok_or_else(|| anyhow::anyhow!("replica {id} is not a registered broker"))?;
+                members.insert(u64::try_from(*id)?, BasicNode::new(&b.rpc_addr));
+            }
+            let known = state
+                .partition_leaders
+                .get(&topic_id)
+                .is_some_and(|m| m.contains_key(&p.index));
+            (members, known)
+        };
+        let raft = Raft::new(
+            self.node_id,
+            self.config.clone(),
+            NetworkFactory::<PartitionRaft>::new(self.meta.pool().clone(), gid),
+            r.store.log_store(),
+            r.store.state_machine(),
+        )
+        .await?;
+        self.meta
+            .registry()
+            .register(gid, Arc::new(RaftHandler::new(raft.clone())));
+        let pool = self.meta.pool().clone();
+        let window = Duration::from_millis((self.settings.heartbeat_ms * 3).max(1500));
+        let group = Arc::new(
+            PartitionGroup::new(self.node_id, raft.clone(), r.store.clone(), COMMIT_TIMEOUT)
+                .with_liveness(Arc::new(move |_, addr| {
+                    pool.since_last_reply(addr).is_some_and(|d| d <= window)
+                })),
+        );
+        if !known_leader && !raft.is_initialized().await? {
+            // A new partition: every replica may initialize it with the same
+            // membership (safe in Raft), but the preferred leader does it at
+            // once and so is elected first, which spreads leaders as the
+            // assignment does. The others wait to be reached first. A
+            // partition that ever had a leader is never initialized again
+            // (a replica with a wiped disk must catch up, not start a log).
+            let preferred =
+                r.replicas.first().and_then(|&f| u64::try_from(f).ok()) == Some(self.node_id);
+            let wait = if preferred {
+                // A moment for the other replicas' brokers to apply the
+                // same metadata and register the group, so the first vote
+                // reaches them.
+                Duration::from_millis(300)
+            } else {
+                Duration::from_millis(self.settings.election_timeout_max_ms.saturating_mul(2))
+            };
+            tokio::spawn(async move {
+                let deadline = Instant::now() + wait;
+                while Instant::now() < deadline {
+                    if raft.is_initialized().await.unwrap_or(true) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if raft.is_initialized().await.unwrap_or(true) {
+                    return;
+                }
+                if let Err(e) = raft.initialize(members).await {
+                    debug!(group = %gid, error = %e, "partition group already initialized");
+                }
+            });
+        }
+        Ok(group)
+    }
+
+    /// Exports the partition metrics and returns the leadership records
+    /// that differ from what the metadata holds.
+    async fn observe(&self, broker: &Broker) -> Vec<PartitionLeaderUpdate> {
+        let me = i32::try_from(self.node_id).unwrap_or(-1);
+        let m = &broker.metrics;
+        let mut hosted = self.hosted.lock().await;
+        let mut updates = Vec::new();
+        let (mut led, mut under, mut offline) = (0i64, 0i64, 0i64);
+        let state = self.meta.state();
+        for h in hosted.values_mut() {
+            let (term, leader, lag) = {
+                let rm = h.group.raft().metrics();
+                let rm = rm.borrow();
+                let applied = rm.last_applied.map_or(0, |l| l.index);
+                let last = rm.last_log_index.unwrap_or(0);
+                (
+                    rm.current_term,
+                    rm.current_leader,
+                    last.saturating_sub(applied),
+                )
+            };
+            if term > h.last_term {
+                if h.last_term > 0 {
+                    m.partition_elections.inc_by(term - h.last_term);
+                }
+                h.last_term = term;
+            }
+            let index = h.partition.index.to_string();
+            let labels = [h.partition.topic.as_ref(), index.as_str()];
+            m.partition_raft_term
+                .with_label_values(&labels)
+                .set(i64::try_from(term).unwrap_or(i64::MAX));
+            m.partition_raft_commit_lag
+                .with_label_values(&labels)
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            if leader.is_none() {
+                offline += 1;
+            }
+            if !h.group.is_leader() {
+                continue;
+            }
+            led += 1;
+            let mut isr: Vec<i32> = h
+                .group
+                .in_sync_ids()
+                .into_iter()
+                .filter_map(|id| i32::try_from(id).ok())
+                .collect();
+            isr.sort_unstable();
+            let replicas = h.partition.replicated().map_or(0, |r| r.replicas.len());
+            if isr.len() < replicas {
+                under += 1;
+            }
+            let want = PartitionLeader {
+                leader: me,
+                epoch: term,
+                isr,
+            };
+            let held = state
+                .partition_leaders
+                .get(&h.topic_id)
+                .and_then(|ps| ps.get(&h.partition.index));
+            if held != Some(&want) {
+                updates.push(PartitionLeaderUpdate {
+                    topic_id: h.topic_id,
+                    partition: h.partition.index,
+                    leader: want,
+                });
+            }
+        }
+        drop(state);
+        // Single-replica partitions are led by their assigned leader.
+        for t in broker.topics.all() {
+            if t.is_internal() {
+                continue;
+            }
+            for p in &t.partitions {
+                if p.replicated().is_none()
+                    && crate::cluster::routing::leader_of(broker, &t, p.index) == me
+                    && !crate::cluster::routing::is_replicated(broker, &t)
+                {
+                    led += 1;
+                }
+            }
+        }
+        m.partition_leaders.set(led);
+        m.under_replicated_partitions.set(under);
+        m.offline_partitions.set(offline);
+        updates
+    }
+}

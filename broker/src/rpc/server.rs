@@ -1,0 +1,224 @@
+//! The server side: a registry of group handlers behind one tonic service.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use openraft::{Raft, RaftTypeConfig};
+use parking_lot::RwLock;
+use tonic::codegen::{Body, StdError, http};
+use tracing::{debug, info, warn};
+
+use super::wire::{CallReply, CallRequest};
+use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
+
+/// Answers the messages of one group.
+pub trait GroupHandler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        kind: RpcKind,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>>;
+}
+
+/// Feeds an openraft message to `raft` and encodes its answer
+/// (`Result<response, RaftError>`). [`RpcKind::Forward`] is not a Raft
+/// message: it answers [`RpcError::Unsupported`].
+pub async fn handle_raft<C>(
+    raft: &Raft<C>,
+    kind: RpcKind,
+    payload: &[u8],
+) -> Result<Vec<u8>, RpcError>
+where
+    C: RaftTypeConfig,
+{
+    match kind {
+        RpcKind::AppendEntries => {
+            let req: openraft::raft::AppendEntriesRequest<C> = decode(payload)?;
+            let theirs = req.vote.clone();
+            let resp = raft.append_entries(req).await;
+            // openraft refuses a leader of an older term; say so, as a
+            // deposed leader (a healed partition) is worth a line.
+            if let Ok(openraft::raft::AppendEntriesResponse::HigherVote(ours)) = &resp {
+                info!(stale_leader = %theirs, current = %ours, "refused AppendEntries from a leader of an older term");
+            }
+            encode(&resp)
+        }
+        RpcKind::Vote => encode(&raft.vote(decode(payload)?).await),
+        RpcKind::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
+        RpcKind::Forward => Err(RpcError::Unsupported(kind as u32)),
+    }
+}
+
+/// A [`GroupHandler`] for a plain openraft group.
+pub struct RaftHandler<C: RaftTypeConfig> {
+    raft: Raft<C>,
+}
+
+impl<C: RaftTypeConfig> RaftHandler<C> {
+    pub fn new(raft: Raft<C>) -> Self {
+        Self { raft }
+    }
+}
+
+impl<C: RaftTypeConfig> GroupHandler for RaftHandler<C> {
+    fn handle(
+        &self,
+        kind: RpcKind,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let raft = self.raft.clone();
+        Box::pin(async move { handle_raft(&raft, kind, &payload).await })
+    }
+}
+
+/// The groups this broker hosts.
+pub struct Registry {
+    config: RpcConfig,
+    groups: RwLock<HashMap<GroupId, Arc<dyn GroupHandler>>>,
+}
+
+impl Registry {
+    pub fn new(config: RpcConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            groups: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &RpcConfig {
+        &self.config
+    }
+
+    /// Routes `group`'s messages to `handler`, replacing any previous one.
+    pub fn register(&self, group: GroupId, handler: Arc<dyn GroupHandler>) {
+        self.groups.write().insert(group, handler);
+    }
+
+    pub fn unregister(&self, group: &GroupId) -> bool {
+        self.groups.write().remove(group).is_some()
+    }
+
+    pub fn is_registered(&self, group: &GroupId) -> bool {
+        self.groups.read().contains_key(group)
+    }
+
+    /// Answers one request; every failure becomes a typed error reply.
+    pub async fn dispatch(&self, req: CallRequest) -> CallReply {
+        match self.dispatch_inner(req).await {
+            Ok(payload) => CallReply::ok(payload),
+            Err(e) => CallReply::err(&e),
+        }
+    }
+
+    async fn dispatch_inner(&self, req: CallRequest) -> Result<Vec<u8>, RpcError> {
+        if req.cluster_id != self.config.cluster_id {
+            warn!(
+                from_node = req.from_node,
+                theirs = %req.cluster_id,
+                ours = %self.config.cluster_id,
+                "refused a peer message from another cluster"
+            );
+            return Err(RpcError::ClusterMismatch {
+                ours: self.config.cluster_id.clone(),
+                theirs: req.cluster_id,
+            });
+        }
+        let group = req.group()?;
+        let kind = RpcKind::from_u32(req.kind).ok_or(RpcError::Unsupported(req.kind))?;
+        let handler = self.groups.read().get(&group).cloned();
+        let Some(handler) = handler else {
+            debug!(%group, from_node = req.from_node, "message for a group not hosted here");
+            return Err(RpcError::UnknownGroup(group.to_string()));
+        };
+        handler.handle(kind, req.payload).await
+    }
+}
+
+/// The tonic service (`/skiff.rpc.Raft/Call`), hand-written in the shape
+/// tonic's generator produces.
+#[derive(Clone)]
+pub struct RaftService {
+    registry: Arc<Registry>,
+}
+
+pub const CALL_PATH: &str = "/skiff.rpc.Raft/Call";
+
+impl RaftService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+impl tonic::server::NamedService for RaftService {
+    const NAME: &'static str = "skiff.rpc.Raft";
+}
+
+struct CallSvc(Arc<Registry>);
+
+impl tonic::server::UnaryService<CallRequest> for CallSvc {
+    type Response = CallReply;
+    type Future = BoxFuture<'static, Result<tonic::Response<CallReply>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<CallRequest>) -> Self::Future {
+        let registry = self.0.clone();
+        Box::pin(async move {
+            Ok(tonic::Response::new(
+                registry.dispatch(request.into_inner()).await,
+            ))
+        })
+    }
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for RaftService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != CALL_PATH {
+            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        }
+        let registry = self.registry.clone();
+        let max = registry.config.max_message_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            Ok(grpc.unary(CallSvc(registry), req).await)
+        })
+    }
+}
+
+/// Serves `registry` on `listener` until `shutdown` completes.
+///
+/// # Errors
+/// The transport failing.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // One in-flight request per group and kind per peer is what Raft
+        // sends; this only stops a misbehaving peer from flooding us.
+        .concurrency_limit_per_connection(256)
+        .add_service(RaftService::new(registry))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -1,0 +1,196 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
+
+use super::client::PeerPool;
+use super::server::{GroupHandler, Registry, serve};
+use super::{GroupId, RpcConfig, RpcError, RpcKind};
+
+/// Echoes the payload after an optional delay; `kind` Vote is unsupported.
+struct Echo(Duration);
+
+impl GroupHandler for Echo {
+    fn handle(
+        &self,
+        kind: RpcKind,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        let delay = self.0;
+        Box::pin(async move {
+            if kind == RpcKind::Vote {
+                return Err(RpcError::Unsupported(kind as u32));
+            }
+            tokio::time::sleep(delay).await;
+            Ok(payload.to_vec())
+        })
+    }
+}
+
+async fn start(cluster: &str) -> (Arc<Registry>, String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let registry = Registry::new(RpcConfig::new(cluster, 1));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let r = registry.clone();
+    tokio::spawn(async move {
+        serve(listener, r, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (registry, addr, tx)
+}
+
+#[tokio::test]
+async fn routes_by_group_and_refuses_strangers() {
+    let (registry, addr, _stop) = start("c1").await;
+    let part = GroupId::Partition {
+        topic_id: Uuid::new_v4(),
+        partition: 3,
+    };
+    registry.register(part, Arc::new(Echo(Duration::ZERO)));
+    let pool = PeerPool::new(RpcConfig::new("c1", 2));
+    let got = pool
+        .call(&addr, part, RpcKind::AppendEntries, b"hello".to_vec(), None)
+        .await
+        .unwrap();
+    assert_eq!(&got[..], b"hello");
+    // Same topic, other partition: not hosted.
+    let other = GroupId::Partition {
+        topic_id: match part {
+            GroupId::Partition { topic_id, .. } => topic_id,
+            GroupId::Metadata => unreachable!(),
+        },
+        partition: 4,
+    };
+    let err = pool
+        .call(&addr, other, RpcKind::AppendEntries, vec![1], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::UnknownGroup(_)), "{err:?}");
+    let err = pool
+        .call(&addr, part, RpcKind::Vote, vec![1], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Unsupported(_)), "{err:?}");
+    assert!(registry.unregister(&part));
+    let err = pool
+        .call(&addr, part, RpcKind::AppendEntries, vec![1], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::UnknownGroup(_)), "{err:?}");
+
+    let stranger = PeerPool::new(RpcConfig::new("c2", 2));
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let err = stranger
+        .call(&addr, GroupId::Metadata, RpcKind::Forward, vec![1], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::ClusterMismatch { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn deadlines_size_limit_and_inflight_bound() {
+    let (registry, addr, _stop) = start("c").await;
+    registry.register(
+        GroupId::Metadata,
+        Arc::new(Echo(Duration::from_millis(300))),
+    );
+    let mut cfg = RpcConfig::new("c", 2);
+    cfg.max_message_bytes = 1000;
+    cfg.max_inflight_bytes_per_peer = 1000;
+    let pool = PeerPool::new(cfg);
+    let err = pool
+        .call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![0; 1001],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::TooLarge(1001, 1000)), "{err:?}");
+    let err = pool
+        .call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![0; 10],
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout(..)), "{err:?}");
+    // Two 600-byte calls cannot be in flight together under a 1000-byte
+    // bound: the second waits for the first, so both take ~2 delays.
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        pool.call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![1; 600],
+            None
+        ),
+        pool.call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![2; 600],
+            None
+        ),
+    );
+    assert_eq!(a.unwrap().len(), 600);
+    assert_eq!(b.unwrap().len(), 600);
+    assert!(
+        started.elapsed() >= Duration::from_millis(590),
+        "{:?}",
+        started.elapsed()
+    );
+    // Small calls share the bound and run together.
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        pool.call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![1; 400],
+            None
+        ),
+        pool.call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            vec![2; 400],
+            None
+        ),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(590),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unreachable_peer_is_an_error_not_a_hang() {
+    let pool = PeerPool::new(RpcConfig::new("c", 2));
+    let err = pool
+        .call(
+            "127.0.0.1:1",
+            GroupId::Metadata,
+            RpcKind::Vote,
+            vec![1],
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Unreachable(..)), "{err:?}");
+}
