@@ -21,11 +21,25 @@ pub const OPERATOR_OWNED_SETTINGS: &[&str] = &[
     "http.addr",
     "broker.rack",
     "config",
+    "cluster.id",
+    "controller.quorum.voters",
+    "rpc.listener",
+    "rpc.advertised.listener",
+    "scram.bootstrap.users.file",
 ];
 
 /// The port of the broker's HTTP server (`/metrics`, `/livez`, `/readyz`);
 /// listeners may not use it.
 pub const HTTP_PORT: i32 = 9644;
+
+/// The port of the brokers' broker-to-broker gRPC server (metadata Raft and
+/// replication), the `rpc` container port; listeners may not use it.
+pub const RPC_PORT: i32 = 19092;
+
+/// The port of the operator's own listener (`OPERATOR`, SASL_PLAINTEXT with
+/// SCRAM), where the operator makes its admin calls as the super user
+/// `skiff-operator`; listeners may not use it.
+pub const OPERATOR_PORT: i32 = 19093;
 
 /// A cluster of Skiff brokers run as a StatefulSet. The operator creates its
 /// ConfigMap, Services, StatefulSet, PodDisruptionBudget, ServiceAccount and
@@ -87,8 +101,10 @@ pub struct KafkaClusterSpec {
     #[serde(default)]
     pub storage: Storage,
 
-    /// Where brokers accept clients. Names and ports are unique; the first
-    /// listener is the one the operator itself uses.
+    /// Where brokers accept clients. Names and ports are unique. The
+    /// operator adds a listener of its own, `OPERATOR` on port 19093
+    /// (SASL_PLAINTEXT, SCRAM), for its admin calls: the name `operator` and
+    /// the ports 9644, 19092 and 19093 are reserved.
     #[serde(default = "default_listeners")]
     #[schemars(length(min = 1, max = 8))]
     #[x_kube(validation = Rule::new("self.all(l, self.exists_one(m, m.name == l.name))").message("listener names must be unique"))]
@@ -100,9 +116,11 @@ pub struct KafkaClusterSpec {
     /// file. A change rolls the brokers one at a time. The settings the
     /// operator owns (node.id, listeners, advertised.listeners,
     /// listener.security.protocol.map, data.dir, http.addr, broker.rack,
-    /// config) are refused.
+    /// config, cluster.id, controller.quorum.voters, rpc.listener,
+    /// rpc.advertised.listener, scram.bootstrap.users.file) are refused.
+    /// `super.users` may be set; the operator's own user is added to it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("!('node.id' in self) && !('listeners' in self) && !('advertised.listeners' in self) && !('listener.security.protocol.map' in self) && !('data.dir' in self) && !('http.addr' in self) && !('broker.rack' in self) && !('config' in self)").message("node.id, listeners, advertised.listeners, listener.security.protocol.map, data.dir, http.addr, broker.rack and config are set by the operator; use spec.listeners and spec.storage instead"))]
+    #[x_kube(validation = Rule::new("!('node.id' in self) && !('listeners' in self) && !('advertised.listeners' in self) && !('listener.security.protocol.map' in self) && !('data.dir' in self) && !('http.addr' in self) && !('broker.rack' in self) && !('config' in self) && !('cluster.id' in self) && !('controller.quorum.voters' in self) && !('rpc.listener' in self) && !('rpc.advertised.listener' in self) && !('scram.bootstrap.users.file' in self)").message("node.id, listeners, advertised.listeners, listener.security.protocol.map, data.dir, http.addr, broker.rack, config, cluster.id, controller.quorum.voters, rpc.listener, rpc.advertised.listener and scram.bootstrap.users.file are set by the operator; use spec.listeners and spec.storage instead"))]
     pub config: BTreeMap<String, String>,
 
     /// Rack awareness: brokers are spread over the values of a node label and
@@ -189,9 +207,11 @@ pub struct Listener {
     pub name: String,
 
     /// Container port of the listener (1024-65535; brokers do not run as
-    /// root). 9644 is the broker's HTTP port.
+    /// root). 9644 is the broker's HTTP port and 19092 its broker-to-broker
+    /// RPC port.
     #[schemars(range(min = 1024, max = 65535))]
     #[x_kube(validation = Rule::new("self != 9644").message("port 9644 is the broker's HTTP port"))]
+    #[x_kube(validation = Rule::new("self != 19092").message("port 19092 is the brokers' broker-to-broker RPC port"))]
     pub port: i32,
 
     /// Encrypt connections with TLS.
@@ -343,6 +363,12 @@ pub struct KafkaClusterStatus {
     /// State of each broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brokers: Vec<BrokerStatus>,
+    /// Node ids of the metadata Raft group's voters. Chosen when the cluster
+    /// is created (the first three brokers, or all when fewer) and never
+    /// changed by a re-render or a scale-up: brokers added later join as
+    /// learners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_voters: Vec<i32>,
 }
 
 /// Where clients of one listener bootstrap.

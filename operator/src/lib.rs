@@ -1,11 +1,21 @@
 //! `skiff-operator`: the Kubernetes operator of Skiff.
 //!
-//! What exists today is the pure half: functions from a `KafkaCluster` to the
-//! Kubernetes objects that run it ([`render`]), the tenancy rules that decide
-//! which Topics, Users and Quotas a cluster accepts ([`tenancy`]), and the
-//! choice of the next broker to restart in a roll ([`roll`]). No controller
-//! calls them yet; see the binary.
+//! - [`render`]: a `KafkaCluster` → the Kubernetes objects that run it;
+//! - [`tenancy`]: which Topics, Users and Quotas a cluster accepts;
+//! - [`roll`]: which broker a roll restarts next;
+//! - [`admin`]: a small Kafka Admin client;
+//! - [`converge`]: Topic/User/Quota specs → Admin API calls;
+//! - [`rebalance`]: `skiff-operator rebalance`, the balancer's plan of a
+//!   live cluster;
+//! - [`controllers`]: the kube-rs controllers and their shared context;
+//! - [`runtime`]: leader election, metrics, health endpoints.
 
+pub mod admin;
+pub mod controllers;
+pub mod converge;
+pub mod oneshot;
+pub mod rebalance;
 pub mod render;
 pub mod roll;
+pub mod runtime;
 pub mod tenancy;

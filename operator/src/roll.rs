@@ -2,8 +2,10 @@
 //!
 //! The StatefulSet's `updateStrategy` is `OnDelete`, so a new pod template
 //! changes nothing by itself; the controller calls [`next_step`] and, for a
-//! [`RollStep::Restart`], moves the broker's partition leaderships away and
-//! deletes its pod. The rules:
+//! [`RollStep::Restart`], deletes the broker's pod. (Its partition
+//! leaderships are not handed over first: the broker has no leadership
+//! transfer yet, so its partitions elect new leaders after it stops.) The
+//! rules:
 //!
 //! 1. nothing happens while any broker is not ready, while any partition is
 //!    under-replicated, or while the cluster's health is unknown (a roll is
@@ -42,7 +44,7 @@ pub struct ClusterHealth {
 pub enum RollStep {
     /// Every broker runs the current template.
     Done,
-    /// Move this broker's leaderships away, then delete its pod.
+    /// Delete this broker's pod.
     Restart { broker: i32 },
     /// Wait and look again; the reason goes into the `Progressing` condition.
     Wait(WaitReason),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use skiff_crds::KafkaCluster;
-use skiff_operator::render::{self, RenderContext, RenderError, Rendered};
+use skiff_operator::render::{self, RenderContext, RenderError, Rendered, Topology};
 use skiff_operator::tenancy::{self, Scope};
 
 fn assert_golden(name: &str, actual: &str) {
@@ -97,21 +97,31 @@ spec:
 #[test]
 fn a_minimal_cluster_renders_the_golden_objects() {
     let kc = cluster(MINIMAL);
-    let r = render::render(&kc, &RenderContext::default(), kc.spec.replicas).expect("renders");
+    let r = render::render(
+        &kc,
+        &RenderContext::default(),
+        Topology::new(kc.spec.replicas),
+    )
+    .expect("renders");
     assert_golden("minimal.yaml", &yaml_of(&r));
 }
 
 #[test]
 fn a_full_cluster_renders_the_golden_objects() {
     let kc = cluster(FULL);
-    let r = render::render(&kc, &RenderContext::default(), kc.spec.replicas).expect("renders");
+    let r = render::render(
+        &kc,
+        &RenderContext::default(),
+        Topology::new(kc.spec.replicas),
+    )
+    .expect("renders");
     assert_golden("full.yaml", &yaml_of(&r));
 }
 
 #[test]
 fn node_id_comes_from_the_pod_index_label_and_advertised_listeners_from_the_pod_name() {
     let kc = cluster(FULL);
-    let r = render::render(&kc, &RenderContext::default(), 3).expect("renders");
+    let r = render::render(&kc, &RenderContext::default(), Topology::new(3)).expect("renders");
     let pod = r
         .stateful_set
         .spec
@@ -146,7 +156,8 @@ fn node_id_comes_from_the_pod_index_label_and_advertised_listeners_from_the_pod_
         adv,
         "INTERNAL://$(POD_NAME).prod-brokers.streaming.svc.cluster.local:9092,\
          SECURE://$(POD_NAME).prod-brokers.streaming.svc.cluster.local:9093,\
-         EXTERNAL://$(POD_NAME)-external.streaming.svc.cluster.local:9094"
+         EXTERNAL://$(POD_NAME)-external.streaming.svc.cluster.local:9094,\
+         OPERATOR://$(POD_NAME).prod-brokers.streaming.svc.cluster.local:19093"
     );
     let args = pod.containers[0].args.clone().expect("args");
     assert!(
@@ -155,11 +166,184 @@ fn node_id_comes_from_the_pod_index_label_and_advertised_listeners_from_the_pod_
     );
 }
 
+fn pod_spec(r: &Rendered) -> k8s_openapi::api::core::v1::PodSpec {
+    r.stateful_set
+        .spec
+        .clone()
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec")
+}
+
+fn arg_after(r: &Rendered, flag: &str) -> String {
+    let args = pod_spec(r).containers[0].args.clone().expect("args");
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} rendered"));
+    args[i + 1].clone()
+}
+
+#[test]
+fn every_broker_gets_the_same_cluster_id_voters_and_its_own_rpc_address() {
+    let kc = cluster(FULL);
+    let r = render::render(&kc, &RenderContext::default(), Topology::new(5)).expect("renders");
+    // The first three ordinals vote; brokers 3 and 4 are learners.
+    assert_eq!(
+        arg_after(&r, "--controller-quorum-voters"),
+        "0@prod-0.prod-brokers.streaming.svc.cluster.local:19092,\
+         1@prod-1.prod-brokers.streaming.svc.cluster.local:19092,\
+         2@prod-2.prod-brokers.streaming.svc.cluster.local:19092"
+    );
+    assert_eq!(arg_after(&r, "--rpc-listener"), "0.0.0.0:19092");
+    assert_eq!(
+        arg_after(&r, "--cluster-id"),
+        render::cluster_id(&kc).expect("id")
+    );
+    let c = &pod_spec(&r).containers[0];
+    let env = c.env.clone().expect("env");
+    let pos = |name: &str| env.iter().position(|e| e.name == name).expect(name);
+    assert!(pos("POD_NAME") < pos("SKIFF_RPC_ADVERTISED_LISTENER"));
+    assert_eq!(
+        env[pos("SKIFF_RPC_ADVERTISED_LISTENER")].value.as_deref(),
+        Some("$(POD_NAME).prod-brokers.streaming.svc.cluster.local:19092")
+    );
+    let ports = c.ports.clone().expect("ports");
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("rpc") && p.container_port == 19092)
+    );
+    let headless = r.headless_service.spec.clone().expect("spec");
+    assert!(
+        headless
+            .ports
+            .expect("ports")
+            .iter()
+            .any(|p| p.name.as_deref() == Some("rpc") && p.port == 19092)
+    );
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+
+    // One broker: it is the only voter. Two: both vote.
+    let one = render::render(&kc, &RenderContext::default(), Topology::new(1)).expect("renders");
+    assert_eq!(
+        arg_after(&one, "--controller-quorum-voters"),
+        "0@prod-0.prod-brokers.streaming.svc.cluster.local:19092"
+    );
+    assert_eq!(Topology::new(2).voter_ids(), vec![0, 1]);
+}
+
+#[test]
+fn the_cluster_id_depends_on_namespace_and_name_only() {
+    let a = cluster(FULL);
+    let id = render::cluster_id(&a).expect("id");
+    assert!(id.starts_with("skiff-") && id.len() == 22, "{id}");
+    // Re-created (new uid), re-configured, re-scaled: same id.
+    let mut b = a.clone();
+    b.metadata.uid = Some("another-uid".into());
+    b.spec.replicas = 7;
+    b.spec.config.insert("num.partitions".into(), "1".into());
+    assert_eq!(render::cluster_id(&b).expect("id"), id);
+    // Another name or namespace: another cluster.
+    let mut c = a.clone();
+    c.metadata.name = Some("prod2".into());
+    assert_ne!(render::cluster_id(&c).expect("id"), id);
+    let mut d = a.clone();
+    d.metadata.namespace = Some("streaming2".into());
+    assert_ne!(render::cluster_id(&d).expect("id"), id);
+    // Pinned: a change of the derivation would split running clusters.
+    assert_eq!(
+        render::cluster_id(&cluster(MINIMAL)).expect("id"),
+        "skiff-7a8265a315df4199"
+    );
+}
+
+#[test]
+fn a_scale_up_keeps_the_voters_and_the_pod_template() {
+    let kc = cluster(FULL);
+    let ctx = RenderContext::default();
+    let three = render::render(&kc, &ctx, Topology::new(3)).expect("renders");
+    let sts = three.stateful_set.clone();
+    assert_eq!(
+        sts.metadata.annotations.as_ref().expect("annotations")[render::METADATA_VOTERS_ANNOTATION],
+        "3"
+    );
+    // The operator reads the voters back from the running StatefulSet.
+    let grown = Topology::decide(6, Some(&sts), None);
+    assert_eq!(
+        grown,
+        Topology {
+            brokers: 6,
+            voters: 3
+        }
+    );
+    let six = render::render(&kc, &ctx, grown).expect("renders");
+    assert_eq!(
+        six.stateful_set.spec.as_ref().and_then(|s| s.replicas),
+        Some(6)
+    );
+    // Same template: growing restarts no running broker.
+    assert_eq!(
+        three.stateful_set.spec.expect("spec").template,
+        six.stateful_set.spec.expect("spec").template
+    );
+
+    // A cluster created with one broker keeps its single voter when grown;
+    // the status remembers it when the StatefulSet is gone.
+    let one = render::render(&kc, &ctx, Topology::new(1)).expect("renders");
+    assert_eq!(
+        Topology::decide(3, Some(&one.stateful_set), None),
+        Topology {
+            brokers: 3,
+            voters: 1
+        }
+    );
+    let status = skiff_crds::KafkaClusterStatus {
+        metadata_voters: vec![0],
+        ..Default::default()
+    };
+    assert_eq!(
+        Topology::decide(3, None, Some(&status)),
+        Topology {
+            brokers: 3,
+            voters: 1
+        }
+    );
+    // Nothing recorded: a new cluster.
+    assert_eq!(Topology::decide(5, None, None), Topology::new(5));
+    assert_eq!(Topology::new(5).voters, 3);
+}
+
+#[test]
+fn a_listener_on_a_reserved_port_is_refused() {
+    let ctx = RenderContext::default();
+    for port in [19092, 9644] {
+        let mut kc = cluster(MINIMAL);
+        kc.spec.listeners[0].port = port;
+        let err = render::render(&kc, &ctx, Topology::new(3)).unwrap_err();
+        assert_eq!(err.reason(), "InvalidListener", "{port}");
+    }
+    for key in [
+        "controller.quorum.voters",
+        "cluster.id",
+        "rpc.listener",
+        "rpc.advertised.listener",
+    ] {
+        let mut kc = cluster(MINIMAL);
+        kc.spec.config.insert(key.into(), "x".into());
+        assert_eq!(
+            render::render(&kc, &ctx, Topology::new(3)).unwrap_err(),
+            RenderError::OperatorOwnedSetting { key: key.into() }
+        );
+    }
+}
+
 #[test]
 fn a_config_change_changes_the_pod_template_so_the_roll_sees_it() {
     let ctx = RenderContext::default();
     let hash = |kc: &KafkaCluster| {
-        let r = render::render(kc, &ctx, 3).expect("renders");
+        let r = render::render(kc, &ctx, Topology::new(3)).expect("renders");
         r.stateful_set
             .spec
             .expect("spec")
@@ -182,7 +366,7 @@ fn a_config_change_changes_the_pod_template_so_the_roll_sees_it() {
 #[test]
 fn the_scaling_logic_decides_the_pod_count_not_spec_replicas() {
     let kc = cluster(FULL);
-    let r = render::render(&kc, &RenderContext::default(), 5).expect("renders");
+    let r = render::render(&kc, &RenderContext::default(), Topology::new(5)).expect("renders");
     assert_eq!(r.stateful_set.spec.and_then(|s| s.replicas), Some(5));
     // one bootstrap + one per broker for the one LoadBalancer listener
     assert_eq!(r.external_services.len(), 6);
@@ -194,7 +378,7 @@ fn a_cluster_without_uid_or_with_bad_config_is_refused_not_rendered() {
     let mut kc = cluster(MINIMAL);
     kc.metadata.uid = None;
     assert_eq!(
-        render::render(&kc, &ctx, 1).unwrap_err(),
+        render::render(&kc, &ctx, Topology::new(1)).unwrap_err(),
         RenderError::MissingMetadata("uid")
     );
 
@@ -202,13 +386,13 @@ fn a_cluster_without_uid_or_with_bad_config_is_refused_not_rendered() {
     kc.spec
         .config
         .insert("log.retention.ms".into(), "1\nnode.id=7".into());
-    let err = render::render(&kc, &ctx, 1).unwrap_err();
+    let err = render::render(&kc, &ctx, Topology::new(1)).unwrap_err();
     assert_eq!(err.reason(), "InvalidConfig");
 
     let mut kc = cluster(MINIMAL);
     kc.spec.config.insert("node.id".into(), "7".into());
     assert_eq!(
-        render::render(&kc, &ctx, 1).unwrap_err(),
+        render::render(&kc, &ctx, Topology::new(1)).unwrap_err(),
         RenderError::OperatorOwnedSetting {
             key: "node.id".into()
         }
@@ -216,17 +400,51 @@ fn a_cluster_without_uid_or_with_bad_config_is_refused_not_rendered() {
 }
 
 #[test]
-fn the_protocol_map_is_written_only_when_a_listener_name_is_not_its_protocol() {
+fn the_protocol_map_names_every_listener_and_the_operators_own() {
     let kc = cluster(MINIMAL);
     assert!(
-        !render::config::properties(&kc)
-            .expect("renders")
-            .contains("listener.security.protocol.map")
+        render::config::properties(&kc).expect("renders").contains(
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,OPERATOR:SASL_PLAINTEXT\n"
+        )
     );
     let kc = cluster(FULL);
     assert!(render::config::properties(&kc).expect("renders").contains(
-        "listener.security.protocol.map=INTERNAL:PLAINTEXT,SECURE:SASL_SSL,EXTERNAL:SSL\n"
+        "listener.security.protocol.map=INTERNAL:PLAINTEXT,SECURE:SASL_SSL,EXTERNAL:SSL,OPERATOR:SASL_PLAINTEXT\n"
     ));
+}
+
+#[test]
+fn the_operator_is_a_super_user_next_to_the_specs_and_its_listener_name_and_port_are_reserved() {
+    let mut kc = cluster(MINIMAL);
+    assert!(
+        render::config::properties(&kc)
+            .expect("renders")
+            .contains("super.users=User:skiff-operator\n")
+    );
+    kc.spec.config.insert(
+        "super.users".into(),
+        "User:admin; User:skiff-operator;User:ops".into(),
+    );
+    assert!(
+        render::config::properties(&kc)
+            .expect("renders")
+            .contains("super.users=User:skiff-operator;User:admin;User:ops\n")
+    );
+    kc.spec
+        .config
+        .insert("scram.bootstrap.users.file".into(), "/x".into());
+    assert_eq!(
+        render::config::properties(&kc).map_err(|e| e.reason()),
+        Err("InvalidConfig")
+    );
+    for (name, port) in [("operator", 9092), ("plain", 19093)] {
+        let mut kc = cluster(MINIMAL);
+        kc.spec.listeners[0].name = name.into();
+        kc.spec.listeners[0].port = port;
+        let err = render::render(&kc, &RenderContext::default(), render::Topology::new(3))
+            .expect_err("reserved");
+        assert_eq!(err.reason(), "InvalidListener", "{err}");
+    }
 }
 
 /// Every tenancy decision for one cluster, as a table a person can review.

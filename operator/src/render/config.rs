@@ -8,14 +8,16 @@ use skiff_crds::KafkaCluster;
 use skiff_crds::kafka_cluster::OPERATOR_OWNED_SETTINGS;
 
 use super::{
-    PROPERTIES_KEY, RenderError, kafka_listener_name, names, owned_meta, security_protocol,
+    OPERATOR_LISTENER, OPERATOR_USER, PROPERTIES_KEY, RenderError, kafka_listener_name, names,
+    owned_meta, security_protocol,
 };
 
-/// The `server.properties` text: `spec.config` in key order, plus
-/// `listener.security.protocol.map` when a listener's name is not its
-/// security protocol. Node id, listeners, advertised listeners, data dir and
-/// HTTP address are per pod and given as flags and environment (see the
-/// StatefulSet), which win over the file.
+/// The `server.properties` text: `spec.config` in key order, `super.users`
+/// with the operator's own user added, and `listener.security.protocol.map`
+/// (the operator's listener is `OPERATOR:SASL_PLAINTEXT`). Node id,
+/// listeners, advertised listeners, data dir, HTTP address and the
+/// bootstrap users file are per pod or secret and given as flags and
+/// environment (see the StatefulSet), which win over the file.
 ///
 /// # Errors
 /// A value with a line break, or a key the operator owns.
@@ -23,6 +25,8 @@ pub fn properties(kc: &KafkaCluster) -> Result<String, RenderError> {
     let mut out = String::from(
         "# Rendered by skiff-operator from the KafkaCluster's spec.config; edits are overwritten.\n",
     );
+    let own = format!("User:{OPERATOR_USER}");
+    let mut super_users = vec![own.clone()];
     for (key, value) in &kc.spec.config {
         if OPERATOR_OWNED_SETTINGS.contains(&key.as_str()) {
             return Err(RenderError::OperatorOwnedSetting { key: key.clone() });
@@ -30,19 +34,29 @@ pub fn properties(kc: &KafkaCluster) -> Result<String, RenderError> {
         if value.contains(['\n', '\r']) || key.contains(['\n', '\r', '=']) {
             return Err(RenderError::MultiLineConfig { key: key.clone() });
         }
+        if key == "super.users" {
+            super_users.extend(
+                value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty() && *u != own)
+                    .map(String::from),
+            );
+            continue;
+        }
         let _ = writeln!(out, "{key}={value}");
     }
+    let _ = writeln!(out, "super.users={}", super_users.join(";"));
     let mut map = Vec::new();
-    let mut needed = false;
     for l in &kc.spec.listeners {
-        let name = kafka_listener_name(l);
-        let protocol = security_protocol(l)?;
-        needed |= name != protocol;
-        map.push(format!("{name}:{protocol}"));
+        map.push(format!(
+            "{}:{}",
+            kafka_listener_name(l),
+            security_protocol(l)?
+        ));
     }
-    if needed {
-        let _ = writeln!(out, "listener.security.protocol.map={}", map.join(","));
-    }
+    map.push(format!("{OPERATOR_LISTENER}:SASL_PLAINTEXT"));
+    let _ = writeln!(out, "listener.security.protocol.map={}", map.join(","));
     Ok(out)
 }
 

@@ -8,7 +8,7 @@
 //! | [`services::headless_service`] | Service `<name>-brokers` (headless; pod DNS names) |
 //! | [`services::bootstrap_service`] | Service `<name>-bootstrap` (ClusterIP, every listener) |
 //! | [`services::external_services`] | per external listener: `<name>-<listener>-bootstrap` and one `<name>-<id>-<listener>` per broker |
-//! | [`stateful_set::stateful_set`] | StatefulSet `<name>` (Parallel, OnDelete) |
+//! | [`stateful_set::stateful_set`] | StatefulSet `<name>` (Parallel, OnDelete): node ids, metadata voters, cluster id |
 //! | [`policy::pod_disruption_budget`] | PodDisruptionBudget `<name>` (maxUnavailable 1) |
 //! | [`policy::service_account`] | ServiceAccount `<name>-broker` |
 //! | [`policy::horizontal_pod_autoscaler`] | HorizontalPodAutoscaler `<name>` targeting the KafkaCluster's `/scale` |
@@ -31,7 +31,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use skiff_crds::KafkaCluster;
-use skiff_crds::kafka_cluster::{Exposure, Listener, ListenerAddress, ListenerAuthentication};
+use skiff_crds::kafka_cluster::{
+    Exposure, HTTP_PORT, Listener, ListenerAddress, ListenerAuthentication, OPERATOR_PORT, RPC_PORT,
+};
 
 /// Name of the field manager the operator applies with.
 pub const FIELD_MANAGER: &str = "skiff-operator";
@@ -48,6 +50,18 @@ pub const DATA_DIR: &str = "/var/lib/skiff/data";
 pub const CONFIG_MOUNT: &str = "/etc/skiff";
 /// The properties file's key in the ConfigMap.
 pub const PROPERTIES_KEY: &str = "server.properties";
+/// The Kafka name of the operator's own listener (see [`OPERATOR_PORT`]).
+pub const OPERATOR_LISTENER: &str = "OPERATOR";
+/// The SCRAM user the operator makes its admin calls as: created on the
+/// brokers from the cluster's operator Secret and made a super user.
+pub const OPERATOR_USER: &str = "skiff-operator";
+/// Where the operator Secret is mounted in broker pods.
+pub const OPERATOR_SECRET_MOUNT: &str = "/etc/skiff-operator";
+/// The operator Secret's key holding the brokers' bootstrap users file
+/// (`skiff-operator:<password>`).
+pub const OPERATOR_USERS_KEY: &str = "bootstrap-users";
+/// The operator Secret's key holding the password alone.
+pub const OPERATOR_PASSWORD_KEY: &str = "password";
 
 /// What the renderers need besides the KafkaCluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +84,120 @@ impl Default for RenderContext {
     }
 }
 
+/// Annotation on the StatefulSet recording how many metadata voters the
+/// cluster was created with (see [`Topology`]), so a re-render keeps them.
+pub const METADATA_VOTERS_ANNOTATION: &str = "skiff.dev/metadata-voters";
+/// How many brokers a new cluster makes metadata Raft voters (at most).
+pub const DEFAULT_METADATA_VOTERS: i32 = 3;
+
+/// How many brokers run and which of them vote in the metadata Raft group.
+///
+/// The voters are the ordinals `0..voters`. Their number is fixed when the
+/// cluster is created and must never change afterwards: a broker that finds
+/// itself listed as a voter with an empty disk would, after waiting for a
+/// leader, initialize a Raft group of its own. So a scale-up keeps the
+/// voters and the new brokers join as learners; [`Topology::decide`] reads
+/// the recorded count back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Broker pods to run.
+    pub brokers: i32,
+    /// Metadata voters: the brokers with ordinals `0..voters`.
+    pub voters: i32,
+}
+
+impl Topology {
+    /// The topology of a new cluster of `brokers`: the first
+    /// min(3, brokers) are voters.
+    pub fn new(brokers: i32) -> Self {
+        Self {
+            brokers,
+            voters: brokers.clamp(1, DEFAULT_METADATA_VOTERS),
+        }
+    }
+
+    /// The topology of a cluster that may already run: the voter count
+    /// recorded on its StatefulSet (annotation [`METADATA_VOTERS_ANNOTATION`])
+    /// or, when that is gone (a StatefulSet deleted with `--cascade=orphan`
+    /// to change an immutable field), in its status; only a cluster with
+    /// neither gets the voters of a new one.
+    pub fn decide(
+        brokers: i32,
+        existing: Option<&StatefulSet>,
+        status: Option<&skiff_crds::KafkaClusterStatus>,
+    ) -> Self {
+        let recorded = existing
+            .and_then(|s| s.metadata.annotations.as_ref())
+            .and_then(|a| a.get(METADATA_VOTERS_ANNOTATION))
+            .and_then(|v| v.parse::<i32>().ok())
+            .filter(|v| *v >= 1)
+            .or_else(|| {
+                status
+                    .map(|s| s.metadata_voters.len())
+                    .filter(|n| *n >= 1)
+                    .and_then(|n| i32::try_from(n).ok())
+            });
+        match recorded {
+            Some(voters) => Self { brokers, voters },
+            None => Self::new(brokers),
+        }
+    }
+
+    /// The voters' node ids.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        (0..self.voters).collect()
+    }
+}
+
+/// The cluster id every broker of `kc` is started with: derived from the
+/// KafkaCluster's namespace and name (not its uid), so it never changes on a
+/// re-render and a KafkaCluster re-created under the same name adopts the
+/// volumes a deleted one retained (`storage.deleteClaim: false`) instead of
+/// the brokers refusing them as another cluster's data.
+///
+/// # Errors
+/// A KafkaCluster without name or namespace.
+pub fn cluster_id(kc: &KafkaCluster) -> Result<String, RenderError> {
+    let (name, ns) = identity(kc)?;
+    // FNV-1a (64 bits): stable across Rust versions; `/` cannot occur in
+    // either part, so distinct pairs hash distinct inputs.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in ns.bytes().chain([b'/']).chain(name.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(format!("skiff-{h:016x}"))
+}
+
+/// The DNS name of broker pod `ordinal` under the headless Service.
+pub fn pod_host(cluster: &str, ns: &str, ordinal: i32, ctx: &RenderContext) -> String {
+    format!(
+        "{}-{ordinal}.{}.{ns}.svc.{}",
+        names::stateful_set(cluster),
+        names::headless_service(cluster),
+        ctx.cluster_domain
+    )
+}
+
+/// The brokers' `--controller-quorum-voters`: `id@<pod>.<headless>.<ns>.svc.<domain>:19092`
+/// for each voter of `topology`.
+///
+/// # Errors
+/// A KafkaCluster without name or namespace.
+pub fn controller_quorum_voters(
+    kc: &KafkaCluster,
+    ctx: &RenderContext,
+    topology: Topology,
+) -> Result<String, RenderError> {
+    let (cluster, ns) = identity(kc)?;
+    Ok(topology
+        .voter_ids()
+        .into_iter()
+        .map(|id| format!("{id}@{}:{RPC_PORT}", pod_host(cluster, ns, id, ctx)))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 /// Why a KafkaCluster cannot be rendered. Each is a `Ready=False` reason.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
@@ -81,6 +209,10 @@ pub enum RenderError {
     MultiLineConfig { key: String },
     #[error("config {key:?} is set by the operator; use spec.listeners or spec.storage instead")]
     OperatorOwnedSetting { key: String },
+    #[error("listener {listener:?}: port {port} is reserved for the broker's own use")]
+    ReservedPort { listener: String, port: i32 },
+    #[error("listener {listener:?}: the name is reserved for the operator's own listener")]
+    ReservedName { listener: String },
 }
 
 impl RenderError {
@@ -88,7 +220,9 @@ impl RenderError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::MissingMetadata(_) => "MissingMetadata",
-            Self::MtlsWithoutTls { .. } => "InvalidListener",
+            Self::MtlsWithoutTls { .. } | Self::ReservedPort { .. } | Self::ReservedName { .. } => {
+                "InvalidListener"
+            }
             Self::MultiLineConfig { .. } | Self::OperatorOwnedSetting { .. } => "InvalidConfig",
         }
     }
@@ -109,10 +243,11 @@ pub struct Rendered {
 
 /// Renders every object of `kc`.
 ///
-/// `brokers` is how many broker pods to run. The scaling logic decides it:
-/// `spec.replicas` when growing or steady, the current count while a
-/// scale-down drains the highest broker ids (pods are never removed before
-/// the brokers are confirmed empty).
+/// `topology.brokers` is how many broker pods to run. The scaling logic
+/// decides it: `spec.replicas` when growing or steady, the current count
+/// while a scale-down drains the highest broker ids (pods are never removed
+/// before the brokers are confirmed empty). `topology.voters` is fixed at
+/// creation (see [`Topology::decide`]).
 ///
 /// # Errors
 /// A KafkaCluster without name, namespace or uid, or with a setting the
@@ -120,15 +255,28 @@ pub struct Rendered {
 pub fn render(
     kc: &KafkaCluster,
     ctx: &RenderContext,
-    brokers: i32,
+    topology: Topology,
 ) -> Result<Rendered, RenderError> {
+    for l in &kc.spec.listeners {
+        if [RPC_PORT, HTTP_PORT, OPERATOR_PORT].contains(&l.port) {
+            return Err(RenderError::ReservedPort {
+                listener: l.name.clone(),
+                port: l.port,
+            });
+        }
+        if kafka_listener_name(l) == OPERATOR_LISTENER {
+            return Err(RenderError::ReservedName {
+                listener: l.name.clone(),
+            });
+        }
+    }
     let config_map = config::config_map(kc)?;
     let hash = config::config_hash(&config_map);
     Ok(Rendered {
         headless_service: services::headless_service(kc)?,
         bootstrap_service: services::bootstrap_service(kc)?,
-        external_services: services::external_services(kc, brokers)?,
-        stateful_set: stateful_set::stateful_set(kc, ctx, brokers, &hash)?,
+        external_services: services::external_services(kc, topology.brokers)?,
+        stateful_set: stateful_set::stateful_set(kc, ctx, topology, &hash)?,
         pod_disruption_budget: policy::pod_disruption_budget(kc)?,
         service_account: policy::service_account(kc)?,
         horizontal_pod_autoscaler: policy::horizontal_pod_autoscaler(kc)?,
@@ -152,6 +300,11 @@ pub mod names {
     }
     pub fn service_account(cluster: &str) -> String {
         format!("{cluster}-broker")
+    }
+    /// The Secret holding the operator's SCRAM password for this cluster
+    /// (created by the controller, owned by the KafkaCluster).
+    pub fn operator_secret(cluster: &str) -> String {
+        format!("{cluster}-operator")
     }
     /// Bootstrap Service of an external listener.
     pub fn external_bootstrap_service(cluster: &str, listener: &str) -> String {

@@ -6,34 +6,43 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_crds::KafkaCluster;
-use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT, Listener};
+use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT, Listener, OPERATOR_PORT, RPC_PORT};
 
 use super::{RenderError, identity, names, owned_meta, selector_labels};
 
 fn listener_port(l: &Listener) -> ServicePort {
+    named_port(&l.name, l.port)
+}
+
+/// A port of the broker container by its name.
+fn named_port(name: &str, port: i32) -> ServicePort {
     ServicePort {
-        name: Some(l.name.clone()),
-        port: l.port,
-        target_port: Some(IntOrString::String(l.name.clone())),
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(name.to_string())),
         protocol: Some("TCP".to_string()),
         ..ServicePort::default()
     }
 }
 
+fn rpc_port() -> ServicePort {
+    named_port("rpc", RPC_PORT)
+}
+
+fn operator_port() -> ServicePort {
+    named_port("operator", OPERATOR_PORT)
+}
+
 fn http_port() -> ServicePort {
-    ServicePort {
-        name: Some("http".to_string()),
-        port: HTTP_PORT,
-        target_port: Some(IntOrString::String("http".to_string())),
-        protocol: Some("TCP".to_string()),
-        ..ServicePort::default()
-    }
+    named_port("http", HTTP_PORT)
 }
 
 /// Headless Service `<name>-brokers`: gives each pod the DNS name
 /// `<pod>.<name>-brokers.<ns>.svc.<domain>` that brokers advertise.
 /// Not-ready pods are published too, so brokers find each other while they
-/// start (a broker is ready only once it has joined the cluster).
+/// start (the metadata voters need each other before any can be useful).
+/// It also names the brokers' `rpc` port (broker-to-broker gRPC), which the
+/// bootstrap Service leaves out.
 ///
 /// # Errors
 /// A KafkaCluster without name, namespace or uid.
@@ -41,6 +50,7 @@ pub fn headless_service(kc: &KafkaCluster) -> Result<Service, RenderError> {
     let (cluster, _) = identity(kc)?;
     let mut ports: Vec<ServicePort> = kc.spec.listeners.iter().map(listener_port).collect();
     ports.push(http_port());
+    ports.push(rpc_port());
     Ok(Service {
         metadata: owned_meta(kc, names::headless_service(cluster))?,
         spec: Some(ServiceSpec {
@@ -54,8 +64,9 @@ pub fn headless_service(kc: &KafkaCluster) -> Result<Service, RenderError> {
     })
 }
 
-/// Bootstrap Service `<name>-bootstrap` (ClusterIP) over every listener and
-/// the HTTP port, for in-cluster clients' `bootstrap.servers`.
+/// Bootstrap Service `<name>-bootstrap` (ClusterIP) over every listener, the
+/// HTTP port and the operator's listener, for in-cluster clients'
+/// `bootstrap.servers` and the operator's admin connection.
 ///
 /// # Errors
 /// A KafkaCluster without name, namespace or uid.
@@ -63,6 +74,7 @@ pub fn bootstrap_service(kc: &KafkaCluster) -> Result<Service, RenderError> {
     let (cluster, _) = identity(kc)?;
     let mut ports: Vec<ServicePort> = kc.spec.listeners.iter().map(listener_port).collect();
     ports.push(http_port());
+    ports.push(operator_port());
     Ok(Service {
         metadata: owned_meta(kc, names::bootstrap_service(cluster))?,
         spec: Some(ServiceSpec {

@@ -1,14 +1,25 @@
 //! The brokers' StatefulSet.
 //!
-//! - **Node id** = pod ordinal, with no shell and no init container: the
-//!   StatefulSet controller labels each pod `apps.kubernetes.io/pod-index`
-//!   (on by default since Kubernetes 1.28, GA in 1.32), and the downward API
-//!   turns that label into the env var `SKIFF_NODE_ID`, which the broker
-//!   reads like its `--node-id` flag.
+//! - **Node id** = pod ordinal (0, 1, ...), with no shell and no init
+//!   container: the StatefulSet controller labels each pod
+//!   `apps.kubernetes.io/pod-index` (on by default since Kubernetes 1.28, GA
+//!   in 1.32), and the downward API turns that label into the env var
+//!   `SKIFF_NODE_ID`, which the broker reads like its `--node-id` flag.
+//! - **One cluster**: every broker gets the same `--cluster-id` (from the
+//!   KafkaCluster's namespace and name, [`super::cluster_id`]) and
+//!   `--controller-quorum-voters` (the first min(3, N) ordinals at their
+//!   headless-Service DNS names, fixed at creation: [`super::Topology`]), and
+//!   serves broker-to-broker gRPC on the `rpc` port (19092), advertised as
+//!   its own DNS name through `SKIFF_RPC_ADVERTISED_LISTENER`.
 //! - **Advertised listeners** use Kubernetes' own `$(VAR)` expansion in env
 //!   values: `SKIFF_ADVERTISED_LISTENERS` is
 //!   `NAME://$(POD_NAME).<name>-brokers.<ns>.svc.<domain>:<port>` for an
 //!   internal listener, where `POD_NAME` comes from the downward API.
+//! - **The operator's identity**: a listener of its own (`OPERATOR`,
+//!   SASL_PLAINTEXT on port 19093) and the bootstrap users file from the
+//!   cluster's operator Secret (`SKIFF_SCRAM_BOOTSTRAP_USERS_FILE`), so the
+//!   brokers create the operator's SCRAM user, a super user (see
+//!   [`super::config::properties`]).
 //! - **Rolls are the operator's**: `updateStrategy: OnDelete`, so a new
 //!   template (image, resources, or config through the config-hash
 //!   annotation) changes nothing until the operator deletes pods one at a
@@ -26,20 +37,22 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use skiff_crds::KafkaCluster;
-use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT};
+use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT, OPERATOR_PORT, RPC_PORT};
 
 use super::{
-    CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, PROPERTIES_KEY, RenderContext,
-    RenderError, common_labels, identity, kafka_listener_name, names, owned_meta,
-    security_protocol, selector_labels,
+    CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, METADATA_VOTERS_ANNOTATION,
+    OPERATOR_LISTENER, OPERATOR_SECRET_MOUNT, OPERATOR_USERS_KEY, PROPERTIES_KEY, RenderContext,
+    RenderError, Topology, cluster_id, common_labels, controller_quorum_voters, identity,
+    kafka_listener_name, names, owned_meta, security_protocol, selector_labels,
 };
 
 /// User and group the broker runs as (the image's non-root user).
@@ -47,7 +60,8 @@ pub const BROKER_UID: i64 = 10001;
 /// The label the StatefulSet controller puts on each pod with its ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
-/// The `--listeners` value: every listener bound on all addresses.
+/// The `--listeners` value: every listener bound on all addresses, then
+/// the operator's own.
 ///
 /// # Errors
 /// An invalid listener (see [`security_protocol`]).
@@ -57,6 +71,7 @@ pub fn listeners_flag(kc: &KafkaCluster) -> Result<String, RenderError> {
         security_protocol(l)?;
         out.push(format!("{}://0.0.0.0:{}", kafka_listener_name(l), l.port));
     }
+    out.push(format!("{OPERATOR_LISTENER}://0.0.0.0:{OPERATOR_PORT}"));
     Ok(out.join(","))
 }
 
@@ -74,19 +89,21 @@ pub fn advertised_listeners(kc: &KafkaCluster, ctx: &RenderContext) -> Result<St
     let (cluster, ns) = identity(kc)?;
     let domain = &ctx.cluster_domain;
     let headless = names::headless_service(cluster);
+    let pod_host = format!("$(POD_NAME).{headless}.{ns}.svc.{domain}");
     Ok(kc
         .spec
         .listeners
         .iter()
         .map(|l| {
             let host = match l.exposure {
-                Exposure::Internal => format!("$(POD_NAME).{headless}.{ns}.svc.{domain}"),
+                Exposure::Internal => pod_host.clone(),
                 Exposure::NodePort | Exposure::LoadBalancer => {
                     format!("$(POD_NAME)-{}.{ns}.svc.{domain}", l.name)
                 }
             };
             format!("{}://{host}:{}", kafka_listener_name(l), l.port)
         })
+        .chain([format!("{OPERATOR_LISTENER}://{pod_host}:{OPERATOR_PORT}")])
         .collect::<Vec<_>>()
         .join(","))
 }
@@ -142,17 +159,39 @@ fn default_affinity(cluster: &str) -> Affinity {
     }
 }
 
-/// StatefulSet `<name>` running `brokers` broker pods; `config_hash` is the
-/// hash of the rendered properties (see [`super::config::config_hash`]).
+/// The `SKIFF_RPC_ADVERTISED_LISTENER` value: the pod's DNS name under the
+/// headless Service and the RPC port, with `$(POD_NAME)` for Kubernetes to
+/// expand. It is the address the voters list gives for a voter, so a voter's
+/// registration and the voter set agree.
+///
+/// # Errors
+/// A KafkaCluster without name or namespace.
+pub fn rpc_advertised_listener(
+    kc: &KafkaCluster,
+    ctx: &RenderContext,
+) -> Result<String, RenderError> {
+    let (cluster, ns) = identity(kc)?;
+    Ok(format!(
+        "$(POD_NAME).{}.{ns}.svc.{}:{RPC_PORT}",
+        names::headless_service(cluster),
+        ctx.cluster_domain
+    ))
+}
+
+/// StatefulSet `<name>` running `topology.brokers` broker pods;
+/// `config_hash` is the hash of the rendered properties (see
+/// [`super::config::config_hash`]).
 ///
 /// # Errors
 /// A KafkaCluster without name, namespace or uid, or an invalid listener.
+#[allow(clippy::too_many_lines)]
 pub fn stateful_set(
     kc: &KafkaCluster,
     ctx: &RenderContext,
-    brokers: i32,
+    topology: Topology,
     config_hash: &str,
 ) -> Result<StatefulSet, RenderError> {
+    let brokers = topology.brokers;
     let (cluster, _) = identity(kc)?;
     let spec = &kc.spec;
     let overrides = spec.pod_template.clone().unwrap_or_default();
@@ -183,6 +222,18 @@ pub fn stateful_set(
         protocol: Some("TCP".to_string()),
         ..ContainerPort::default()
     });
+    ports.push(ContainerPort {
+        name: Some("rpc".to_string()),
+        container_port: RPC_PORT,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    });
+    ports.push(ContainerPort {
+        name: Some("operator".to_string()),
+        container_port: OPERATOR_PORT,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    });
 
     let env = vec![
         field_env("POD_NAME", "metadata.name"),
@@ -193,6 +244,17 @@ pub fn stateful_set(
         EnvVar {
             name: "SKIFF_ADVERTISED_LISTENERS".to_string(),
             value: Some(advertised_listeners(kc, ctx)?),
+            ..EnvVar::default()
+        },
+        EnvVar {
+            name: "SKIFF_RPC_ADVERTISED_LISTENER".to_string(),
+            value: Some(rpc_advertised_listener(kc, ctx)?),
+            ..EnvVar::default()
+        },
+        // The operator's SCRAM user, created at start when missing.
+        EnvVar {
+            name: "SKIFF_SCRAM_BOOTSTRAP_USERS_FILE".to_string(),
+            value: Some(format!("{OPERATOR_SECRET_MOUNT}/{OPERATOR_USERS_KEY}")),
             ..EnvVar::default()
         },
     ];
@@ -214,6 +276,12 @@ pub fn stateful_set(
             DATA_DIR.to_string(),
             "--http-addr".to_string(),
             format!("0.0.0.0:{HTTP_PORT}"),
+            "--cluster-id".to_string(),
+            cluster_id(kc)?,
+            "--controller-quorum-voters".to_string(),
+            controller_quorum_voters(kc, ctx, topology)?,
+            "--rpc-listener".to_string(),
+            format!("0.0.0.0:{RPC_PORT}"),
         ]),
         env: Some(env),
         ports: Some(ports),
@@ -246,6 +314,12 @@ pub fn stateful_set(
                 ..VolumeMount::default()
             },
             VolumeMount {
+                name: "operator".to_string(),
+                mount_path: OPERATOR_SECRET_MOUNT.to_string(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
                 name: "tmp".to_string(),
                 mount_path: "/tmp".to_string(),
                 ..VolumeMount::default()
@@ -273,8 +347,8 @@ pub fn stateful_set(
         // Service links would put `<SERVICE>_PORT`-style variables into the
         // broker's environment, where `SKIFF_*` names are settings.
         enable_service_links: Some(false),
-        // Time for a controlled shutdown (leaderships handed over, logs
-        // flushed).
+        // Time for a controlled shutdown (logs flushed, producer state
+        // snapshotted).
         termination_grace_period_seconds: Some(120),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -308,6 +382,20 @@ pub fn stateful_set(
                 ..Volume::default()
             },
             Volume {
+                name: "operator".to_string(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names::operator_secret(cluster)),
+                    items: Some(vec![KeyToPath {
+                        key: OPERATOR_USERS_KEY.to_string(),
+                        path: OPERATOR_USERS_KEY.to_string(),
+                        ..KeyToPath::default()
+                    }]),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
                 name: "tmp".to_string(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Volume::default()
@@ -337,8 +425,13 @@ pub fn stateful_set(
         ..PersistentVolumeClaim::default()
     };
 
+    let mut metadata = owned_meta(kc, names::stateful_set(cluster))?;
+    metadata.annotations = Some(BTreeMap::from([(
+        METADATA_VOTERS_ANNOTATION.to_string(),
+        topology.voters.to_string(),
+    )]));
     Ok(StatefulSet {
-        metadata: owned_meta(kc, names::stateful_set(cluster))?,
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(brokers),
             service_name: Some(names::headless_service(cluster)),

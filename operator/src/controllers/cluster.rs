@@ -1,0 +1,677 @@
+//! KafkaCluster controller: applies the rendered objects with server-side
+//! apply, rolls brokers one at a time when their pods are out of date
+//! (`OnDelete` StatefulSet; [`crate::roll`] picks the order), and reports
+//! status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use skiff_crds::kafka_cluster::{BrokerState, BrokerStatus};
+use skiff_crds::{KafkaCluster, KafkaClusterStatus};
+
+use super::{Context, Error, RESYNC, measured, object_key, patch_status, set_condition};
+use crate::admin::requests::below_min_isr_if_restarted;
+use crate::render::{self, FIELD_MANAGER, Rendered};
+use crate::roll::{self, BrokerPod, ClusterHealth, RollStep, WaitReason};
+use crate::tenancy;
+
+/// How often a cluster is looked at while it rolls or is not ready.
+pub const ROLL_POLL: Duration = Duration::from_secs(15);
+/// A roll that waits for the same reason longer than this is reported as
+/// stuck (Degraded=True and a Warning Event); it is never forced.
+pub const STUCK_AFTER: Duration = Duration::from_secs(600);
+
+async fn apply_one<K>(client: &kube::Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingMetadata("name"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply_all(client: &kube::Client, ns: &str, r: &Rendered) -> Result<(), Error> {
+    apply_one::<ServiceAccount>(client, ns, &r.service_account).await?;
+    apply_one::<ConfigMap>(client, ns, &r.config_map).await?;
+    apply_one::<Service>(client, ns, &r.headless_service).await?;
+    apply_one::<Service>(client, ns, &r.bootstrap_service).await?;
+    for s in &r.external_services {
+        apply_one::<Service>(client, ns, s).await?;
+    }
+    apply_one::<StatefulSet>(client, ns, &r.stateful_set).await?;
+    apply_one::<PodDisruptionBudget>(client, ns, &r.pod_disruption_budget).await?;
+    if let Some(h) = &r.horizontal_pod_autoscaler {
+        apply_one::<HorizontalPodAutoscaler>(client, ns, h).await?;
+    }
+    Ok(())
+}
+
+/// Creates the cluster's operator Secret (`<name>-operator`) when it is
+/// missing: a fresh random password for the operator's SCRAM user, and the
+/// bootstrap users file the brokers create that user from at start. Owned
+/// by the KafkaCluster; never rewritten, because the brokers keep the
+/// credential they were first given.
+///
+/// # Errors
+/// The API server refuses.
+pub async fn ensure_operator_secret(
+    client: &kube::Client,
+    ns: &str,
+    kc: &KafkaCluster,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = render::names::operator_secret(&kc.name_any());
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let password = crate::admin::scram::generate_password();
+    let secret = Secret {
+        metadata: render::owned_meta(kc, name)?,
+        type_: Some("Opaque".to_string()),
+        string_data: Some(
+            [
+                ("username", render::OPERATOR_USER.to_string()),
+                (render::OPERATOR_PASSWORD_KEY, password.clone()),
+                (
+                    render::OPERATOR_USERS_KEY,
+                    format!("{}:{password}\n", render::OPERATOR_USER),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another replica of the operator made it first.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Services of this cluster that the render no longer produces: the
+/// external Services of a listener that was removed or became `internal`
+/// (or changed between `NodePort` and `LoadBalancer`, which renames
+/// nothing but is covered by the apply), and per-broker Services of brokers
+/// that are gone. Only Services controlled by the KafkaCluster with `uid`
+/// are candidates, so nothing a person created is touched.
+pub fn stale_services(uid: &str, existing: &[Service], rendered: &Rendered) -> Vec<String> {
+    let keep: std::collections::BTreeSet<&str> =
+        [&rendered.headless_service, &rendered.bootstrap_service]
+            .into_iter()
+            .chain(&rendered.external_services)
+            .filter_map(|s| s.metadata.name.as_deref())
+            .collect();
+    existing
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true) && o.kind == "KafkaCluster")
+        })
+        .filter_map(|s| s.metadata.name.clone())
+        .filter(|n| !keep.contains(n.as_str()))
+        .collect()
+}
+
+/// Deletes [`stale_services`]; returns their names.
+async fn delete_stale_services(
+    client: &kube::Client,
+    ns: &str,
+    kc: &KafkaCluster,
+    rendered: &Rendered,
+) -> Result<Vec<String>, Error> {
+    let Some(uid) = kc.uid() else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let existing = api
+        .list(&ListParams::default().labels(&render::selector_string(&kc.name_any())))
+        .await?
+        .items;
+    let stale = stale_services(&uid, &existing, rendered);
+    for name in &stale {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(stale)
+}
+
+/// The broker id of a pod `<cluster>-<ordinal>`.
+pub fn broker_id(cluster: &str, pod: &str) -> Option<i32> {
+    pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The roll's view of the pods: ready, and up to date when the pod's
+/// `controller-revision-hash` is the StatefulSet's update revision.
+pub fn broker_pods(cluster: &str, pods: &[Pod], update_revision: Option<&str>) -> Vec<BrokerPod> {
+    let mut out: Vec<BrokerPod> = pods
+        .iter()
+        .filter_map(|p| {
+            let id = broker_id(cluster, p.metadata.name.as_deref()?)?;
+            let rev = p
+                .labels()
+                .get("controller-revision-hash")
+                .map(String::as_str);
+            Some(BrokerPod {
+                id,
+                ready: pod_ready(p) && p.metadata.deletion_timestamp.is_none(),
+                // Without a revision yet nothing is known to be stale.
+                up_to_date: update_revision.is_none() || rev == update_revision,
+            })
+        })
+        .collect();
+    out.sort_by_key(|p| p.id);
+    out
+}
+
+/// The controller's reconcile function.
+///
+/// # Errors
+/// Kubernetes errors; the error policy retries with backoff.
+pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = object_key(kc.as_ref());
+    measured(&ctx, "kafkacluster", &key, apply(&kc, &ctx)).await
+}
+
+#[allow(clippy::too_many_lines)]
+async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = kc.name_any();
+    let ns = kc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let generation = kc.metadata.generation;
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status: KafkaClusterStatus = kc.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.selector = Some(render::selector_string(&name));
+
+    if let Some(Err(r)) = kc.spec.tenancy.as_ref().map(tenancy::check_tenancy) {
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            r.reason(),
+            r.to_string(),
+            generation,
+        );
+        patch_status(&api, &name, &status).await?;
+        ctx.event(kc, EventType::Warning, r.reason(), r.to_string())
+            .await;
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    // Never remove brokers here: a scale-down needs the drain (partition
+    // reassignment) that the brokers do not offer yet.
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = sts_api.get_opt(&render::names::stateful_set(&name)).await?;
+    let current_replicas = current
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    let brokers = kc.spec.replicas.max(current_replicas);
+    let scale_down_refused = kc.spec.replicas < current_replicas;
+    // The metadata voters are fixed when the cluster is created; a scale-up
+    // adds learners (see render::Topology).
+    let topology = render::Topology::decide(brokers, current.as_ref(), kc.status.as_ref());
+    status.metadata_voters = topology.voter_ids();
+
+    let rendered = match render::render(kc, &ctx.render, topology) {
+        Ok(r) => r,
+        Err(e) => {
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                false,
+                e.reason(),
+                e.to_string(),
+                generation,
+            );
+            patch_status(&api, &name, &status).await?;
+            ctx.event(kc, EventType::Warning, e.reason(), e.to_string())
+                .await;
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
+    ensure_operator_secret(&ctx.client, &ns, kc).await?;
+    apply_all(&ctx.client, &ns, &rendered).await?;
+    let removed = delete_stale_services(&ctx.client, &ns, kc, &rendered).await?;
+    if !removed.is_empty() {
+        ctx.event(
+            kc,
+            EventType::Normal,
+            "StaleServicesDeleted",
+            format!(
+                "deleted Services no listener uses any more: {}",
+                removed.join(", ")
+            ),
+        )
+        .await;
+    }
+    if rendered.horizontal_pod_autoscaler.is_none() {
+        let hpa: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+        match hpa.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // Observe the StatefulSet and its pods.
+    let sts = sts_api.get_opt(&render::names::stateful_set(&name)).await?;
+    let sts_status = sts.as_ref().and_then(|s| s.status.clone());
+    let update_revision = sts_status.as_ref().and_then(|s| s.update_revision.clone());
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&render::selector_string(&name)))
+        .await?
+        .items;
+    let mut view = broker_pods(&name, &pods, update_revision.as_deref());
+    // A broker whose pod is gone (just deleted by the roll, not yet
+    // recreated) counts as not ready, so the roll waits for it.
+    for id in 0..brokers {
+        if !view.iter().any(|p| p.id == id) {
+            view.push(BrokerPod {
+                id,
+                ready: false,
+                up_to_date: true,
+            });
+        }
+    }
+    view.sort_by_key(|p| p.id);
+    status.replicas = sts_status.as_ref().map_or(0, |s| s.replicas);
+    status.ready_replicas = view.iter().filter(|p| p.ready).count() as i32;
+    status.bootstrap_servers = render::internal_bootstrap_servers(kc, &ctx.render)?;
+
+    // Ask the brokers for health only when a roll needs it.
+    let needs_roll = view.iter().any(|p| !p.up_to_date);
+    let health = if needs_roll {
+        cluster_health(ctx, kc).await
+    } else {
+        None
+    };
+    let step = roll::next_step(&view, health.as_ref());
+    let mut restarting = None;
+    match &step {
+        RollStep::Done => {
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                false,
+                "UpToDate",
+                "every broker runs the current config and image",
+                generation,
+            );
+        }
+        RollStep::Restart { broker } => {
+            let pod = format!("{name}-{broker}");
+            pods_api.delete(&pod, &DeleteParams::default()).await?;
+            restarting = Some(*broker);
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                true,
+                "Rolling",
+                format!("restarting broker {broker} (pod {pod}) for a new config or image"),
+                generation,
+            );
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "RollingBroker",
+                format!("deleted pod {pod} so it restarts with the new config or image"),
+            )
+            .await;
+        }
+        RollStep::Wait(w) => {
+            let (reason, msg) = wait_reason(w);
+            let stuck_since = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Progressing" && c.status == "True" && c.reason == reason)
+                .map(|c| c.last_transition_time.0);
+            // The transition time only moves when the status flips, so track
+            // the reason's age by restarting the clock when the reason changes.
+            let was_same = stuck_since.is_some();
+            set_condition(
+                &mut status.conditions,
+                "Progressing",
+                true,
+                reason,
+                msg.clone(),
+                generation,
+            );
+            if !was_same
+                && let Some(c) = status
+                    .conditions
+                    .iter_mut()
+                    .find(|c| c.type_ == "Progressing")
+            {
+                c.last_transition_time =
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+            }
+            let age = stuck_since
+                .map(|t| Timestamp::now().duration_since(t).unsigned_abs())
+                .unwrap_or_default();
+            if age > STUCK_AFTER {
+                let already = status.conditions.iter().any(|c| {
+                    c.type_ == "Degraded" && c.status == "True" && c.reason == "RollStuck"
+                });
+                set_condition(
+                    &mut status.conditions,
+                    "Degraded",
+                    true,
+                    "RollStuck",
+                    format!(
+                        "the roll has waited over {} minutes: {msg}",
+                        STUCK_AFTER.as_secs() / 60
+                    ),
+                    generation,
+                );
+                if !already {
+                    ctx.event(kc, EventType::Warning, "RollStuck", msg).await;
+                }
+            }
+        }
+    }
+    if !matches!(step, RollStep::Wait(_)) {
+        let stuck = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.reason == "RollStuck" && c.status == "True");
+        if stuck || !status.conditions.iter().any(|c| c.type_ == "Degraded") {
+            set_condition(
+                &mut status.conditions,
+                "Degraded",
+                false,
+                "AsExpected",
+                "",
+                generation,
+            );
+        }
+    }
+    if scale_down_refused {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            true,
+            "ScaleDownUnsupported",
+            format!(
+                "spec.replicas {} is below the {current_replicas} running brokers; removing brokers needs a drain the operator cannot do yet",
+                kc.spec.replicas
+            ),
+            generation,
+        );
+    }
+
+    status.brokers = view
+        .iter()
+        .map(|p| BrokerStatus {
+            id: p.id,
+            pod: format!("{name}-{}", p.id),
+            state: if Some(p.id) == restarting {
+                BrokerState::Rolling
+            } else if !pods
+                .iter()
+                .any(|x| x.metadata.name.as_deref() == Some(&format!("{name}-{}", p.id)))
+            {
+                BrokerState::Pending
+            } else if p.ready {
+                BrokerState::Ready
+            } else {
+                BrokerState::NotReady
+            },
+            rack: None,
+        })
+        .collect();
+
+    let all_ready = status.ready_replicas >= brokers && restarting.is_none();
+    let was_ready = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    if all_ready && matches!(step, RollStep::Done) {
+        let msg = format!("{brokers} broker(s) ready");
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "Ready",
+            msg.clone(),
+            generation,
+        );
+        if !was_ready {
+            ctx.event(kc, EventType::Normal, "Ready", msg).await;
+        }
+    } else {
+        let (reason, msg) = if needs_roll || restarting.is_some() {
+            (
+                "Rolling",
+                "brokers are being restarted one at a time for a new config or image".to_string(),
+            )
+        } else {
+            (
+                "BrokersNotReady",
+                format!("{} of {brokers} broker(s) ready", status.ready_replicas),
+            )
+        };
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            reason,
+            msg,
+            generation,
+        );
+    }
+    patch_status(&api, &name, &status).await?;
+    let settled = matches!(step, RollStep::Done) && all_ready;
+    Ok(Action::requeue(if settled { RESYNC } else { ROLL_POLL }))
+}
+
+/// What the roll needs from the brokers: under-replicated partitions, the
+/// metadata controller, and which brokers may not go without taking a
+/// partition below its `min.insync.replicas`. `None` when they cannot be
+/// asked (the roll then waits).
+async fn cluster_health(ctx: &Context, kc: &KafkaCluster) -> Option<ClusterHealth> {
+    let mut admin = ctx.admin(kc).await.ok()?;
+    let info = admin.cluster_info().await.ok()?;
+    let topics: Vec<String> = info
+        .partitions
+        .iter()
+        .map(|p| p.topic.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let min_isr = admin.min_insync_replicas(&topics).await.ok()?;
+    Some(ClusterHealth {
+        under_replicated_partitions: info.under_replicated_partitions,
+        metadata_leader: (info.controller_id >= 0).then_some(info.controller_id),
+        below_min_isr_if_restarted: below_min_isr_if_restarted(&info.partitions, &min_isr),
+    })
+}
+
+fn wait_reason(w: &WaitReason) -> (&'static str, String) {
+    match w {
+        WaitReason::BrokerNotReady(id) => (
+            "WaitingForBroker",
+            format!("waiting for broker {id} to be ready"),
+        ),
+        WaitReason::UnderReplicatedPartitions(n) => (
+            "WaitingForReplication",
+            format!("waiting for {n} under-replicated partition(s) to catch up"),
+        ),
+        WaitReason::HealthUnknown => (
+            "ClusterUnreachable",
+            "the brokers' Admin API cannot be reached; the roll waits instead of guessing"
+                .to_string(),
+        ),
+        WaitReason::MinInSyncReplicas => (
+            "WaitingForMinInSync",
+            "restarting any remaining broker would take a partition below min.insync.replicas"
+                .to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod(name: &str, ready: bool, rev: &str) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("controller-revision-hash".to_string(), rev.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn service(name: &str, uid: &str, controller: bool) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "skiff.dev/v1alpha1".into(),
+                        kind: "KafkaCluster".into(),
+                        name: "kafka".into(),
+                        uid: uid.into(),
+                        controller: Some(controller),
+                        ..Default::default()
+                    },
+                ]),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        }
+    }
+
+    #[test]
+    fn only_owned_services_the_render_no_longer_has_are_stale() {
+        let mut kc: KafkaCluster = serde_json::from_value(serde_json::json!({
+            "apiVersion": "skiff.dev/v1alpha1", "kind": "KafkaCluster",
+            "metadata": {"name": "kafka", "namespace": "kafka", "uid": "u1"},
+            "spec": {"listeners": [
+                {"name": "plain", "port": 9092},
+                {"name": "lb", "port": 9094, "exposure": "LoadBalancer"}
+            ]}
+        }))
+        .expect("kc");
+        let ctx = render::RenderContext::default();
+        let with_lb = render::render(&kc, &ctx, render::Topology::new(2)).expect("renders");
+        let existing: Vec<Service> = [
+            "kafka-brokers",
+            "kafka-bootstrap",
+            "kafka-lb-bootstrap",
+            "kafka-0-lb",
+            "kafka-1-lb",
+        ]
+        .iter()
+        .map(|n| service(n, "u1", true))
+        .chain([
+            service("kafka-old", "another-cluster", true),
+            service("kafka-mine", "u1", false),
+        ])
+        .collect();
+        assert!(stale_services("u1", &existing, &with_lb).is_empty());
+        // The LoadBalancer listener becomes internal: its Services go.
+        kc.spec.listeners[1].exposure = skiff_crds::kafka_cluster::Exposure::Internal;
+        let internal = render::render(&kc, &ctx, render::Topology::new(2)).expect("renders");
+        assert_eq!(
+            stale_services("u1", &existing, &internal),
+            vec!["kafka-lb-bootstrap", "kafka-0-lb", "kafka-1-lb"]
+        );
+        // Removed altogether: the same.
+        kc.spec.listeners.pop();
+        let removed = render::render(&kc, &ctx, render::Topology::new(2)).expect("renders");
+        assert_eq!(
+            stale_services("u1", &existing, &removed),
+            stale_services("u1", &existing, &internal)
+        );
+    }
+
+    #[test]
+    fn pods_map_to_broker_ids_readiness_and_staleness() {
+        let pods = vec![
+            pod("kafka-1", true, "new"),
+            pod("kafka-0", false, "old"),
+            pod("kafka-x", true, "new"),
+            pod("other-0", true, "new"),
+        ];
+        let v = broker_pods("kafka", &pods, Some("new"));
+        assert_eq!(
+            v,
+            vec![
+                BrokerPod {
+                    id: 0,
+                    ready: false,
+                    up_to_date: false
+                },
+                BrokerPod {
+                    id: 1,
+                    ready: true,
+                    up_to_date: true
+                },
+            ]
+        );
+        assert!(
+            broker_pods("kafka", &pods, None)
+                .iter()
+                .all(|p| p.up_to_date)
+        );
+        assert_eq!(broker_id("kafka-a", "kafka-a-12"), Some(12));
+        assert_eq!(broker_id("kafka", "kafka-a-12"), None);
+    }
+}

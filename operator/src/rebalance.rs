@@ -1,0 +1,503 @@
+//! `skiff-operator rebalance`: read the live cluster through the Kafka
+//! protocol (Metadata for brokers, racks, replicas and leaders;
+//! DescribeLogDirs for partition sizes where the brokers serve it), plan
+//! with [`skiff_balance`] and print the plan, as a table for a person or as
+//! Kafka's reassignment JSON (`kafka-reassign-partitions` format).
+//!
+//! Only planning exists: executing a plan needs AlterPartitionReassignments
+//! in the broker (issue #7), so the command refuses to run without
+//! `--dry-run` instead of pretending.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use kafka_protocol::messages::{DescribeLogDirsRequest, MetadataRequest, MetadataResponse};
+use serde_json::json;
+use skiff_balance::{Broker, MoveKind, Options as PlanOptions, Partition, Plan, Tolerance};
+
+use crate::admin::requests::metadata_request;
+use crate::admin::{AdminClient, AdminCredentials, codes, error_name};
+
+/// What `--dry-run` without it refuses with.
+pub const NOT_EXECUTABLE: &str = "executing a plan needs AlterPartitionReassignments, not \
+     implemented yet (issue #7); rerun with --dry-run to see the plan";
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub bootstrap: String,
+    pub credentials: Option<AdminCredentials>,
+    /// Brokers to empty.
+    pub drain: Vec<i32>,
+    pub tolerance: Tolerance,
+}
+
+/// The cluster as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub brokers: Vec<Broker>,
+    pub partitions: Vec<Partition>,
+    /// Brokers' `host:port`, for DescribeLogDirs.
+    pub addresses: BTreeMap<i32, String>,
+    /// Why partition sizes are unknown (then every size is 0).
+    pub sizes_unknown: Option<String>,
+}
+
+/// Brokers and partitions of a Metadata answer; `drain` marks brokers
+/// draining.
+///
+/// # Errors
+/// A drained broker that is not a cluster member, or a topic Metadata
+/// answers with an error.
+pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::Result<Snapshot> {
+    let ids: BTreeSet<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    for d in drain {
+        anyhow::ensure!(
+            ids.contains(d),
+            "--drain {d}: broker {d} is not a member of the cluster (brokers: {})",
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let brokers = md
+        .brokers
+        .iter()
+        .map(|b| Broker {
+            id: b.node_id.0,
+            rack: b.rack.as_ref().map(ToString::to_string),
+            draining: drain.contains(&b.node_id.0),
+        })
+        .collect();
+    let addresses = md
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+        .collect();
+    let mut partitions = Vec::new();
+    for t in &md.topics {
+        let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+        anyhow::ensure!(
+            t.error_code == codes::NONE,
+            "Metadata of topic {name:?}: {} ({})",
+            error_name(t.error_code),
+            t.error_code
+        );
+        for p in &t.partitions {
+            partitions.push(Partition {
+                topic: name.clone(),
+                partition: p.partition_index,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                leader: (p.leader_id.0 >= 0).then_some(p.leader_id.0),
+                size_bytes: 0,
+            });
+        }
+    }
+    Ok(Snapshot {
+        brokers,
+        partitions,
+        addresses,
+        sizes_unknown: None,
+    })
+}
+
+/// Reads the cluster: Metadata from the bootstrap brokers, then sizes from
+/// every broker's DescribeLogDirs when the brokers serve it.
+///
+/// # Errors
+/// The cluster is unreachable or answers with an error.
+pub async fn read_cluster(opts: &Options) -> anyhow::Result<Snapshot> {
+    let mut admin = AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
+    let v = admin.version_of::<MetadataRequest>()?;
+    let (_, md) = admin.send(&metadata_request(None, v)).await?;
+    let mut snap = snapshot_from_metadata(&md, &opts.drain)?;
+    if !admin.supports::<DescribeLogDirsRequest>() {
+        snap.sizes_unknown = Some(
+            "the brokers do not serve DescribeLogDirs, so partition sizes are unknown and \
+             count as 0 bytes (replica and leader counts are balanced; bytes are not)"
+                .to_string(),
+        );
+        return Ok(snap);
+    }
+    match partition_sizes(&snap.addresses, opts.credentials.as_ref()).await {
+        Ok(sizes) => {
+            for p in &mut snap.partitions {
+                p.size_bytes = sizes
+                    .get(&(p.topic.clone(), p.partition))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        Err(e) => {
+            snap.sizes_unknown = Some(format!(
+                "DescribeLogDirs failed ({e:#}), so partition sizes count as 0 bytes"
+            ));
+        }
+    }
+    Ok(snap)
+}
+
+/// The size of each partition: the largest replica any broker reports (the
+/// leader's, normally; a lagging follower holds less).
+async fn partition_sizes(
+    addresses: &BTreeMap<i32, String>,
+    credentials: Option<&AdminCredentials>,
+) -> anyhow::Result<BTreeMap<(String, i32), u64>> {
+    let mut sizes: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for (id, addr) in addresses {
+        let mut admin = AdminClient::connect_with(addr, credentials).await?;
+        let (_, resp) = admin
+            .send(&DescribeLogDirsRequest::default().with_topics(None))
+            .await?;
+        anyhow::ensure!(
+            resp.error_code == codes::NONE,
+            "broker {id}: {}",
+            error_name(resp.error_code)
+        );
+        for dir in resp.results.iter().filter(|d| d.error_code == codes::NONE) {
+            for t in &dir.topics {
+                for p in &t.partitions {
+                    let e = sizes
+                        .entry((t.name.0.to_string(), p.partition_index))
+                        .or_default();
+                    *e = (*e).max(u64::try_from(p.partition_size).unwrap_or(0));
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}
+
+/// Plans from a snapshot.
+///
+/// # Errors
+/// The planner refuses the input (e.g. a drain that would break a
+/// replication factor).
+pub fn plan(snap: &Snapshot, tolerance: Tolerance) -> anyhow::Result<Plan> {
+    Ok(skiff_balance::plan(
+        &snap.brokers,
+        &snap.partitions,
+        &PlanOptions { tolerance },
+    )?)
+}
+
+/// The plan in Kafka's reassignment JSON, which `kafka-reassign-partitions
+/// --execute --reassignment-json-file` reads.
+pub fn reassignment_json(plan: &Plan) -> serde_json::Value {
+    json!({
+        "version": 1,
+        "partitions": plan.moves.iter().map(|m| json!({
+            "topic": m.topic,
+            "partition": m.partition,
+            "replicas": m.to,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn list(ids: &[i32]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Bytes for people: 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
+}
+
+/// The plan as text: the changes, the per-broker figures before and after,
+/// the totals, and every warning.
+pub fn render_table(snap: &Snapshot, plan: &Plan, tolerance: &Tolerance) -> String {
+    let mut out = String::new();
+    let s = &plan.summary;
+    let _ = writeln!(
+        out,
+        "Rebalance plan for {} brokers, {} partitions (tolerance: ±{} replicas, ±{} leaders, ±{}% bytes per broker)",
+        snap.brokers.len(),
+        snap.partitions.len(),
+        tolerance.replicas,
+        tolerance.leaders,
+        tolerance.bytes_fraction * 100.0
+    );
+    if let Some(why) = &snap.sizes_unknown {
+        let _ = writeln!(out, "note: {why}");
+    }
+    out.push('\n');
+    if plan.moves.is_empty() {
+        let _ = writeln!(
+            out,
+            "No moves: the cluster is balanced within the tolerance."
+        );
+    } else {
+        let rows: Vec<[String; 5]> = plan
+            .moves
+            .iter()
+            .map(|m| {
+                let change = match m.kind() {
+                    MoveKind::Reorder => {
+                        format!("leader {} -> {}", m.from[0], m.to[0])
+                    }
+                    MoveKind::Data => format!(
+                        "move {} -> {}",
+                        list(&m.removed).replace(',', "+"),
+                        list(&m.added).replace(',', "+")
+                    ),
+                };
+                [
+                    m.topic.clone(),
+                    m.partition.to_string(),
+                    list(&m.from),
+                    list(&m.to),
+                    change,
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            ["TOPIC", "PARTITION", "REPLICAS NOW", "PLANNED", "CHANGE"],
+            &rows,
+        );
+    }
+    out.push('\n');
+    let rows: Vec<[String; 5]> = s
+        .brokers
+        .iter()
+        .map(|b| {
+            let state = if b.unknown {
+                "unknown"
+            } else if b.draining {
+                "draining"
+            } else {
+                "active"
+            };
+            [
+                b.id.to_string(),
+                b.rack.clone().unwrap_or_else(|| "-".to_string()),
+                state.to_string(),
+                format!("{} -> {}", b.before.replicas, b.after.replicas),
+                format!(
+                    "{} -> {} | {} -> {}",
+                    b.before.leaders,
+                    b.after.leaders,
+                    human_bytes(b.before.bytes),
+                    human_bytes(b.after.bytes)
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        ["BROKER", "RACK", "STATE", "REPLICAS", "LEADERS | BYTES"],
+        &rows,
+    );
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{} partitions change: {} replica moves ({} copied), {} leadership-only (reorders)",
+        s.partitions_changed,
+        s.replica_moves,
+        human_bytes(s.bytes_moved),
+        s.leadership_only
+    );
+    if s.leader_not_preferred_before > 0 {
+        let _ = writeln!(
+            out,
+            "{} partitions are led by a broker other than their preferred leader today",
+            s.leader_not_preferred_before
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Balanced before: replicas {}, leaders {}, bytes {}, constraints {}",
+        yes(s.before.replicas),
+        yes(s.before.leaders),
+        yes(s.before.bytes),
+        yes(s.before.constraints)
+    );
+    let _ = writeln!(
+        out,
+        "Balanced after:  replicas {}, leaders {}, bytes {}, constraints {}",
+        yes(s.after.replicas),
+        yes(s.after.leaders),
+        yes(s.after.bytes),
+        yes(s.after.constraints)
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "Dry run: nothing was changed (executing a plan needs AlterPartitionReassignments, \
+         not implemented yet: issue #7). --json prints the plan in kafka-reassign-partitions \
+         format."
+    );
+    out
+}
+
+fn table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
+    let mut width = header.map(str::len);
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |out: &mut String, cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == N {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = width[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(out, header.to_vec());
+    for r in rows {
+        line(out, r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn metadata(
+        brokers: &[(i32, Option<&str>)],
+        parts: &[(&str, i32, &[i32])],
+    ) -> MetadataResponse {
+        let mut topics: BTreeMap<&str, Vec<MetadataResponsePartition>> = BTreeMap::new();
+        for (t, p, r) in parts {
+            topics.entry(t).or_default().push(
+                MetadataResponsePartition::default()
+                    .with_partition_index(*p)
+                    .with_leader_id(BrokerId(r[0]))
+                    .with_replica_nodes(r.iter().map(|b| BrokerId(*b)).collect()),
+            );
+        }
+        MetadataResponse::default()
+            .with_brokers(
+                brokers
+                    .iter()
+                    .map(|(id, rack)| {
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(*id))
+                            .with_host(StrBytes::from_static_str("127.0.0.1"))
+                            .with_port(9000 + id)
+                            .with_rack(rack.map(|r| StrBytes::from_string(r.to_string())))
+                    })
+                    .collect(),
+            )
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            )
+    }
+
+    #[test]
+    fn metadata_becomes_the_planners_input_with_racks_leaders_and_drains() {
+        let md = metadata(
+            &[(1, Some("a")), (2, Some("b")), (3, None)],
+            &[("t", 0, &[1, 2]), ("t", 1, &[2, 3])],
+        );
+        let snap = snapshot_from_metadata(&md, &[3]).unwrap();
+        assert_eq!(
+            snap.brokers,
+            vec![
+                Broker::new(1).in_rack("a"),
+                Broker::new(2).in_rack("b"),
+                Broker::new(3).draining()
+            ]
+        );
+        assert_eq!(snap.partitions[1], Partition::new("t", 1, &[2, 3], 0));
+        assert_eq!(snap.addresses[&2], "127.0.0.1:9002");
+    }
+
+    #[test]
+    fn draining_a_broker_that_is_not_a_member_is_refused() {
+        let md = metadata(&[(1, None)], &[]);
+        let err = snapshot_from_metadata(&md, &[7]).unwrap_err().to_string();
+        assert!(err.contains("broker 7 is not a member"), "{err}");
+    }
+
+    #[test]
+    fn the_json_is_kafkas_reassignment_format() {
+        let md = metadata(
+            &[(1, None), (2, None), (3, None)],
+            &[("t", 0, &[1, 2]), ("t", 1, &[1, 2]), ("t", 2, &[1, 2])],
+        );
+        let snap = snapshot_from_metadata(&md, &[1]).unwrap();
+        let p = plan(&snap, Tolerance::default()).unwrap();
+        let j = reassignment_json(&p);
+        assert_eq!(j["version"], 1);
+        let parts = j["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 3);
+        for e in parts {
+            assert_eq!(e["topic"], "t");
+            let r: Vec<i64> = e["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect();
+            assert_eq!(r.len(), 2);
+            assert!(!r.contains(&1));
+        }
+    }
+
+    #[test]
+    fn the_table_shows_moves_brokers_totals_and_the_unknown_sizes() {
+        // Four partitions on broker 1: 2 ± 1 each allows 3 and 1, one move.
+        let parts: Vec<(&str, i32, &[i32])> = (0..4).map(|p| ("t", p, &[1][..])).collect();
+        let md = metadata(&[(1, None), (2, None)], &parts);
+        let mut snap = snapshot_from_metadata(&md, &[]).unwrap();
+        snap.sizes_unknown = Some("sizes unknown".into());
+        let p = plan(&snap, Tolerance::default()).unwrap();
+        let text = render_table(&snap, &p, &Tolerance::default());
+        assert!(text.contains("note: sizes unknown"), "{text}");
+        assert!(text.contains("TOPIC"), "{text}");
+        assert!(text.contains("move 1 -> 2"), "{text}");
+        assert!(
+            text.contains("1 partitions change: 1 replica moves"),
+            "{text}"
+        );
+        assert!(text.contains("Balanced after:  replicas yes"), "{text}");
+        assert!(text.contains("Dry run"), "{text}");
+    }
+
+    #[test]
+    fn bytes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+}
