@@ -3,23 +3,36 @@ CARGO ?= cargo
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 BROKER_BIN := target/release/skiff-broker
-# How many local brokers `make run` starts (one until replication lands).
 DATA  ?= ./data
+# How many local brokers `make run` starts (scripts/run-cluster.sh).
+BROKERS ?= 3
 
-.PHONY: build release run test test-env unit e2e lint fmt bench clean crds
+.PHONY: build release release-all run test test-env unit e2e lint fmt bench clean crds image base-image chart manifests
 
 build:
 	$(CARGO) build --workspace
 
 release:
-	$(CARGO) build --release -p skiff-broker
+	$(CARGO) build --release -p skiff-broker -p skiff-operator
 
-## Start a local Skiff on 127.0.0.1:9092 (metrics/health on :9644), data under ./data.
+## Start a local $(BROKERS)-broker Skiff cluster on 127.0.0.1:9092.. (HTTP :9644.., gRPC :19092..),
+## data under ./data/broker-N; `make run BROKERS=5` for five. Ctrl-C stops all.
 run: release
-	$(BROKER_BIN) --data-dir $(DATA)
+	BROKER_BIN=$(BROKER_BIN) DATA=$(DATA) scripts/run-cluster.sh $(BROKERS)
 
 ## Everything CI runs: lints, unit tests, end-to-end tests with real Kafka clients.
-test: test-env lint unit release e2e
+## The test environment (apt, pip, debootstrap: mostly network and disk) is
+## set up while cargo compiles; its log is printed once both are done.
+TEST_ENV_LOG := target/test-env.log
+test:
+	@mkdir -p target
+	@scripts/setup-test-env.sh $(VENV) > $(TEST_ENV_LOG) 2>&1 & env_pid=$$!; \
+	$(MAKE) --no-print-directory lint release unit; rust=$$?; \
+	wait $$env_pid; env=$$?; \
+	echo "----- test environment set-up (scripts/setup-test-env.sh) -----"; cat $(TEST_ENV_LOG); \
+	[ $$env -eq 0 ] || { echo "test environment set-up failed (exit $$env)"; exit 1; }; \
+	[ $$rust -eq 0 ]
+	$(MAKE) --no-print-directory e2e
 
 test-env:
 	scripts/setup-test-env.sh $(VENV)
@@ -44,6 +57,30 @@ fmt:
 ## Regenerate the CRD YAML (crds/generated/) and docs/crds.md from crds/src/.
 crds:
 	$(CARGO) run -q -p skiff-crds --bin crdgen
+
+## Container images skiff-broker:$(VERSION) and skiff-operator:$(VERSION) (Dockerfile).
+## PREBUILT=1 copies host-built release binaries instead of compiling in a Rust
+## image; LOCAL_BASE=1 uses a base built from Debian packages (no image pulls).
+PREBUILT ?=
+LOCAL_BASE ?=
+image: $(if $(PREBUILT),release-all)
+	scripts/build-image.sh $(if $(PREBUILT),--prebuilt) $(if $(LOCAL_BASE),--local-base)
+
+release-all:
+	$(CARGO) build --release -p skiff-broker -p skiff-operator
+
+## The local base image (debootstrap bookworm, cached by tag).
+base-image:
+	scripts/build-base-image.sh
+
+## Copy the generated CRDs and operator/rbac.yaml into the Helm chart (tests check they match).
+chart: crds
+	cp crds/generated/*.yaml charts/skiff-operator/crds/
+	if [ -f operator/rbac.yaml ]; then cp operator/rbac.yaml charts/skiff-operator/files/rbac-rules.yaml; fi
+
+## Regenerate manifests/install.yaml from the chart (a test checks it is fresh).
+manifests: test-env chart
+	$(PY) scripts/gen-manifests.py
 
 clean:
 	$(CARGO) clean

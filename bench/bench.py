@@ -20,6 +20,11 @@ client's own CPU is not in the broker's numbers and the GIL is not shared.
                            data; MB/s of the group as a whole
   (g) rebalance time       from a group member's exit (clean close, then
                            SIGKILL) to the group being Stable again without it
+  (h) cluster produce      three brokers, RF 3, acks=all, as (a)
+  (i) cluster latency      as (d) on three brokers, RF 3, at
+                           --cluster-latency-rate msg/s (default 10k)
+  (j) idle partitions      three brokers hosting --idle-partitions RF 3
+                           partitions each (default 1000): CPU and RSS idle
 
 Prints a markdown table (and --json FILE writes the numbers).  --quick runs a
 short smoke version of everything.
@@ -49,7 +54,7 @@ MSG_SIZE = 1024
 
 
 # ------------------------------------------------------------------ workers
-def _producer_worker(bootstrap, topic, max_bytes, seconds, msg_size, worker, out_q):
+def _producer_worker(bootstrap, topic, max_bytes, seconds, msg_size, worker, out_q, acks="1"):
     from confluent_kafka import Producer
 
     errors = []
@@ -60,7 +65,7 @@ def _producer_worker(bootstrap, topic, max_bytes, seconds, msg_size, worker, out
 
     p = Producer({
         "bootstrap.servers": bootstrap,
-        "acks": "1",
+        "acks": acks,
         "linger.ms": 5,
         "compression.type": "none",
         "batch.size": 1_000_000,
@@ -201,6 +206,10 @@ def _latency_producer(bootstrap, topic, rate, seconds, warmup, warmup_until, don
     done.set()
     out_q.put({"sent": total, "errors": len(errors), "first_error": errors[:1],
                "seconds": time.monotonic() - t0, "max_behind_s": behind_max})
+
+
+def _producer_worker_acks_all(bootstrap, topic, max_bytes, seconds, msg_size, worker, out_q):
+    _producer_worker(bootstrap, topic, max_bytes, seconds, msg_size, worker, out_q, acks="all")
 
 
 # ------------------------------------------------------------------ phases
@@ -376,32 +385,106 @@ def phase_throughput(ctx, b, args, out):
         f"broker cpu {cpu1 - cpu0:.1f}s")
 
 
-def phase_latency(ctx, b, args, out):
-    topic = "bench-latency"
-    create_topic(b, topic, args.partitions)
+def measure_latency(ctx, bootstrap, topic, partitions, rate, seconds):
+    """A paced acks=all producer process and a consumer process on `topic`:
+    the consumer's latency percentiles and the producer's counts."""
     q = ctx.Queue()
     ready, done = ctx.Event(), ctx.Event()
     warmup_until = ctx.Value("q", 2**62)
     warmup = 2.0
     cons = ctx.Process(target=_latency_consumer, daemon=True,
-                       args=(b.bootstrap, topic, args.partitions, ready, done, warmup_until, q,
-                             args.latency_seconds + warmup + 60))
+                       args=(bootstrap, topic, partitions, ready, done, warmup_until, q,
+                             seconds + warmup + 60))
     cons.start()
     if not ready.wait(90):
         raise RuntimeError("latency consumer never became ready")
     prod = ctx.Process(target=_latency_producer, daemon=True,
-                       args=(b.bootstrap, topic, args.latency_rate, args.latency_seconds, warmup,
-                             warmup_until, done, q, MSG_SIZE))
+                       args=(bootstrap, topic, rate, seconds, warmup, warmup_until, done, q, MSG_SIZE))
     prod.start()
-    results = [q.get(timeout=args.latency_seconds + warmup + 180) for _ in range(2)]
+    results = [q.get(timeout=seconds + warmup + 180) for _ in range(2)]
     prod.join(10)
     cons.join(30)
     pr = next(r for r in results if "sent" in r)
     cr = next(r for r in results if "received" in r)
-    out["latency"] = {"rate": args.latency_rate, "duration_s": args.latency_seconds,
-                      "producer_seconds": pr.pop("seconds"), **pr, **cr}
-    log(f"latency: sent {pr['sent']} received {cr['received']}, p50 {cr.get('p50_ms')} "
+    res = {"rate": rate, "duration_s": seconds, "producer_seconds": pr.pop("seconds"), **pr, **cr}
+    log(f"latency on {topic}: sent {pr['sent']} received {cr['received']}, p50 {cr.get('p50_ms')} "
         f"p99 {cr.get('p99_ms')} max {cr.get('max_ms')} ms; producer max behind {pr['max_behind_s']:.3f}s")
+    return res
+
+
+def phase_latency(ctx, b, args, out):
+    topic = "bench-latency"
+    create_topic(b, topic, args.partitions)
+    out["latency"] = measure_latency(ctx, b.bootstrap, topic, args.partitions, args.latency_rate,
+                                     args.latency_seconds)
+
+
+def phase_cluster(ctx, workdir, args, out):
+    """Three brokers, RF 3: acks=all produce throughput (the issue's target:
+    at least 40% of the single broker's acks=1 MB/s) and end-to-end latency
+    at --cluster-latency-rate msg/s with acks=all."""
+    c = skiff.Cluster(workdir / "cluster", n=3)
+    try:
+        c.start()
+        bootstrap = c.bootstrap
+        topic = "bench-cluster"
+        skiff.create_topic(skiff.admin_client(c[1]), topic, args.partitions, replication_factor=3)
+        cpu0 = [b.cpu_seconds() for b in c.brokers]
+        res = run_procs(ctx, [(_producer_worker_acks_all,
+                               (bootstrap, topic, args.produce_bytes, args.produce_seconds, MSG_SIZE, 0))],
+                        timeout=args.produce_seconds + 300)[0]
+        cpu = [b.cpu_seconds() - c0 for b, c0 in zip(c.brokers, cpu0)]
+        out["cluster_produce"] = {
+            "messages": res["messages"], "bytes": res["bytes"], "seconds": res["seconds"],
+            "errors": res["errors"], "first_error": res["first_error"],
+            "MB_per_s": res["bytes"] / MB / res["seconds"], "partitions": args.partitions,
+            "broker_cpu_s": cpu}
+        log(f"cluster produce (RF 3, acks=all): {res['bytes'] / MB / res['seconds']:.1f} MB/s, "
+            f"errors {res['errors']}, broker cpu {[round(x, 1) for x in cpu]}")
+
+        lat_topic = "bench-cluster-latency"
+        skiff.create_topic(skiff.admin_client(c[1]), lat_topic, args.partitions, replication_factor=3)
+        out["cluster_latency"] = measure_latency(ctx, bootstrap, lat_topic, args.partitions,
+                                                 args.cluster_latency_rate, args.latency_seconds)
+    finally:
+        c.close()
+
+
+def phase_idle_partitions(ctx, workdir, args, out):
+    """Three brokers with --idle-partitions RF 3 partitions (so each broker
+    hosts that many replicas, a third of them as leader), idle: CPU per broker
+    over --idle-wait seconds after they settle, and RSS."""
+    c = skiff.Cluster(workdir / "idle", n=3)
+    try:
+        c.start()
+        rss0 = [b.rss_bytes() for b in c.brokers]
+        n = args.idle_partitions
+        topics = max(1, n // 100)
+        admin = skiff.admin_client(c[1])
+        for t in range(topics):
+            skiff.create_topic(admin, f"idle-{t}", n // topics, replication_factor=3)
+        # Let every group elect and the leaders' first writes settle.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            leaders = sum(b.metrics().total("skiff_partition_leaders") for b in c.brokers)
+            if leaders >= n:
+                break
+            time.sleep(1)
+        settled = time.monotonic()
+        time.sleep(5)
+        cpu0 = [b.cpu_seconds() for b in c.brokers]
+        t0 = time.monotonic()
+        time.sleep(args.idle_wait * 3)
+        secs = time.monotonic() - t0
+        cpu = [(b.cpu_seconds() - c0) / secs for b, c0 in zip(c.brokers, cpu0)]
+        rss = [b.rss_bytes() for b in c.brokers]
+        out["idle_partitions"] = {"partitions": n, "replicas_per_broker": n, "seconds": secs,
+                                  "settle_s": settled - (deadline - 300), "leaders": leaders,
+                                  "cpu_cores": cpu, "rss_bytes": rss, "rss_empty_bytes": rss0}
+        log(f"idle {n} RF 3 partitions: cpu {[f'{x:.3f}' for x in cpu]} cores, "
+            f"rss {[f'{x / 2**20:.0f}' for x in rss]} MiB")
+    finally:
+        c.close()
 
 
 def phase_rss(ctx, workdir, args, out):
@@ -473,6 +556,28 @@ def table(out, args):
                      f"kill {fmt(rb.get('kill_s'), '.2f')} s",
                      f"exit of 1 of 3 members to Stable with 2 (DescribeGroups, polled every 20 ms); "
                      f"session.timeout.ms {rb['session_timeout_ms']}"))
+    cp = out.get("cluster_produce")
+    if cp:
+        base = f"; {cp['MB_per_s'] / pr['MB_per_s'] * 100:.0f}% of (a)" if pr else ""
+        rows.append(("(h) 3 brokers RF 3 acks=all produce", f"{cp['MB_per_s']:.1f} MB/s",
+                     f"{cp['bytes'] / MB:,.0f} MB in {cp['seconds']:.1f} s{base}; {cp['partitions']} "
+                     f"partitions; broker CPU {', '.join(f'{x:.1f}' for x in cp['broker_cpu_s'])} core-s; "
+                     f"delivery errors {cp['errors']}"))
+    cl = out.get("cluster_latency")
+    if cl:
+        rows.append((f"(i) 3 brokers RF 3 e2e latency @ {cl['rate']:,} msg/s",
+                     f"p50 {fmt(cl.get('p50_ms'), '.2f')} / p99 {fmt(cl.get('p99_ms'), '.2f')} / "
+                     f"max {fmt(cl.get('max_ms'), '.2f')} ms",
+                     f"{cl['measured']:,} samples over {cl['duration_s']:g} s; acks=all linger.ms=0; "
+                     f"sent {cl['sent']:,}, received {cl['received']:,}, errors {cl['errors']}"))
+    ip = out.get("idle_partitions")
+    if ip:
+        rows.append((f"(j) {ip['partitions']:,} idle RF 3 partitions per broker",
+                     f"CPU {max(ip['cpu_cores']) * 100:.1f}% of a core, RSS "
+                     f"{max(ip['rss_bytes']) / 2**20:.0f} MiB (worst broker)",
+                     f"per broker CPU {', '.join(f'{x * 100:.1f}%' for x in ip['cpu_cores'])}, RSS "
+                     f"{', '.join(f'{x / 2**20:.0f}' for x in ip['rss_bytes'])} MiB over "
+                     f"{ip['seconds']:.0f} s; {ip['leaders']:.0f} leaders"))
     rs = out.get("rss")
     if rs:
         rows.append(("(e) broker RSS idle, 100 partitions", f"{rs['100_partitions_bytes'] / 2**20:.1f} MiB",
@@ -494,7 +599,9 @@ def main(argv=None):
     ap.add_argument("--latency-rate", type=int, default=5000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--idle-wait", type=float, default=10.0)
-    ap.add_argument("--phases", default="throughput,groups,latency,rss")
+    ap.add_argument("--cluster-latency-rate", type=int, default=10000)
+    ap.add_argument("--idle-partitions", type=int, default=1000)
+    ap.add_argument("--phases", default="throughput,groups,latency,rss,cluster,idle")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--workdir", help="keep broker data and logs here (default: a temp dir, removed)")
     args = ap.parse_args(argv)
@@ -503,6 +610,7 @@ def main(argv=None):
         args.produce_seconds = min(args.produce_seconds, 5.0)
         args.latency_seconds = min(args.latency_seconds, 5.0)
         args.idle_wait = min(args.idle_wait, 2.0)
+        args.idle_partitions = min(args.idle_partitions, 60)
 
     try:
         skiff.broker_bin()
@@ -534,6 +642,10 @@ def main(argv=None):
         b.stop()
         if "rss" in phases:
             phase_rss(ctx, workdir, args, out)
+        if "cluster" in phases:
+            phase_cluster(ctx, workdir, args, out)
+        if "idle" in phases:
+            phase_idle_partitions(ctx, workdir, args, out)
     except Exception as e:  # report what we have, then fail
         failed = e
         log(f"FAILED: {e!r}\n--- broker log tail ---\n{b.log_tail(40)}")
@@ -547,7 +659,7 @@ def main(argv=None):
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     if failed is not None:
         return 1
-    if out.get("produce", {}).get("errors") or (out.get("consume") and not out["consume"]["complete"]) \
+    if out.get("produce", {}).get("errors") or out.get("cluster_produce", {}).get("errors") or (out.get("consume") and not out["consume"]["complete"]) \
             or (out.get("group_consume") and not out["group_consume"]["complete"]):
         return 1
     return 0

@@ -85,3 +85,21 @@ def shared_broker(tmp_path_factory, request):
 def topic_name(request):
     base = re.sub(r"[^a-zA-Z0-9._-]", "_", request.node.name)[:150]
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, request):
+    """cluster_factory(n=3, args=..., env=...) -> a started skiff.Cluster."""
+    made = []
+
+    def make(n=3, args=None, env=None, start=True, **kw):
+        c = skiff.Cluster(tmp_path / f"cluster{len(made)}", n=n, args=args, env=env, **kw)
+        made.append(c)
+        request.node._skiff_brokers = getattr(request.node, "_skiff_brokers", []) + c.brokers
+        if start:
+            c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.close()

@@ -113,6 +113,9 @@ class Broker:
         # Override of --listeners / --advertised-listeners (e.g. several
         # listeners with security protocols); the default is one PLAINTEXT.
         self.listeners: str | None = None
+        # Run the broker as this uid (setpriv), so firewall rules can match
+        # its own connections; its data dir must be writable by it.
+        self.run_as_uid: int | None = None
 
     # ----------------------------------------------------------------- basics
     @property
@@ -130,7 +133,10 @@ class Broker:
 
     def command(self) -> list[str]:
         listener = self.listeners or f"PLAINTEXT://127.0.0.1:{self.port}"
+        as_uid = [] if self.run_as_uid is None else [
+            "setpriv", f"--reuid={self.run_as_uid}", f"--regid={self.run_as_uid}", "--clear-groups"]
         return [
+            *as_uid,
             self.bin,
             "--node-id", str(self.node_id),
             "--listeners", listener,
@@ -496,11 +502,12 @@ def admin_client(broker, **extra):
 
 
 def create_topic(admin, name: str, partitions: int = 1, config: dict | None = None,
-                 timeout: float = 60.0, wait_metadata: bool = True):
+                 timeout: float = 60.0, wait_metadata: bool = True, replication_factor: int = 1):
     """CreateTopics and wait until Metadata shows all partitions with a leader."""
     from confluent_kafka.admin import NewTopic
     fut = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
+                  config=config or {})],
         request_timeout=timeout, operation_timeout=timeout,
     )[name]
     fut.result(timeout=timeout)
@@ -574,3 +581,161 @@ def read_partition_to_end(bootstrap: str, topic: str, partition: int, start=None
         return out, low, high
     finally:
         c.close()
+
+
+# ------------------------------------------------------------------ clusters
+def raw_metadata(bootstrap: str, topics: list[str] | None = None, timeout: float = 5.0) -> dict:
+    """Metadata v1 asked of exactly one broker (clients pick any broker, so
+    they cannot show what one broker believes). Returns
+    {"controller": id, "brokers": {id: (host, port, rack)},
+     "topics": {name: {partition: (leader, replicas, isr)}}}."""
+    host, port = bootstrap.rsplit(":", 1)
+
+    def s16(s: str) -> bytes:
+        b = s.encode()
+        return struct.pack(">h", len(b)) + b
+
+    body = struct.pack(">hhi", 3, 1, 7) + s16("skiff-e2e")
+    if topics is None:
+        body += struct.pack(">i", -1)
+    else:
+        body += struct.pack(">i", len(topics)) + b"".join(s16(t) for t in topics)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+
+        def read(n):
+            buf = b""
+            while len(buf) < n:
+                chunk = sock.recv(n - len(buf))
+                if not chunk:
+                    raise BrokerError("connection closed during Metadata")
+                buf += chunk
+            return buf
+
+        (size,) = struct.unpack(">i", read(4))
+        data = read(size)
+    pos = 4  # correlation id
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take(">h")
+        if n < 0:
+            return None
+        v = data[pos:pos + n].decode()
+        pos += n
+        return v
+
+    brokers = {}
+    for _ in range(take(">i")):
+        node = take(">i")
+        h = string()
+        p = take(">i")
+        rack = string()
+        brokers[node] = (h, p, rack)
+    controller = take(">i")
+    out_topics = {}
+    for _ in range(take(">i")):
+        take(">h")
+        name = string()
+        take(">b")
+        parts = {}
+        for _ in range(take(">i")):
+            take(">h")
+            idx = take(">i")
+            leader = take(">i")
+            replicas = [take(">i") for _ in range(take(">i"))]
+            isr = [take(">i") for _ in range(take(">i"))]
+            parts[idx] = (leader, replicas, isr)
+        out_topics[name] = parts
+    return {"controller": controller, "brokers": brokers, "topics": out_topics}
+
+
+class Cluster:
+    """N skiff-broker processes forming one cluster: node ids 1..N, the first
+    three (or all, when fewer) are the metadata Raft voters. Each broker has
+    its own ports and data dir; stop/kill/start/wipe address one by node id."""
+
+    def __init__(self, workdir, n: int = 3, args=None, env=None, voters: int = 3):
+        self.workdir = Path(workdir)
+        # Every port of the cluster from one call, so none is handed out twice.
+        ports = free_ports(3 * n)
+        self.rpc_ports = ports[:n]
+        nv = min(voters, n)
+        self.voters = ",".join(f"{i + 1}@127.0.0.1:{self.rpc_ports[i]}" for i in range(nv))
+        self.cluster_id = f"e2e-{os.getpid()}-{free_port()}"
+        self.brokers: list[Broker] = []
+        for i in range(n):
+            b = Broker(self.workdir, env={"RUST_LOG": "info,openraft=warn", **(env or {})}, node_id=i + 1, name=f"node{i + 1}", args=[
+                "--controller-quorum-voters", self.voters,
+                "--rpc-listener", f"127.0.0.1:{self.rpc_ports[i]}",
+                "--cluster-id", self.cluster_id,
+                *(args or []),
+            ])
+            b.port, b.http_port = ports[n + 2 * i], ports[n + 2 * i + 1]
+            self.brokers.append(b)
+
+    def __getitem__(self, node_id: int) -> Broker:
+        return self.brokers[node_id - 1]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers if b.alive())
+
+    def alive(self) -> list[Broker]:
+        return [b for b in self.brokers if b.alive()]
+
+    def start(self, timeout: float = 60.0):
+        for b in self.brokers:
+            b.start(wait_ready=False)
+        for b in self.brokers:
+            b.wait_ready(timeout)
+        self.wait_converged(timeout)
+        return self
+
+    def metadata(self, node_id: int, topics=None) -> dict:
+        return raw_metadata(self[node_id].bootstrap, topics)
+
+    def wait_converged(self, timeout: float = 60.0):
+        """Until every live broker lists every live broker and one controller."""
+        want = {b.node_id for b in self.alive()}
+
+        def ok():
+            ctl = set()
+            for b in self.alive():
+                md = raw_metadata(b.bootstrap)
+                if not want <= set(md["brokers"]) or md["controller"] < 0:
+                    return False
+                ctl.add(md["controller"])
+            return len(ctl) == 1
+        wait_until(ok, timeout, interval=0.2, what=f"brokers {sorted(want)} to see each other")
+
+    def controller(self, via: int | None = None) -> int:
+        b = self[via] if via else self.alive()[0]
+        return raw_metadata(b.bootstrap)["controller"]
+
+    def kill(self, node_id: int):
+        self[node_id].kill()
+
+    def stop(self, node_id: int):
+        self[node_id].stop()
+
+    def start_one(self, node_id: int, wait_ready: bool = True):
+        self[node_id].start(wait_ready=wait_ready)
+
+    def wipe(self, node_id: int):
+        """Deletes a stopped broker's data dir (a replaced disk)."""
+        b = self[node_id]
+        assert not b.alive(), "stop the broker before wiping it"
+        import shutil
+        shutil.rmtree(b.data_dir)
+        b.data_dir.mkdir(parents=True)
+
+    def close(self):
+        for b in self.brokers:
+            b.close()

@@ -92,6 +92,21 @@ def test_message_larger_than_topic_max_message_bytes(shared_broker, topic_name):
     assert high == 2 and [len(m.value()) for m in msgs] == [5000, 5000]
 
 
+def test_acks_all_below_min_insync_replicas(shared_broker, topic_name):
+    # Partition data lives on its leader alone (no partition replication yet),
+    # so acks=all on a topic asking for two in-sync copies must be refused,
+    # never acknowledged with one; acks=1 is still accepted.
+    admin = skiff.admin_client(shared_broker)
+    skiff.create_topic(admin, topic_name, 1, {"min.insync.replicas": "2"})
+    [(err, _)] = deliver(shared_broker.bootstrap, topic_name, [(b"x", {})],
+                         acks="all", retries=0, **{"message.timeout.ms": 10000})
+    assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, err
+    [(err, _)] = deliver(shared_broker.bootstrap, topic_name, [(b"y", {})], acks=1)
+    assert err is None, err
+    msgs, _, high = skiff.read_partition_to_end(shared_broker.bootstrap, topic_name, 0)
+    assert [m.value() for m in msgs] == [b"y"]
+
+
 def test_broker_message_max_bytes_flag(broker_factory, topic_name):
     b = broker_factory(args=["--message-max-bytes", "20000"])
     skiff.create_topic(skiff.admin_client(b), topic_name, 1)

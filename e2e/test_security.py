@@ -8,8 +8,9 @@ the principal: CN=admin may manage credentials, CN=app may not), and over
 SASL_PLAINTEXT with SCRAM-SHA-256; kcat works over SASL_PLAINTEXT with PLAIN
 and SCRAM; a wrong password is an authentication error that is counted and
 logged without the password while the broker keeps serving; a request
-before authentication closes the connection; an untrusted client
-certificate fails the TLS handshake; replaced certificate files are used by
+before authentication closes the connection; an unknown mechanism and SASL
+messages out of order get their Kafka error and a closed connection; an
+untrusted client certificate fails the TLS handshake (counted); replaced certificate files are used by
 new connections.
 
 Every certificate is generated here, at run time (a throwaway CA).
@@ -291,6 +292,70 @@ def test_request_before_sasl_authentication_closes_the_connection(secure):
     assert secure.b.alive()
 
 
+def _str(v: str) -> bytes:
+    return struct.pack(">h", len(v)) + v.encode()
+
+
+def _sasl_exchange(port, requests):
+    """Sends raw frames one at a time on one connection; returns each answer
+    (None once the broker has closed the connection)."""
+    answers = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        for corr, (api, version, body) in enumerate(requests, start=1):
+            try:
+                s.sendall(_frame(api, version, corr, body))
+                head = s.recv(4, socket.MSG_WAITALL)
+            except ConnectionError:
+                head = b""
+            if len(head) < 4:
+                answers.append(None)
+                continue
+            size = struct.unpack(">i", head)[0]
+            frame = s.recv(size, socket.MSG_WAITALL)
+            assert struct.unpack(">i", frame[:4])[0] == corr
+            answers.append(frame[4:])
+    return answers
+
+
+def _handshake_mechanisms(body):
+    n = struct.unpack(">i", body[2:6])[0]
+    out, pos = [], 6
+    for _ in range(n):
+        ln = struct.unpack(">h", body[pos:pos + 2])[0]
+        out.append(body[pos + 2:pos + 2 + ln].decode())
+        pos += 2 + ln
+    return out
+
+
+UNSUPPORTED_SASL_MECHANISM, ILLEGAL_SASL_STATE = 33, 34
+
+
+def test_unknown_mechanism_and_out_of_order_sasl_are_refused_and_closed(secure):
+    # An unknown mechanism: the error, the enabled list, then the close.
+    first, after = _sasl_exchange(secure.sasl_plain, [(17, 1, _str("GSSAPI")), (18, 0, b"")])
+    assert struct.unpack(">h", first[:2])[0] == UNSUPPORTED_SASL_MECHANISM
+    assert set(_handshake_mechanisms(first)) == {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+    assert after is None, "connection kept open after an unknown mechanism"
+    # SaslAuthenticate with no handshake before it.
+    first, after = _sasl_exchange(secure.sasl_plain,
+                                  [(36, 0, struct.pack(">i", 3) + b"abc"), (18, 0, b"")])
+    assert struct.unpack(">h", first[:2])[0] == ILLEGAL_SASL_STATE
+    assert after is None
+    # A second handshake after the first.
+    ok, second, after = _sasl_exchange(
+        secure.sasl_plain, [(17, 1, _str("PLAIN")), (17, 1, _str("PLAIN")), (18, 0, b"")])
+    assert struct.unpack(">h", ok[:2])[0] == 0
+    assert struct.unpack(">h", second[:2])[0] == ILLEGAL_SASL_STATE
+    assert after is None
+    # A handshake on a listener without SASL.
+    first, after = _sasl_exchange(secure.plain, [(17, 1, _str("PLAIN")), (18, 0, b"")])
+    assert struct.unpack(">h", first[:2])[0] == ILLEGAL_SASL_STATE
+    assert after is None
+    assert secure.b.alive()
+    roundtrip(secure.conf("sasl_plain", "admin", ADMIN_PASSWORD, "PLAIN"),
+              f"after-bad-sasl-{uuid.uuid4().hex[:6]}", n=3)
+
+
 def _tls_client(pki, cert=None):
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     if cert:
@@ -309,6 +374,7 @@ def test_untrusted_client_certificate_fails_the_handshake(secure):
                 if not s.recv(4):
                     raise ConnectionError("closed")
     assert "TLS handshake failed" in secure.b.log_since_start()
+    assert secure.b.metrics().total("skiff_tls_handshake_failures_total") >= 1
     roundtrip(secure.conf("ssl", cert="app"), f"after-rogue-{uuid.uuid4().hex[:6]}", n=3)
 
 

@@ -1,0 +1,181 @@
+"""`skiff-operator rebalance --dry-run`: the balancer's plan of a live cluster.
+
+Proves: the command reads a real 3-broker cluster through the Kafka protocol
+(topics created by confluent-kafka while broker 3 was not yet a member, so
+the new broker holds nothing) and prints a plan in Kafka's reassignment JSON
+that keeps every replication factor, never puts two replicas on one broker
+and evens out replicas and preferred leaders per broker; `--drain 3` plans
+broker 3 empty; the table names the moves and says that partition sizes are
+unknown (the brokers do not serve DescribeLogDirs); without `--dry-run` the
+command refuses (execution needs AlterPartitionReassignments, issue #7) and
+nothing changes.
+"""
+
+import json
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
+
+import skiff
+
+TOPICS = {"orders": (12, 2), "events": (6, 1), "audit": (4, 2)}
+
+
+def operator_bin() -> str:
+    path = os.environ.get("SKIFF_OPERATOR_BIN") or str(
+        Path(skiff.broker_bin()).parent / "skiff-operator")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(f"{path} is not an executable skiff-operator (make release builds it; "
+                    "or set SKIFF_OPERATOR_BIN)")
+    return path
+
+
+def rebalance(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([operator_bin(), "rebalance", "--bootstrap-server", bootstrap, *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def assignment(cluster, node_id: int, only=None) -> dict:
+    """{(topic, partition): replicas} as broker `node_id` sees them: every
+    topic, or those in `only`. (Each broker lists its own, unreplicated
+    `__consumer_offsets` too; the plan covers it as it covers any topic.)"""
+    topics = cluster.metadata(node_id)["topics"]
+    return {(t, p): list(replicas)
+            for t, parts in topics.items() if only is None or t in only
+            for p, (_, replicas, _) in parts.items()}
+
+
+def applied(current: dict, plan: dict) -> dict:
+    after = dict(current)
+    for e in plan["partitions"]:
+        key = (e["topic"], e["partition"])
+        assert key in current, f"plan names unknown partition {key}"
+        after[key] = e["replicas"]
+    return after
+
+
+def per_broker(assign: dict) -> tuple[Counter, Counter]:
+    replicas, leaders = Counter(), Counter()
+    for r in assign.values():
+        replicas.update(r)
+        leaders[r[0]] += 1
+    return replicas, leaders
+
+
+def within_one_of_even(counts: Counter, brokers: list[int]) -> bool:
+    avg = sum(counts[b] for b in brokers) / len(brokers)
+    return all(abs(counts[b] - avg) <= 1 for b in brokers)
+
+
+@pytest.fixture
+def grown_cluster(cluster_factory):
+    """Brokers 1 and 2 hold TOPICS; broker 3 joins afterwards, empty."""
+    c = cluster_factory(3, start=False)
+    for n in (1, 2):
+        c[n].start(wait_ready=False)
+    for n in (1, 2):
+        c[n].wait_ready(60)
+
+    def two_members():
+        return all(sorted(c.metadata(n)["brokers"]) == [1, 2] and c.metadata(n)["controller"] > 0
+                   for n in (1, 2))
+    skiff.wait_until(two_members, 60, interval=0.2, what="brokers 1 and 2 to form the cluster")
+
+    admin = skiff.admin_client(c[1].bootstrap)
+    pending = dict(TOPICS)
+
+    def created():
+        # The controller may not have applied broker 2's registration yet
+        # (INVALID_REPLICATION_FACTOR): retry what failed.
+        futs = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=rf)
+                                    for t, (n, rf) in pending.items()],
+                                   request_timeout=60, operation_timeout=60)
+        for t, f in futs.items():
+            try:
+                f.result(timeout=60)
+                del pending[t]
+            except KafkaException as e:
+                code = e.args[0].code()
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    del pending[t]
+                elif code != KafkaError.INVALID_REPLICATION_FACTOR:
+                    raise
+        return not pending
+    skiff.wait_until(created, 60, interval=0.5, what=f"topics {sorted(TOPICS)} created")
+    c[3].start(wait_ready=True)
+    c.wait_converged(60)
+
+    want = sum(n for n, _ in TOPICS.values())
+
+    def agreed():
+        seen = [assignment(c, n, TOPICS) for n in (1, 2, 3)]
+        return len(seen[0]) == want and all(s == seen[0] for s in seen)
+    skiff.wait_until(agreed, 60, interval=0.2, what="all brokers to agree on the topics")
+    # The CLI reads broker 1's Metadata; so does the test.
+    before = assignment(c, 1)
+    replicas, _ = per_broker(before)
+    assert replicas[3] == 0, before
+    return c, before
+
+
+def test_plan_fills_the_new_broker_and_a_drain_empties_it(grown_cluster):
+    c, before = grown_cluster
+
+    out = rebalance(c[1].bootstrap, "--dry-run", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["version"] == 1 and plan["partitions"], plan
+    after = applied(before, plan)
+    for key, r in after.items():
+        assert len(r) == len(before[key]), f"{key}: RF changed {before[key]} -> {r}"
+        assert len(set(r)) == len(r), f"{key}: duplicate broker in {r}"
+        assert set(r) <= {1, 2, 3}, f"{key}: unknown broker in {r}"
+    replicas, leaders = per_broker(after)
+    assert replicas[3] > 0, after
+    assert within_one_of_even(replicas, [1, 2, 3]), replicas
+    assert within_one_of_even(leaders, [1, 2, 3]), leaders
+    # The human summary went to stderr, stdout is only the JSON.
+    assert "Balanced after:  replicas yes, leaders yes" in out.stderr, out.stderr
+
+    drain = rebalance(c[1].bootstrap, "--dry-run", "--json", "--drain", "3")
+    assert drain.returncode == 0, drain.stderr
+    plan = json.loads(drain.stdout)
+    after = applied(before, plan)
+    for key, r in after.items():
+        assert len(r) == len(before[key]) and len(set(r)) == len(r), (key, r)
+        assert 3 not in r, f"{key}: drained broker 3 still holds a replica: {r}"
+    replicas, leaders = per_broker(after)
+    assert within_one_of_even(replicas, [1, 2]), replicas
+    assert within_one_of_even(leaders, [1, 2]), leaders
+
+    # The plan was only printed: the cluster's assignment is unchanged.
+    assert assignment(c, 1) == before
+
+
+def test_table_refusal_and_bad_drain(grown_cluster):
+    c, before = grown_cluster
+
+    table = rebalance(c[1].bootstrap, "--dry-run")
+    assert table.returncode == 0, table.stderr
+    text = table.stdout
+    assert f"Rebalance plan for 3 brokers, {len(before)} partitions" in text, text
+    assert "DescribeLogDirs" in text, text
+    assert "TOPIC" in text and "move " in text, text
+    assert "BROKER" in text and "draining" not in text, text
+    assert "Dry run: nothing was changed" in text, text
+
+    refused = rebalance(c[1].bootstrap, "--drain", "3")
+    assert refused.returncode != 0
+    assert "AlterPartitionReassignments, not implemented yet (issue #7)" in refused.stderr, \
+        refused.stderr
+
+    bad = rebalance(c[1].bootstrap, "--dry-run", "--drain", "9")
+    assert bad.returncode != 0
+    assert "broker 9 is not a member of the cluster" in bad.stderr, bad.stderr
+
+    assert assignment(c, 1) == before
