@@ -157,6 +157,34 @@ impl PartitionGroup {
         }
     }
 
+    /// Waits until the high watermark passes `last_offset`, while this
+    /// replica stays the leader.
+    async fn await_committed(&self, last_offset: i64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.commit_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if !(m.state.is_leader() && m.current_leader == Some(self.node_id)) {
+                    return Err(BrokerError::NotLeaderOrFollower);
+                }
+            }
+            if self.store.high_watermark() > last_offset {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(BrokerError::NotLeaderOrFollower),
+                Err(_) => {
+                    return Err(BrokerError::RequestTimedOut(format!(
+                        "offset {last_offset} not committed within {:?}",
+                        self.commit_timeout
+                    )));
+                }
+            }
+        }
+    }
+
     /// Waits briefly for `min_insync` replicas to be in sync: a leader
     /// elected a moment ago has no follower acknowledgements yet.
     async fn await_in_sync(&self, min_insync: usize) -> Result<()> {
@@ -210,6 +238,9 @@ impl PartitionGroup {
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
         {
+            // The original may still await its commit (its first attempt
+            // timed out): answer only once it is committed.
+            self.await_committed(dup.last_offset).await?;
             return Ok(Appended {
                 info: AppendInfo {
                     base_offset: dup.base_offset,

@@ -375,6 +375,16 @@ impl Inner {
         if self.last.is_none() || index.is_multiple_of(SPARSE_EVERY) {
             self.sparse.push((index, info.base_offset));
         }
+        if let EntryPayload::Normal(_) = &entry.payload
+            && let Ok(mut h) = BatchHeader::parse(&bytes)
+        {
+            // The table follows the log, not the commit index, as Kafka's
+            // does: a batch whose commit timed out is still in the log, so
+            // the producer's next batch continues after it and a retry of
+            // it is a duplicate (answered once committed).
+            h.base_offset = info.base_offset;
+            self.producers.record(&h, now_ms());
+        }
         self.tail.push_back(Placed {
             log_id: entry.log_id,
             base_offset: info.base_offset,
@@ -456,13 +466,7 @@ impl Inner {
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
             }
-            EntryPayload::Normal(prop) => {
-                if let Ok(mut h) = BatchHeader::parse(&prop.batch) {
-                    h.base_offset = p.base_offset;
-                    self.producers.record(&h, now_ms());
-                }
-            }
-            EntryPayload::Blank => {}
+            EntryPayload::Normal(_) | EntryPayload::Blank => {}
         }
         self.applied = Some(entry.log_id);
         self.high_watermark = p.next_offset;

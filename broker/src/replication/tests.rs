@@ -734,3 +734,98 @@ async fn idle_groups_cost() {
         }
     }
 }
+
+/// A batch whose commit timed out is still in the leader's log: the
+/// producer's next batch continues after it (no OUT_OF_ORDER_SEQUENCE), and
+/// once the quorum is back, retries of both end with each batch exactly once
+/// in the log, in order. librdkafka treats an out-of-order answer here as
+/// fatal, which is how a failover used to stop an idempotent producer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_idempotent_batch_stays_in_sequence_and_commits_once() {
+    use crate::errors::BrokerError;
+    use skiff_log::TimestampMode;
+
+    let mut c = Cluster::new().await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let group = |c: &Cluster, id: NodeId| {
+        PartitionGroup::new(
+            id,
+            c.raft(id),
+            c.stores[&id].clone(),
+            Duration::from_secs(1),
+        )
+    };
+    let g = group(&c, leader);
+    g.produce(
+        &mut producer_batch(11, 0, 0, 3),
+        TimestampMode::CreateTime,
+        1,
+        1,
+    )
+    .await
+    .expect("first batch committed");
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &followers {
+        c.kill(id).await;
+    }
+    let lost_quorum = [(3, 2), (5, 4)];
+    for (seq, n) in lost_quorum {
+        let r = g
+            .produce(
+                &mut producer_batch(11, 0, seq, n),
+                TimestampMode::CreateTime,
+                1,
+                1,
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(BrokerError::RequestTimedOut(_)) | Err(BrokerError::NotLeaderOrFollower)
+            ),
+            "batch at sequence {seq}: {r:?}"
+        );
+    }
+    for &id in &followers {
+        c.start(id).await;
+    }
+    // The client retries both batches, in order, wherever the leader is now.
+    for (seq, n) in lost_quorum {
+        let mut done = false;
+        for _ in 0..40 {
+            let now = c.leader(&[1, 2, 3]).await;
+            let r = group(&c, now)
+                .produce(
+                    &mut producer_batch(11, 0, seq, n),
+                    TimestampMode::CreateTime,
+                    -1,
+                    2,
+                )
+                .await;
+            match r {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(BrokerError::RequestTimedOut(_))
+                | Err(BrokerError::NotLeaderOrFollower)
+                | Err(BrokerError::NotEnoughReplicas(_)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("retry of sequence {seq}: {e:?}"),
+            }
+        }
+        assert!(done, "retry of sequence {seq} never succeeded");
+    }
+    let now = c.leader(&[1, 2, 3]).await;
+    c.settle(now).await;
+    let hw = c.stores[&now].high_watermark();
+    for id in 1..=3 {
+        let seqs: Vec<i32> = dump(&c.dir(id))
+            .iter()
+            .filter(|(h, _)| h.producer_id == 11 && h.base_offset < hw)
+            .map(|(h, _)| h.base_sequence)
+            .collect();
+        assert_eq!(seqs, vec![0, 3, 5], "replica {id}'s committed batches");
+    }
+}
