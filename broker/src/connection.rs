@@ -2,30 +2,39 @@
 //! order.
 //!
 //! A reader task decodes frames ahead while the handler works on the current
-//! request, so socket reads overlap with handling; requests themselves are
-//! handled one at a time, as Kafka does, which keeps a connection's produce
-//! requests in order. Only an undecodable frame closes the connection, or,
-//! on SASL listeners, a request before authentication or a failed one.
+//! request, so socket reads overlap with handling. Up to [`PIPELINE`]
+//! Produce requests are handled at once: each hands its batches to its
+//! partitions only after the request before it did, so a connection's
+//! batches stay in order, and only the waits for Raft commits overlap. Any
+//! other request waits until those are answered and runs alone, as Kafka
+//! runs every request. Responses go out in request order. Only an
+//! undecodable frame closes the connection, or, on SASL listeners, a
+//! request before authentication or a failed one.
 //!
 //! The byte stream is a plain TCP socket or a TLS stream (the handshake
 //! happens in [`crate::server`]); [`serve_tcp`] and [`serve_tls`] split it
 //! into halves and run the same loop.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Buf;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::auth::tls::TlsSource;
 use crate::auth::{Principal, Session};
 use crate::broker::Broker;
 use crate::config::{Listener, SecurityProtocol};
-use crate::handlers::{Outcome, dispatch};
+use crate::handlers::{Outcome, SubmitOrder, dispatch};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 
 /// A bound listener as connections see it.
 pub struct ListenerInfo {
@@ -39,7 +48,8 @@ pub struct ListenerInfo {
 }
 
 /// Frames decoded ahead of the handler. Small: the point is overlap, not
-/// buffering (memory is bounded by this times socket.request.max.bytes).
+/// buffering (memory is bounded by this plus [`PIPELINE`] times
+/// socket.request.max.bytes).
 const READ_AHEAD: usize = 4;
 
 /// Why a frame could not be read.
@@ -168,49 +178,150 @@ async fn serve<R, W>(
         }
     });
 
+    // Produce requests in flight, answered in request order; anything else
+    // waits until they are all answered and then runs alone.
+    let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Outcome> + Send + '_>>> =
+        FuturesOrdered::new();
+    // Resolves once the last pipelined Produce handed over its batches.
+    let mut last_submitted: Option<oneshot::Receiver<()>> = None;
+    let mut muted_until: Option<tokio::time::Instant> = None;
+    let answer = |outcome: Outcome| AnswerOf {
+        outcome,
+        mute: std::mem::take(&mut session.lock().mute_for),
+    };
     loop {
-        let frame = tokio::select! {
-            f = rx.recv() => match f { Some(f) => f, None => break },
+        let reading = inflight.len() < PIPELINE && muted_until.is_none();
+        let answered = tokio::select! {
+            biased;
             _ = shutdown.changed() => break,
+            Some(outcome) = inflight.next(), if !inflight.is_empty() => answer(outcome),
+            () = sleep_until_some(muted_until), if muted_until.is_some() => {
+                muted_until = None;
+                continue;
+            }
+            f = rx.recv(), if reading => {
+                let Some(frame) = f else { break };
+                if is_produce(&frame) && session.lock().authenticated {
+                    if !inflight.is_empty() {
+                        broker.metrics.produce_pipelined.inc();
+                    }
+                    let (done, next) = oneshot::channel();
+                    let order = SubmitOrder::new(last_submitted.replace(next), done);
+                    inflight.push_back(Box::pin(dispatch(
+                        &broker, &listener, &session, peer, frame, Some(order),
+                    )));
+                    continue;
+                }
+                // Not a Produce: the ones in flight are answered first.
+                let mut closed = false;
+                while let Some(outcome) = inflight.next().await {
+                    let a = answer(outcome);
+                    if !write_answer(&broker, &listener, &session, &mut write_half, peer, &a).await {
+                        closed = true;
+                        break;
+                    }
+                    muted_until = later(muted_until, a.mute);
+                }
+                if closed {
+                    break;
+                }
+                last_submitted = None;
+                if let Some(until) = muted_until.take() {
+                    // KIP-219: a throttle from those answers holds this one too.
+                    tokio::select! {
+                        () = tokio::time::sleep_until(until) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                answer(dispatch(&broker, &listener, &session, peer, frame, None).await)
+            }
         };
-        let outcome = dispatch(&broker, &listener, &session, peer, frame).await;
-        let mute = std::mem::take(&mut session.lock().mute_for);
-        match outcome {
-            Outcome::Respond(out) => {
-                if let Err(e) = write_half.write_all(&out).await {
-                    debug!(%peer, error = %e, "connection write failed");
-                    break;
-                }
-                let close = session.lock().close_after_response.take();
-                if let Some(reason) = close {
-                    let _ = write_half.flush().await;
-                    info!(%peer, listener = %listener.name, %reason, "closing connection");
-                    break;
-                }
-            }
-            Outcome::Refuse(reason) => {
-                broker.metrics.unauthenticated_requests.inc();
-                warn!(target: "audit", %peer, listener = %listener.name, %reason, "closing connection: not authenticated");
-                break;
-            }
-            Outcome::Silent => {}
-            Outcome::Close(reason) => {
-                broker.metrics.malformed_frames.inc();
-                warn!(%peer, %reason, "closing connection: malformed request");
-                break;
-            }
+        if !write_answer(
+            &broker,
+            &listener,
+            &session,
+            &mut write_half,
+            peer,
+            &answered,
+        )
+        .await
+        {
+            break;
         }
-        if !mute.is_zero() {
-            // KIP-219: the response (with its throttle_time_ms) is out; the
-            // next request waits. The reader stops too once its small
-            // read-ahead queue is full, so the client sees back-pressure.
-            tokio::select! {
-                _ = tokio::time::sleep(mute) => {}
-                _ = shutdown.changed() => break,
-            }
-        }
+        // KIP-219: the response (with its throttle_time_ms) is out; the next
+        // request waits. The reader stops too once its small read-ahead
+        // queue is full, so the client sees back-pressure.
+        muted_until = later(muted_until, answered.mute);
     }
     reader.abort();
     let _ = write_half.shutdown().await;
     broker.metrics.connections_active.dec();
+}
+
+/// Produce requests of one connection handled at once. Their batches reach
+/// each partition in request order; only the waits for commits overlap, so
+/// a producer with several requests in flight (librdkafka's default) lets
+/// Raft carry them in one round instead of one round each.
+const PIPELINE: usize = 5;
+
+/// A handled request and the throttle it asked for.
+struct AnswerOf {
+    outcome: Outcome,
+    mute: Duration,
+}
+
+fn is_produce(frame: &[u8]) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == 0
+}
+
+fn later(until: Option<tokio::time::Instant>, mute: Duration) -> Option<tokio::time::Instant> {
+    if mute.is_zero() {
+        return until;
+    }
+    let end = tokio::time::Instant::now() + mute;
+    Some(until.map_or(end, |u| u.max(end)))
+}
+
+async fn sleep_until_some(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(u) => tokio::time::sleep_until(u).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one answer; false when the connection must close.
+async fn write_answer<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    listener: &ListenerInfo,
+    session: &parking_lot::Mutex<Session>,
+    write_half: &mut W,
+    peer: SocketAddr,
+    answer: &AnswerOf,
+) -> bool {
+    match &answer.outcome {
+        Outcome::Respond(out) => {
+            if let Err(e) = write_half.write_all(out).await {
+                debug!(%peer, error = %e, "connection write failed");
+                return false;
+            }
+            let close = session.lock().close_after_response.take();
+            if let Some(reason) = close {
+                let _ = write_half.flush().await;
+                info!(%peer, listener = %listener.name, %reason, "closing connection");
+                return false;
+            }
+            true
+        }
+        Outcome::Refuse(reason) => {
+            broker.metrics.unauthenticated_requests.inc();
+            warn!(target: "audit", %peer, listener = %listener.name, %reason, "closing connection: not authenticated");
+            false
+        }
+        Outcome::Silent => true,
+        Outcome::Close(reason) => {
+            broker.metrics.malformed_frames.inc();
+            warn!(%peer, %reason, "closing connection: malformed request");
+            false
+        }
+    }
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub producer_ids: IntGauge,
     pub produce_duplicates: IntCounter,
+    pub produce_pipelined: IntCounter,
     pub produce_out_of_order: IntCounter,
     pub producer_ids_expired: IntCounter,
     pub auth_failures: IntCounterVec,
@@ -228,6 +229,11 @@ impl Metrics {
                 &r,
                 "skiff_produce_duplicates_total",
                 "Retried producer batches answered with their original offsets, not stored again",
+            ),
+            produce_pipelined: counter(
+                &r,
+                "skiff_produce_pipelined_total",
+                "Produce requests started while an earlier one of the same connection awaited its commit",
             ),
             produce_out_of_order: counter(
                 &r,

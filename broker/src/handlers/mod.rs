@@ -70,9 +70,61 @@ pub struct RequestContext<'a> {
     /// The longest throttle a quota asked for while handling this request,
     /// in microseconds (handlers run on any worker, so not a Cell).
     throttle_us: AtomicU64,
+    /// A pipelined Produce's place in its connection's order.
+    submit_order: parking_lot::Mutex<Option<SubmitOrder>>,
+}
+
+/// A pipelined Produce's place in its connection (see `crate::connection`):
+/// it hands its batches to the partitions only after the request before it
+/// did, then lets the next one go, so a connection's batches reach each
+/// partition in request order even though their commits overlap.
+pub struct SubmitOrder {
+    /// Resolves (or is dropped) once the previous request submitted.
+    after: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropped once this request submitted.
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SubmitOrder {
+    /// The order of a request after the one whose `done` pairs with `after`.
+    pub fn new(
+        after: Option<tokio::sync::oneshot::Receiver<()>>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            after,
+            done: Some(done),
+        }
+    }
+
+    /// Waits until the previous request has submitted its batches.
+    pub async fn wait_turn(&mut self) {
+        if let Some(after) = self.after.take() {
+            // An error only means the previous request is gone: go ahead.
+            let _ = after.await;
+        }
+    }
+}
+
+impl Drop for SubmitOrder {
+    /// Dropped without its turn (the request failed before submitting):
+    /// the next request still waits for the previous one.
+    fn drop(&mut self) {
+        if let (Some(after), Some(done)) = (self.after.take(), self.done.take()) {
+            tokio::spawn(async move {
+                let _ = after.await;
+                drop(done);
+            });
+        }
+    }
 }
 
 impl RequestContext<'_> {
+    /// The request's place in its connection's pipeline, once.
+    pub fn take_submit_order(&self) -> Option<SubmitOrder> {
+        self.submit_order.lock().take()
+    }
+
     /// This broker's address as advertised on the listener of this request.
     pub fn endpoint(&self) -> &Listener {
         &self.listener.advertised
@@ -309,6 +361,7 @@ pub async fn dispatch(
     session: &parking_lot::Mutex<Session>,
     peer: SocketAddr,
     frame: Bytes,
+    submit_order: Option<SubmitOrder>,
 ) -> Outcome {
     let started = Instant::now();
     if frame.len() < 8 {
@@ -355,6 +408,7 @@ pub async fn dispatch(
         session,
         api: label,
         throttle_us: AtomicU64::new(0),
+        submit_order: parking_lot::Mutex::new(submit_order),
     };
     if key == ApiKey::Produce {
         // Kafka meters a produce request's whole size.
@@ -362,7 +416,12 @@ pub async fn dispatch(
     }
     let result = call(&ctx, key, correlation_id, started, &mut body).await;
     // KIP-219: the connection reads nothing more until the throttle ends.
-    session.lock().mute_for = ctx.throttle();
+    // Pipelined requests finish in any order: the connection mutes for the
+    // longest throttle among those answered since it last looked.
+    {
+        let mut session = session.lock();
+        session.mute_for = session.mute_for.max(ctx.throttle());
+    }
     let m = &broker.metrics;
     m.requests.with_label_values(&[label]).inc();
     m.request_latency
@@ -450,4 +509,31 @@ pub fn count_error(ctx: &RequestContext<'_>, api: &'static str, error: &'static 
         .request_errors
         .with_label_values(&[api, error])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::SubmitOrder;
+
+    #[tokio::test]
+    async fn a_request_that_fails_before_its_turn_still_holds_back_the_next() {
+        let (first_done, first_submitted) = oneshot::channel();
+        let (second_done, second_submitted) = oneshot::channel();
+        // The second request fails before submitting anything.
+        drop(SubmitOrder::new(Some(first_submitted), second_done));
+        let (third_done, _) = oneshot::channel();
+        let mut third = SubmitOrder::new(Some(second_submitted), third_done);
+        let waiting = tokio::spawn(async move { third.wait_turn().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the third went before the first");
+        drop(first_done);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the third goes once the first submitted")
+            .expect("task");
+    }
 }

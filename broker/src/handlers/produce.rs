@@ -91,20 +91,26 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
     }
 
     // Replicated partitions go through their Raft group (acknowledged on
-    // commit); the others append locally.
+    // commit); the others append locally. Both in two steps: first every
+    // batch is handed to its partition, in the connection's request order
+    // (a pipelined request waits for the one before it), then this request
+    // lets the next one go and waits for its commits.
     let (replicated, local): (Vec<Work>, Vec<Work>) = work
         .into_iter()
         .partition(|w| w.partition.replicated().is_some());
     let acks = req.acks;
-    let through_raft =
-        futures_util::future::join_all(replicated.into_iter().map(|mut w| async move {
-            let size = w.records.len();
-            let r = match w.partition.replicated().and_then(|r| r.group()) {
-                Some(g) => g.produce(&mut w.records, w.mode, acks, w.min_insync).await,
-                None => Err(BrokerError::NotLeaderOrFollower),
-            };
-            (w.topic, w.slot, w.partition, size, r)
-        }));
+    let mut order = ctx.take_submit_order();
+    if let Some(o) = &mut order {
+        o.wait_turn().await;
+    }
+    let submits = futures_util::future::join_all(replicated.into_iter().map(|mut w| async move {
+        let group = w.partition.replicated().and_then(|r| r.group());
+        let submitted = match &group {
+            Some(g) => g.submit(&mut w.records, w.mode, acks, w.min_insync).await,
+            None => Err(BrokerError::NotLeaderOrFollower),
+        };
+        (w, group, submitted)
+    }));
     // Appends write files and may fsync: off the async workers, all of this
     // request's local partitions in one hop, in request order.
     let appended = async move {
@@ -123,7 +129,20 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         .await
         .unwrap_or_default()
     };
-    let (mut results, committed) = tokio::join!(appended, through_raft);
+    let (mut results, submitted) = tokio::join!(appended, submits);
+    drop(order);
+    let committed = futures_util::future::join_all(submitted.into_iter().map(
+        |(w, group, submitted)| async move {
+            let size = w.records.len();
+            let r = match (group, submitted) {
+                (Some(g), Ok(s)) => g.finish(s).await,
+                (_, Err(e)) => Err(e),
+                (None, Ok(_)) => Err(BrokerError::NotLeaderOrFollower),
+            };
+            (w.topic, w.slot, w.partition, size, r)
+        },
+    ))
+    .await;
     results.extend(committed);
 
     for (ti, slot, partition, size, result) in results {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use skiff_log::batch::{self, BatchHeader};
 use skiff_log::{AppendInfo, ReadSlice, TimestampMode};
 
@@ -26,10 +26,32 @@ pub struct PartitionGroup {
     store: ReplicaStore,
     /// Serializes idempotent produces from check to commit, so a retry
     /// cannot pass the duplicate check while its original is in flight.
-    idempotent: tokio::sync::Mutex<()>,
+    idempotent: Arc<tokio::sync::Mutex<()>>,
     commit_timeout: Duration,
     /// Whether a peer answered lately (see [`Self::with_liveness`]).
     liveness: Option<Liveness>,
+}
+
+/// Batches handed to Raft by [`PartitionGroup::submit`], awaiting
+/// [`PartitionGroup::finish`].
+#[must_use = "finish() answers the producer"]
+pub struct Submitted {
+    state: SubmitState,
+    log_append_time: Option<i64>,
+    record_count: u64,
+    bytes: u64,
+    /// The partition's idempotence lock, for an idempotent producer's batch.
+    _serial: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// What `client_write_ff` hands back with the default (oneshot) responder.
+type CommitReceiver = <<super::PartitionRaft as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<super::PartitionRaft>>::Receiver;
+
+enum SubmitState {
+    /// A retry of a batch already in the log.
+    Duplicate(crate::producer_state::BatchMeta),
+    /// One commit receiver per batch, in order.
+    Proposed(Vec<CommitReceiver>),
 }
 
 /// Tells whether a replica (by node id and RPC address) answered lately.
@@ -46,7 +68,7 @@ impl PartitionGroup {
             node_id,
             raft,
             store,
-            idempotent: tokio::sync::Mutex::new(()),
+            idempotent: Arc::new(tokio::sync::Mutex::new(())),
             commit_timeout,
             liveness: None,
         }
@@ -210,11 +232,7 @@ impl PartitionGroup {
     /// committed batch gets its original offsets back without a proposal.
     ///
     /// # Errors
-    /// `NotLeaderOrFollower` off the leader or when leadership is lost
-    /// meanwhile; `NotEnoughReplicas` when `acks=all` and fewer than
-    /// `min_insync` replicas are in sync; `RequestTimedOut` when the commit
-    /// does not come within the commit timeout; the producer checks' and
-    /// validation errors.
+    /// As [`Self::submit`] and [`Self::finish`].
     pub async fn produce(
         &self,
         records: &mut [u8],
@@ -222,6 +240,29 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Appended> {
+        let submitted = self.submit(records, ts, acks, min_insync).await?;
+        self.finish(submitted).await
+    }
+
+    /// The first half of [`Self::produce`]: checks the batches and hands
+    /// them to Raft, in order, without waiting for their commit. Once this
+    /// returns, a later `submit` on this partition is ordered after these
+    /// batches, which is what lets a connection pipeline its produce
+    /// requests. An idempotent producer's batches hold the partition's
+    /// idempotence lock until [`Self::finish`], so a retry cannot pass the
+    /// duplicate check while its original is in flight.
+    ///
+    /// # Errors
+    /// `NotLeaderOrFollower` off the leader; `NotEnoughReplicas` when
+    /// `acks=all` and fewer than `min_insync` replicas are in sync; the
+    /// producer checks' and validation errors.
+    pub async fn submit(
+        &self,
+        records: &mut [u8],
+        ts: TimestampMode,
+        acks: i16,
+        min_insync: usize,
+    ) -> Result<Submitted> {
         if !self.is_leader() {
             return Err(BrokerError::NotLeaderOrFollower);
         }
@@ -231,80 +272,117 @@ impl PartitionGroup {
         if acks == -1 {
             self.await_in_sync(min_insync).await?;
         }
-        let _serial = match producer {
-            Some(_) => Some(self.idempotent.lock().await),
+        let serial = match producer {
+            Some(_) => Some(Arc::clone(&self.idempotent).lock_owned().await),
             None => None,
+        };
+        let log_append_time = match ts {
+            TimestampMode::LogAppendTime(now) => Some(now),
+            TimestampMode::CreateTime => None,
         };
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
         {
-            // The original may still await its commit (its first attempt
-            // timed out): answer only once it is committed.
-            self.await_committed(dup.last_offset).await?;
-            return Ok(Appended {
-                info: AppendInfo {
-                    base_offset: dup.base_offset,
-                    last_offset: dup.last_offset,
-                    log_append_time: match ts {
-                        TimestampMode::LogAppendTime(_) => Some(dup.timestamp),
-                        TimestampMode::CreateTime => None,
-                    },
-                    log_start_offset: self.store.with_log(|l| l.log_start_offset()),
-                    record_count: 0,
-                    bytes: 0,
-                },
-                duplicate: true,
+            return Ok(Submitted {
+                state: SubmitState::Duplicate(dup),
+                log_append_time: log_append_time.map(|_| dup.timestamp),
+                record_count: 0,
+                bytes: 0,
+                _serial: serial,
             });
         }
-        let mut first = None;
-        let mut last = None;
+        let mut proposed = Vec::with_capacity(batches.len());
         let mut record_count = 0u64;
         for (at, header) in &batches {
             let raw = &mut records[*at..*at + header.size()];
-            if let TimestampMode::LogAppendTime(now) = ts {
+            if let Some(now) = log_append_time {
                 // Stamped once, by the leader, so every replica stores the
                 // same bytes.
                 batch::set_log_append_time(raw, now);
             }
             record_count += u64::from(header.records_count.unsigned_abs());
-            let applied = self.propose(raw).await?;
-            first.get_or_insert(applied.base_offset);
-            last = Some(applied.last_offset);
+            let rx = self
+                .raft
+                .client_write_ff(Proposal {
+                    batch: bytes::Bytes::copy_from_slice(raw),
+                })
+                .await
+                .map_err(|e| BrokerError::Storage(format!("replication failed: {e}")))?;
+            proposed.push(rx);
         }
-        let (Some(base_offset), Some(last_offset)) = (first, last) else {
-            return Err(BrokerError::CorruptMessage("no record batches".into()));
+        Ok(Submitted {
+            state: SubmitState::Proposed(proposed),
+            log_append_time,
+            record_count,
+            bytes: records.len() as u64,
+            _serial: serial,
+        })
+    }
+
+    /// The second half of [`Self::produce`]: waits for the submitted
+    /// batches to commit (a duplicate: for its original to commit).
+    ///
+    /// # Errors
+    /// `NotLeaderOrFollower` when leadership is lost meanwhile;
+    /// `RequestTimedOut` when the commit does not come within the commit
+    /// timeout.
+    pub async fn finish(&self, submitted: Submitted) -> Result<Appended> {
+        let Submitted {
+            state,
+            log_append_time,
+            record_count,
+            bytes,
+            _serial,
+        } = submitted;
+        let (base_offset, last_offset, duplicate) = match state {
+            SubmitState::Duplicate(dup) => {
+                // The original may still await its commit (its first
+                // attempt timed out): answer only once it is committed.
+                self.await_committed(dup.last_offset).await?;
+                (dup.base_offset, dup.last_offset, true)
+            }
+            SubmitState::Proposed(proposed) => {
+                let deadline = tokio::time::Instant::now() + self.commit_timeout;
+                let mut first = None;
+                let mut last = None;
+                for rx in proposed {
+                    let applied = match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(Ok(resp))) => resp.data,
+                        Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => {
+                            return Err(BrokerError::NotLeaderOrFollower);
+                        }
+                        Ok(Ok(Err(e))) => {
+                            return Err(BrokerError::Storage(format!("replication failed: {e}")));
+                        }
+                        // The group shut down with the entry in flight.
+                        Ok(Err(_)) => return Err(BrokerError::NotLeaderOrFollower),
+                        Err(_) => {
+                            return Err(BrokerError::RequestTimedOut(format!(
+                                "not committed within {:?}",
+                                self.commit_timeout
+                            )));
+                        }
+                    };
+                    first.get_or_insert(applied.base_offset);
+                    last = Some(applied.last_offset);
+                }
+                let (Some(first), Some(last)) = (first, last) else {
+                    return Err(BrokerError::CorruptMessage("no record batches".into()));
+                };
+                (first, last, false)
+            }
         };
         Ok(Appended {
             info: AppendInfo {
                 base_offset,
                 last_offset,
-                log_append_time: match ts {
-                    TimestampMode::LogAppendTime(now) => Some(now),
-                    TimestampMode::CreateTime => None,
-                },
+                log_append_time,
                 log_start_offset: self.store.with_log(|l| l.log_start_offset()),
                 record_count,
-                bytes: records.len() as u64,
+                bytes,
             },
-            duplicate: false,
+            duplicate,
         })
-    }
-
-    async fn propose(&self, raw: &[u8]) -> Result<super::Applied> {
-        let write = self.raft.client_write(Proposal {
-            batch: bytes::Bytes::copy_from_slice(raw),
-        });
-        match tokio::time::timeout(self.commit_timeout, write).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(BrokerError::NotLeaderOrFollower)
-            }
-            Ok(Err(e)) => Err(BrokerError::Storage(format!("replication failed: {e}"))),
-            Err(_) => Err(BrokerError::RequestTimedOut(format!(
-                "not committed within {:?}",
-                self.commit_timeout
-            ))),
-        }
     }
 
     /// Plans a read of committed batches only: never past the high
