@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,12 +17,13 @@ use openraft::{BasicNode, RaftTypeConfig};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
+use tracing::debug;
 
-use super::server::CALL_PATH;
-use super::wire::{CallReply, CallRequest};
+use super::server::{BATCH_PATH, CALL_PATH};
+use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
 
 #[derive(Clone)]
@@ -29,7 +31,26 @@ struct Peer {
     channel: Channel,
     /// Permits are payload bytes in flight to this peer.
     inflight: Arc<Semaphore>,
+    /// Calls that may wait a moment to travel with others (see
+    /// [`PeerPool::call_coalesced`]).
+    coalesce: mpsc::UnboundedSender<Queued>,
 }
+
+/// How long a coalesced call waits for others to the same peer, and how
+/// many travel in one batch. Heartbeats are what coalesce: a 20 ms delay is
+/// nothing against an election timeout of seconds, and idle groups'
+/// heartbeats to one peer then cost one RPC per window instead of one each.
+const COALESCE_WINDOW: Duration = Duration::from_millis(20);
+const COALESCE_MAX: usize = 512;
+
+/// A call waiting for its batch.
+struct Queued {
+    req: CallRequest,
+    deadline: tokio::time::Instant,
+    reply: oneshot::Sender<Result<Bytes, RpcError>>,
+}
+
+type LastReply = Arc<Mutex<HashMap<String, std::time::Instant>>>;
 
 /// One lazily connected channel per peer address, shared by every group.
 pub struct PeerPool {
@@ -37,7 +58,7 @@ pub struct PeerPool {
     peers: Mutex<HashMap<String, Peer>>,
     /// When each peer last answered anything: a liveness signal for
     /// in-sync replica sets (openraft 0.9 reports no heartbeat times).
-    last_reply: Mutex<HashMap<String, std::time::Instant>>,
+    last_reply: LastReply,
 }
 
 impl PeerPool {
@@ -45,7 +66,7 @@ impl PeerPool {
         Arc::new(Self {
             config,
             peers: Mutex::new(HashMap::new()),
-            last_reply: Mutex::new(HashMap::new()),
+            last_reply: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -70,12 +91,46 @@ impl PeerPool {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        let (coalesce, queue) = mpsc::unbounded_channel();
+        // Ends when the pool (every sender) is gone.
+        tokio::spawn(coalescer(
+            Link {
+                addr: addr.to_string(),
+                channel: channel.clone(),
+                max: self.config.max_message_bytes,
+                last_reply: self.last_reply.clone(),
+                batches: Arc::new(AtomicBool::new(true)),
+            },
+            queue,
+        ));
         let peer = Peer {
-            channel: endpoint.connect_lazy(),
+            channel,
             inflight: Arc::new(Semaphore::new(self.config.max_inflight_bytes_per_peer)),
+            coalesce,
         };
         peers.insert(addr.to_string(), peer.clone());
         Ok(peer)
+    }
+
+    fn deadline(&self, timeout: Option<Duration>) -> Duration {
+        timeout
+            .map_or(self.config.request_timeout, |t| {
+                t.min(self.config.request_timeout)
+            })
+            .max(Duration::from_millis(1))
+    }
+
+    fn request(&self, group: GroupId, kind: RpcKind, payload: Vec<u8>) -> CallRequest {
+        let mut req = CallRequest {
+            cluster_id: self.config.cluster_id.clone(),
+            from_node: self.config.node_id,
+            kind: kind as u32,
+            payload: payload.into(),
+            ..Default::default()
+        };
+        req.set_group(group);
+        req
     }
 
     /// Sends one request to `addr` and returns the reply payload. The call
@@ -96,11 +151,7 @@ impl PeerPool {
         if payload.len() > max {
             return Err(RpcError::TooLarge(payload.len(), max));
         }
-        let deadline = timeout
-            .map_or(self.config.request_timeout, |t| {
-                t.min(self.config.request_timeout)
-            })
-            .max(Duration::from_millis(1));
+        let deadline = self.deadline(timeout);
         let peer = self.peer(addr)?;
         let permits = u32::try_from(
             payload
@@ -108,14 +159,7 @@ impl PeerPool {
                 .clamp(1, self.config.max_inflight_bytes_per_peer.max(1)),
         )
         .unwrap_or(u32::MAX);
-        let mut req = CallRequest {
-            cluster_id: self.config.cluster_id.clone(),
-            from_node: self.config.node_id,
-            kind: kind as u32,
-            payload: payload.into(),
-            ..Default::default()
-        };
-        req.set_group(group);
+        let req = self.request(group, kind, payload);
         let fut = async {
             // Held until the reply arrives: the bound covers the whole call.
             let _permit = peer
@@ -123,44 +167,205 @@ impl PeerPool {
                 .acquire_many(permits)
                 .await
                 .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))?;
-            let mut grpc = tonic::client::Grpc::new(peer.channel.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            grpc.ready()
+            let reply: CallReply = unary(&peer.channel, CALL_PATH, req, deadline, max)
                 .await
-                .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))?;
-            let mut request = tonic::Request::new(req);
-            request.set_timeout(deadline);
-            let reply: tonic::Response<CallReply> = grpc
-                .unary(
-                    request,
-                    http::uri::PathAndQuery::from_static(CALL_PATH),
-                    tonic_prost::ProstCodec::default(),
-                )
-                .await
-                .map_err(|s| match s.code() {
-                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                        RpcError::Timeout(addr.to_string(), deadline)
-                    }
-                    _ => RpcError::Unreachable(addr.to_string(), s.to_string()),
-                })?;
-            {
-                let now = std::time::Instant::now();
-                let mut last = self.last_reply.lock();
-                match last.get_mut(addr) {
-                    Some(t) => *t = now,
-                    None => {
-                        last.insert(addr.to_string(), now);
-                    }
-                }
-            }
-            reply.into_inner().into_result()
+                .map_err(|s| status_error(addr, deadline, &s))?;
+            record_reply(&self.last_reply, addr);
+            reply.into_result()
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
             Err(_) => Err(RpcError::Timeout(addr.to_string(), deadline)),
         }
     }
+
+    /// As [`Self::call`], for a small message that may wait up to
+    /// [`COALESCE_WINDOW`] and travel in one `Batch` request with the other
+    /// such calls to the same peer (a peer without `Batch` gets them one by
+    /// one). It skips the in-flight byte bound: it is for heartbeats.
+    ///
+    /// # Errors
+    /// As [`Self::call`].
+    pub async fn call_coalesced(
+        &self,
+        addr: &str,
+        group: GroupId,
+        kind: RpcKind,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, RpcError> {
+        let max = self.config.max_message_bytes;
+        if payload.len() > max {
+            return Err(RpcError::TooLarge(payload.len(), max));
+        }
+        let deadline = self.deadline(timeout);
+        let peer = self.peer(addr)?;
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            req: self.request(group, kind, payload),
+            deadline: tokio::time::Instant::now() + deadline,
+            reply,
+        };
+        peer.coalesce
+            .send(queued)
+            .map_err(|_| RpcError::Unreachable(addr.to_string(), "peer pool closed".into()))?;
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RpcError::Unreachable(
+                addr.to_string(),
+                "batch dropped".into(),
+            )),
+            Err(_) => Err(RpcError::Timeout(addr.to_string(), deadline)),
+        }
+    }
+}
+
+fn record_reply(last_reply: &LastReply, addr: &str) {
+    let now = std::time::Instant::now();
+    let mut last = last_reply.lock();
+    match last.get_mut(addr) {
+        Some(t) => *t = now,
+        None => {
+            last.insert(addr.to_string(), now);
+        }
+    }
+}
+
+fn status_error(addr: &str, deadline: Duration, s: &tonic::Status) -> RpcError {
+    match s.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RpcError::Timeout(addr.to_string(), deadline)
+        }
+        _ => RpcError::Unreachable(addr.to_string(), s.to_string()),
+    }
+}
+
+/// One unary call on `path`.
+async fn unary<Req, Resp>(
+    channel: &Channel,
+    path: &'static str,
+    req: Req,
+    deadline: Duration,
+    max: usize,
+) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel.clone())
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(req);
+    request.set_timeout(deadline);
+    let reply: tonic::Response<Resp> = grpc
+        .unary(
+            request,
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await?;
+    Ok(reply.into_inner())
+}
+
+/// What a peer's coalescer needs.
+#[derive(Clone)]
+struct Link {
+    addr: String,
+    channel: Channel,
+    max: usize,
+    last_reply: LastReply,
+    /// False once the peer answered that it has no `Batch` (an older
+    /// broker during a rolling upgrade).
+    batches: Arc<AtomicBool>,
+}
+
+/// Gathers a peer's coalesced calls for [`COALESCE_WINDOW`] after the first
+/// one, then sends them together and starts the next window at once.
+async fn coalescer(link: Link, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        let window = tokio::time::sleep(COALESCE_WINDOW);
+        tokio::pin!(window);
+        while batch.len() < COALESCE_MAX {
+            tokio::select! {
+                () = &mut window => break,
+                next = queue.recv() => match next {
+                    Some(q) => batch.push(q),
+                    None => break,
+                },
+            }
+        }
+        tokio::spawn(send_batch(link.clone(), batch));
+    }
+}
+
+async fn send_batch(link: Link, batch: Vec<Queued>) {
+    let now = tokio::time::Instant::now();
+    let deadline = batch
+        .iter()
+        .map(|q| q.deadline.saturating_duration_since(now))
+        .min()
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    if link.batches.load(Ordering::Relaxed) {
+        let req = BatchRequest {
+            calls: batch.iter().map(|q| q.req.clone()).collect(),
+        };
+        match unary::<_, BatchReply>(&link.channel, BATCH_PATH, req, deadline, link.max).await {
+            Ok(reply) if reply.replies.len() == batch.len() => {
+                record_reply(&link.last_reply, &link.addr);
+                for (q, r) in batch.into_iter().zip(reply.replies) {
+                    let _ = q.reply.send(r.into_result());
+                }
+                return;
+            }
+            Ok(reply) => {
+                let e = RpcError::Decode(format!(
+                    "{} replies to a batch of {}",
+                    reply.replies.len(),
+                    batch.len()
+                ));
+                for q in batch {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                debug!(peer = %link.addr, "peer has no Batch call; sending one by one");
+                link.batches.store(false, Ordering::Relaxed);
+            }
+            Err(s) => {
+                let e = status_error(&link.addr, deadline, &s);
+                for q in batch {
+                    let _ = q.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+    futures_util::future::join_all(batch.into_iter().map(|q| {
+        let link = link.clone();
+        async move {
+            let deadline = q
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1));
+            let r = match unary::<_, CallReply>(&link.channel, CALL_PATH, q.req, deadline, link.max)
+                .await
+            {
+                Ok(reply) => {
+                    record_reply(&link.last_reply, &link.addr);
+                    reply.into_result()
+                }
+                Err(s) => Err(status_error(&link.addr, deadline, &s)),
+            };
+            let _ = q.reply.send(r);
+        }
+    }))
+    .await;
 }
 
 /// A Raft node type that knows its broker's RPC address.
@@ -233,6 +438,7 @@ impl<C: RaftTypeConfig> Network<C> {
         kind: RpcKind,
         req: &Req,
         option: &RPCOption,
+        coalesce: bool,
     ) -> RpcResult<C, Resp, E>
     where
         Req: Serialize,
@@ -240,21 +446,21 @@ impl<C: RaftTypeConfig> Network<C> {
         E: std::error::Error + DeserializeOwned,
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = self
-            .pool
-            .call(
-                &self.addr,
-                self.group,
-                kind,
-                payload,
-                Some(option.hard_ttl()),
-            )
-            .await
-            .map_err(|e| match e {
-                // Worth an immediate retry; everything else backs off.
-                RpcError::Timeout(..) => RPCError::Network(NetworkError::new(&e)),
-                _ => RPCError::Unreachable(Unreachable::new(&e)),
-            })?;
+        let timeout = Some(option.hard_ttl());
+        let reply = if coalesce {
+            self.pool
+                .call_coalesced(&self.addr, self.group, kind, payload, timeout)
+                .await
+        } else {
+            self.pool
+                .call(&self.addr, self.group, kind, payload, timeout)
+                .await
+        };
+        let reply = reply.map_err(|e| match e {
+            // Worth an immediate retry; everything else backs off.
+            RpcError::Timeout(..) => RPCError::Network(NetworkError::new(&e)),
+            _ => RPCError::Unreachable(Unreachable::new(&e)),
+        })?;
         let answer: Result<Resp, RaftError<C::NodeId, E>> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target.clone(), e)))
@@ -270,7 +476,11 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> RpcResult<C, AppendEntriesResponse<C::NodeId>, openraft::error::Infallible> {
-        self.raft_call(RpcKind::AppendEntries, &rpc, &option).await
+        // An empty AppendEntries is a heartbeat (or a probe): it may wait a
+        // moment and travel with the other groups' to this peer.
+        let heartbeat = rpc.entries.is_empty();
+        self.raft_call(RpcKind::AppendEntries, &rpc, &option, heartbeat)
+            .await
     }
 
     async fn install_snapshot(
@@ -279,7 +489,7 @@ where
         option: RPCOption,
     ) -> RpcResult<C, InstallSnapshotResponse<C::NodeId>, openraft::error::InstallSnapshotError>
     {
-        self.raft_call(RpcKind::InstallSnapshot, &rpc, &option)
+        self.raft_call(RpcKind::InstallSnapshot, &rpc, &option, false)
             .await
     }
 
@@ -288,7 +498,7 @@ where
         rpc: VoteRequest<C::NodeId>,
         option: RPCOption,
     ) -> RpcResult<C, VoteResponse<C::NodeId>, openraft::error::Infallible> {
-        self.raft_call(RpcKind::Vote, &rpc, &option).await
+        self.raft_call(RpcKind::Vote, &rpc, &option, false).await
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use tonic::codegen::{Body, StdError, http};
 use tracing::{debug, info, warn};
 
-use super::wire::{CallReply, CallRequest};
+use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
 
 /// Answers the messages of one group.
@@ -78,6 +78,9 @@ impl<C: RaftTypeConfig> GroupHandler for RaftHandler<C> {
 pub struct Registry {
     config: RpcConfig,
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupHandler>>>,
+    /// `Batch` requests served, and the calls they carried.
+    batches: std::sync::atomic::AtomicU64,
+    batched_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -85,7 +88,15 @@ impl Registry {
         Arc::new(Self {
             config,
             groups: RwLock::new(HashMap::new()),
+            batches: std::sync::atomic::AtomicU64::new(0),
+            batched_calls: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// `Batch` requests served and the calls they carried, since start.
+    pub fn batch_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.batches.load(Relaxed), self.batched_calls.load(Relaxed))
     }
 
     pub fn config(&self) -> &RpcConfig {
@@ -145,6 +156,9 @@ pub struct RaftService {
 }
 
 pub const CALL_PATH: &str = "/skiff.rpc.Raft/Call";
+/// Several calls in one request (heartbeats of many groups to one peer),
+/// each answered as `Call` would, in order.
+pub const BATCH_PATH: &str = "/skiff.rpc.Raft/Batch";
 
 impl RaftService {
     pub fn new(registry: Arc<Registry>) -> Self {
@@ -172,6 +186,31 @@ impl tonic::server::UnaryService<CallRequest> for CallSvc {
     }
 }
 
+struct BatchSvc(Arc<Registry>);
+
+impl tonic::server::UnaryService<BatchRequest> for BatchSvc {
+    type Response = BatchReply;
+    type Future = BoxFuture<'static, Result<tonic::Response<BatchReply>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<BatchRequest>) -> Self::Future {
+        let registry = self.0.clone();
+        Box::pin(async move {
+            let calls = request.into_inner().calls;
+            {
+                use std::sync::atomic::Ordering::Relaxed;
+                registry.batches.fetch_add(1, Relaxed);
+                registry
+                    .batched_calls
+                    .fetch_add(calls.len() as u64, Relaxed);
+            }
+            let replies =
+                futures_util::future::join_all(calls.into_iter().map(|c| registry.dispatch(c)))
+                    .await;
+            Ok(tonic::Response::new(BatchReply { replies }))
+        })
+    }
+}
+
 impl<B> tonic::codegen::Service<http::Request<B>> for RaftService
 where
     B: Body + Send + 'static,
@@ -189,16 +228,28 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != CALL_PATH {
-            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
-        }
+        let batch = match req.uri().path() {
+            CALL_PATH => false,
+            BATCH_PATH => true,
+            _ => return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) }),
+        };
         let registry = self.registry.clone();
         let max = registry.config.max_message_bytes;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            Ok(grpc.unary(CallSvc(registry), req).await)
+            // The codec is typed by the messages: one per path.
+            Ok(if batch {
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+                    .unary(BatchSvc(registry), req)
+                    .await
+            } else {
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+                    .unary(CallSvc(registry), req)
+                    .await
+            })
         })
     }
 }

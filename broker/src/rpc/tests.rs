@@ -194,3 +194,75 @@ async fn unreachable_peer_is_an_error_not_a_hang() {
         .unwrap_err();
     assert!(matches!(err, RpcError::Unreachable(..)), "{err:?}");
 }
+
+#[tokio::test]
+async fn coalesced_calls_to_one_peer_travel_together_and_keep_their_answers() {
+    let (registry, addr, _stop) = start("c1").await;
+    let topic_id = Uuid::new_v4();
+    let groups: Vec<GroupId> = (0..40)
+        .map(|partition| GroupId::Partition {
+            topic_id,
+            partition,
+        })
+        .collect();
+    for g in &groups[..39] {
+        registry.register(*g, Arc::new(Echo(Duration::ZERO)));
+    }
+    let pool = PeerPool::new(RpcConfig::new("c1", 2));
+    let calls = groups.iter().enumerate().map(|(i, g)| {
+        let pool = pool.clone();
+        let addr = addr.clone();
+        async move {
+            pool.call_coalesced(
+                &addr,
+                *g,
+                RpcKind::AppendEntries,
+                format!("group {i}").into_bytes(),
+                None,
+            )
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    for (i, a) in answers.iter().enumerate().take(39) {
+        assert_eq!(
+            a.as_deref(),
+            Ok(format!("group {i}").as_bytes()),
+            "call {i}"
+        );
+    }
+    // The one group not hosted gets its own typed error, not the batch's.
+    assert!(
+        matches!(answers[39], Err(RpcError::UnknownGroup(_))),
+        "{:?}",
+        answers[39]
+    );
+    let (batches, carried) = registry.batch_counts();
+    assert_eq!(carried, 40);
+    assert!(batches < 5, "{batches} batches for 40 calls issued at once");
+    assert!(pool.since_last_reply(&addr).is_some());
+}
+
+#[tokio::test]
+async fn a_coalesced_call_to_a_dead_peer_fails_within_its_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let pool = PeerPool::new(RpcConfig::new("c1", 2));
+    let started = std::time::Instant::now();
+    let err = pool
+        .call_coalesced(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::AppendEntries,
+            vec![1],
+            Some(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::Unreachable(..) | RpcError::Timeout(..)),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

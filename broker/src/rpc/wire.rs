@@ -16,6 +16,9 @@
 //!   string error = 2;
 //!   bytes payload = 3;
 //! }
+//! // /skiff.rpc.Raft/Batch: several calls in one request, answered in order.
+//! message BatchRequest { repeated CallRequest calls = 1; }
+//! message BatchReply { repeated CallReply replies = 1; }
 //! ```
 
 use uuid::Uuid;
@@ -48,6 +51,18 @@ pub struct CallReply {
     pub error: String,
     #[prost(bytes = "bytes", tag = "3")]
     pub payload: bytes::Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub calls: Vec<CallRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BatchReply {
+    #[prost(message, repeated, tag = "1")]
+    pub replies: Vec<CallReply>,
 }
 
 impl CallRequest {
