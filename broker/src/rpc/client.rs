@@ -113,12 +113,23 @@ impl PeerPool {
         Ok(peer)
     }
 
-    fn deadline(&self, timeout: Option<Duration>) -> Duration {
-        timeout
+    /// The peer and the call's deadline, once the payload fits the limit.
+    fn prepare(
+        &self,
+        addr: &str,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(Peer, Duration), RpcError> {
+        let max = self.config.max_message_bytes;
+        if payload.len() > max {
+            return Err(RpcError::TooLarge(payload.len(), max));
+        }
+        let deadline = timeout
             .map_or(self.config.request_timeout, |t| {
                 t.min(self.config.request_timeout)
             })
-            .max(Duration::from_millis(1))
+            .max(Duration::from_millis(1));
+        Ok((self.peer(addr)?, deadline))
     }
 
     fn request(&self, group: GroupId, kind: RpcKind, payload: Vec<u8>) -> CallRequest {
@@ -147,12 +158,8 @@ impl PeerPool {
         payload: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, RpcError> {
+        let (peer, deadline) = self.prepare(addr, &payload, timeout)?;
         let max = self.config.max_message_bytes;
-        if payload.len() > max {
-            return Err(RpcError::TooLarge(payload.len(), max));
-        }
-        let deadline = self.deadline(timeout);
-        let peer = self.peer(addr)?;
         let permits = u32::try_from(
             payload
                 .len()
@@ -194,12 +201,7 @@ impl PeerPool {
         payload: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, RpcError> {
-        let max = self.config.max_message_bytes;
-        if payload.len() > max {
-            return Err(RpcError::TooLarge(payload.len(), max));
-        }
-        let deadline = self.deadline(timeout);
-        let peer = self.peer(addr)?;
+        let (peer, deadline) = self.prepare(addr, &payload, timeout)?;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             req: self.request(group, kind, payload),
