@@ -97,14 +97,20 @@ class Workload:
 
     def _on_delivery(self, sent_at):
         def cb(err, msg):
-            now = time.monotonic()
-            with self.lock:
-                if err is not None:
-                    self.failed.append(err)
-                    return
-                p = msg.partition()
-                self.acked[p].append((msg.offset(), int(msg.key())))
-                self.ack_times[p].append((sent_at, now))
+            # An exception escaping a confluent-kafka callback resurfaces
+            # later as a SystemError somewhere unrelated: record it instead.
+            try:
+                now = time.monotonic()
+                with self.lock:
+                    if err is not None:
+                        self.failed.append(err)
+                        return
+                    p = msg.partition()
+                    self.acked[p].append((msg.offset(), int(msg.key())))
+                    self.ack_times[p].append((sent_at, now))
+            except Exception as e:  # noqa: BLE001 - reported by the test's assertions
+                with self.lock:
+                    self.failed.append(f"delivery callback raised {e!r}")
         return cb
 
     def _run(self):
