@@ -148,22 +148,60 @@ pub fn spawn_background(
         shutdown.clone(),
     ));
     if let Some(path) = broker.config.scram_bootstrap_users_file.clone() {
-        let b = broker.clone();
-        tokio::task::spawn_blocking(move || {
-            match crate::auth::bootstrap_users(b.topics.store(), &path) {
-                Ok(users) => {
-                    for user in users {
-                        info!(
-                            user,
-                            "created SCRAM credentials from scram.bootstrap.users.file"
-                        );
-                    }
-                }
-                Err(e) => warn!(error = %e, "scram.bootstrap.users.file not applied"),
-            }
-        });
+        tokio::spawn(apply_bootstrap_users(
+            broker.clone(),
+            path,
+            shutdown.clone(),
+        ));
     }
     Ok(host)
+}
+
+/// Writes `scram.bootstrap.users.file`'s users into the metadata, retrying
+/// until it works: a broker may start long before the metadata group has a
+/// leader (pods of a StatefulSet start one by one), and giving up would
+/// leave, for example, the operator's own user missing for good.
+async fn apply_bootstrap_users(
+    broker: Arc<Broker>,
+    path: std::path::PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        let (b, p) = (broker.clone(), path.clone());
+        let res =
+            tokio::task::spawn_blocking(move || crate::auth::bootstrap_users(b.topics.store(), &p))
+                .await;
+        match res {
+            Ok(Ok(users)) => {
+                for user in users {
+                    info!(
+                        user,
+                        "created SCRAM credentials from scram.bootstrap.users.file"
+                    );
+                }
+                return;
+            }
+            // The metadata not reachable yet: try again.
+            Ok(Err(e)) if e.is::<crate::cluster::meta_store::MetaStoreError>() => {
+                warn!(error = %e, retry_in = ?wait, "scram.bootstrap.users.file not applied yet");
+            }
+            // The file itself is wrong: retrying will not help.
+            Ok(Err(e)) => {
+                warn!(error = %e, "scram.bootstrap.users.file not applied");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "applying scram.bootstrap.users.file panicked");
+                return;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 /// Applies every metadata change to the local topic table and dynamic

@@ -478,9 +478,11 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> RpcResult<C, AppendEntriesResponse<C::NodeId>, openraft::error::Infallible> {
-        // An empty AppendEntries is a heartbeat (or a probe): it may wait a
-        // moment and travel with the other groups' to this peer.
-        let heartbeat = rpc.entries.is_empty();
+        // An empty AppendEntries is a heartbeat (or a probe): a partition
+        // group's may wait a moment and travel with the other groups' to
+        // this peer. The metadata group is alone in its kind and has the
+        // tightest timing, so it never waits.
+        let heartbeat = rpc.entries.is_empty() && matches!(self.group, GroupId::Partition { .. });
         self.raft_call(RpcKind::AppendEntries, &rpc, &option, heartbeat)
             .await
     }
