@@ -584,6 +584,28 @@ def read_partition_to_end(bootstrap: str, topic: str, partition: int, start=None
 
 
 # ------------------------------------------------------------------ clusters
+def raw_call(bootstrap: str, api_key: int, version: int, body: bytes, flexible: bool,
+             timeout: float = 10.0) -> bytes:
+    """One request of any API to exactly one broker, for the APIs no client
+    library sends; returns the response body (after its header)."""
+    host, port = bootstrap.rsplit(":", 1)
+    client = b"skiff-e2e"
+    header = struct.pack(">hhih", api_key, version, 11, len(client)) + client
+    if flexible:
+        header += b"\x00"  # no tagged fields
+    frame = header + body
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise BrokerError(f"connection closed during API {api_key}")
+            buf += chunk
+    data = buf[4:]
+    return data[5:] if flexible else data[4:]
+
+
 def raw_metadata(bootstrap: str, topics: list[str] | None = None, timeout: float = 5.0) -> dict:
     """Metadata v1 asked of exactly one broker (clients pick any broker, so
     they cannot show what one broker believes). Returns

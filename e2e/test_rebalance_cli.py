@@ -1,14 +1,17 @@
-"""`skiff-operator rebalance --dry-run`: the balancer's plan of a live cluster.
+"""`skiff-operator rebalance`: the balancer's plan of a live cluster, printed
+with `--dry-run` and carried out without it.
 
 Proves: the command reads a real 3-broker cluster through the Kafka protocol
 (topics created by confluent-kafka while broker 3 was not yet a member, so
 the new broker holds nothing) and prints a plan in Kafka's reassignment JSON
 that keeps every replication factor, never puts two replicas on one broker
 and evens out replicas and preferred leaders per broker; `--drain 3` plans
-broker 3 empty; the table names the moves and says that partition sizes are
-unknown (the brokers do not serve DescribeLogDirs); without `--dry-run` the
-command refuses (execution needs AlterPartitionReassignments, issue #7) and
-nothing changes.
+broker 3 empty; the table names the moves, says that partition sizes are
+unknown (the brokers do not serve DescribeLogDirs) and that single-replica
+partitions are left out; a dry run changes nothing. Executed, the plan
+fills broker 3 (the brokers' Metadata shows the balanced replicas) and a
+drain then empties it, data directories included, while every record
+written before stays readable.
 """
 
 import json
@@ -18,12 +21,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
 import skiff
+from test_replication import read_all
 
 TOPICS = {"orders": (12, 2), "events": (6, 1), "audit": (4, 2)}
+# Replicated topics move; single-replica ones (and __consumer_offsets) stay.
+MOVABLE = {t for t, (_, rf) in TOPICS.items() if rf >= 2}
 
 
 def operator_bin() -> str:
@@ -117,7 +123,7 @@ def grown_cluster(cluster_factory):
         return len(seen[0]) == want and all(s == seen[0] for s in seen)
     skiff.wait_until(agreed, 60, interval=0.2, what="all brokers to agree on the topics")
     # The CLI reads broker 1's Metadata; so does the test.
-    before = assignment(c, 1)
+    before = assignment(c, 1, MOVABLE)
     replicas, _ = per_broker(before)
     assert replicas[3] == 0, before
     return c, before
@@ -154,10 +160,10 @@ def test_plan_fills_the_new_broker_and_a_drain_empties_it(grown_cluster):
     assert within_one_of_even(leaders, [1, 2]), leaders
 
     # The plan was only printed: the cluster's assignment is unchanged.
-    assert assignment(c, 1) == before
+    assert assignment(c, 1, MOVABLE) == before
 
 
-def test_table_refusal_and_bad_drain(grown_cluster):
+def test_table_and_bad_drain(grown_cluster):
     c, before = grown_cluster
 
     table = rebalance(c[1].bootstrap, "--dry-run")
@@ -165,17 +171,43 @@ def test_table_refusal_and_bad_drain(grown_cluster):
     text = table.stdout
     assert f"Rebalance plan for 3 brokers, {len(before)} partitions" in text, text
     assert "DescribeLogDirs" in text, text
+    assert "6 partitions cannot move" in text, text
     assert "TOPIC" in text and "move " in text, text
     assert "BROKER" in text and "draining" not in text, text
-    assert "Dry run: nothing was changed" in text, text
-
-    refused = rebalance(c[1].bootstrap, "--drain", "3")
-    assert refused.returncode != 0
-    assert "AlterPartitionReassignments, not implemented yet (issue #7)" in refused.stderr, \
-        refused.stderr
+    assert "Dry run: nothing was changed" in table.stderr, table.stderr
 
     bad = rebalance(c[1].bootstrap, "--dry-run", "--drain", "9")
     assert bad.returncode != 0
     assert "broker 9 is not a member of the cluster" in bad.stderr, bad.stderr
 
-    assert assignment(c, 1) == before
+    assert assignment(c, 1, MOVABLE) == before
+
+
+def test_executing_fills_the_new_broker_then_a_drain_empties_it(grown_cluster):
+    c, before = grown_cluster
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(200):
+        p.produce("orders", f"m{i}".encode(), key=str(i).encode(), partition=i % 12)
+    assert p.flush(60) == 0
+
+    run = rebalance(c[1].bootstrap, "--batch-size", "5", "--batch-timeout-seconds", "120")
+    assert run.returncode == 0, run.stderr
+    assert "Done: every move of the plan is complete." in run.stderr, run.stderr
+    after = assignment(c, 1, MOVABLE)
+    replicas, leaders = per_broker(after)
+    assert replicas[3] > 0, after
+    assert within_one_of_even(replicas, [1, 2, 3]), replicas
+    assert within_one_of_even(leaders, [1, 2, 3]), leaders
+    again = rebalance(c[1].bootstrap, "--dry-run")
+    assert "No moves" in again.stdout, again.stdout
+
+    drain = rebalance(c[1].bootstrap, "--drain", "3")
+    assert drain.returncode == 0, drain.stderr
+    after = assignment(c, 1, MOVABLE)
+    assert all(3 not in r for r in after.values()), after
+
+    def emptied():
+        return not any(d.is_dir() for t in MOVABLE for d in c[3].data_dir.rglob(f"{t}-*"))
+    skiff.wait_until(emptied, 30, interval=0.2, what="broker 3 to delete its moved replicas")
+    got = read_all(c.bootstrap, "orders", 12)
+    assert sorted(k for msgs in got.values() for _, k in msgs) == list(range(200))

@@ -340,6 +340,17 @@ pub struct BrokerConfig {
     )]
     pub partition_raft_election_timeout_ms: u64,
 
+    /// Bytes per second this broker sends, over all partitions it leads, to
+    /// the replicas a reassignment is adding while they catch up (Kafka's
+    /// `leader.replication.throttled.rate`, here a static setting). The
+    /// default, 9223372036854775807, means no limit.
+    #[arg(
+        long,
+        env = "SKIFF_LEADER_REPLICATION_THROTTLED_RATE",
+        default_value_t = 9_223_372_036_854_775_807
+    )]
+    pub leader_replication_throttled_rate: u64,
+
     /// Metadata log entries after which the state is snapshotted and the log
     /// before it purged.
     #[arg(

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub metadata_raft_elections: IntCounter,
     pub under_replicated_partitions: IntGauge,
     pub offline_partitions: IntGauge,
+    pub reassignments_in_progress: IntGauge,
     pub partition_leaders: IntGauge,
     pub partition_raft_term: IntGaugeVec,
     pub partition_raft_commit_lag: IntGaugeVec,
@@ -301,6 +302,11 @@ impl Metrics {
                 &r,
                 "skiff_offline_partitions",
                 "Replicated partitions hosted by this broker whose Raft group has no leader",
+            ),
+            reassignments_in_progress: gauge(
+                &r,
+                "skiff_reassignments_in_progress",
+                "Partition reassignments this broker is carrying out as the partitions' leader",
             ),
             partition_leaders: gauge(
                 &r,

@@ -32,18 +32,31 @@ enum Backing {
     /// A replica of a partition Raft group: the log is owned by the Raft
     /// storage, reads stop at the commit index, writes go through Raft.
     Replicated(Replicated),
+    /// A replicated partition with no replica on this broker: no log, no
+    /// directory; every request is for another broker.
+    Absent,
 }
 
 /// A replicated partition's Raft storage and, once started, its group.
 pub struct Replicated {
     pub store: ReplicaStore,
     pub group_id: GroupId,
-    /// The assigned replicas, preferred leader first.
-    pub replicas: Vec<i32>,
+    /// The assigned replicas, preferred leader first (during a
+    /// reassignment: the target first, then the replicas leaving).
+    replicas: RwLock<Vec<i32>>,
     group: RwLock<Option<Arc<PartitionGroup>>>,
 }
 
 impl Replicated {
+    pub fn replicas(&self) -> Vec<i32> {
+        self.replicas.read().clone()
+    }
+
+    /// A reassignment changed who holds the partition; this broker still does.
+    pub fn set_replicas(&self, replicas: Vec<i32>) {
+        *self.replicas.write() = replicas;
+    }
+
     /// The running Raft group, once the replica host started it.
     pub fn group(&self) -> Option<Arc<PartitionGroup>> {
         self.group.read().clone()
@@ -51,6 +64,11 @@ impl Replicated {
 
     pub fn set_group(&self, group: Option<Arc<PartitionGroup>>) {
         *self.group.write() = group;
+    }
+
+    /// Detaches the running group, to stop it.
+    pub fn take_group(&self) -> Option<Arc<PartitionGroup>> {
+        self.group.write().take()
     }
 
     /// Whether this replica currently leads its group.
@@ -160,25 +178,39 @@ impl Partition {
             backing: Backing::Replicated(Replicated {
                 store,
                 group_id,
-                replicas,
+                replicas: RwLock::new(replicas),
                 group: RwLock::new(None),
             }),
             appended: Notify::new(),
         })
     }
 
+    /// A replicated partition this broker holds no replica of.
+    pub fn absent(topic: Arc<str>, index: i32) -> Self {
+        Self {
+            topic,
+            index,
+            backing: Backing::Absent,
+            appended: Notify::new(),
+        }
+    }
+
     /// The Raft side of a replicated partition; `None` on the local path.
     pub fn replicated(&self) -> Option<&Replicated> {
         match &self.backing {
             Backing::Replicated(r) => Some(r),
-            Backing::Local(_) => None,
+            Backing::Local(_) | Backing::Absent => None,
         }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self.backing, Backing::Absent)
     }
 
     /// Stops a replica's Raft group (the partition is being deleted); the
     /// replica host unregisters it from the RPC server.
     pub fn close(&self) {
-        let Some(group) = self.replicated().and_then(|r| r.group.write().take()) else {
+        let Some(group) = self.replicated().and_then(Replicated::take_group) else {
             return;
         };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -194,7 +226,7 @@ impl Partition {
         match &self.backing {
             Backing::Local(l) => Ok(l),
             // Writes to a replicated partition go through its group.
-            Backing::Replicated(_) => Err(BrokerError::NotLeaderOrFollower),
+            Backing::Replicated(_) | Backing::Absent => Err(BrokerError::NotLeaderOrFollower),
         }
     }
 
@@ -278,6 +310,7 @@ impl Partition {
                     .checkpoint()
                     .map_err(|e| BrokerError::Storage(e.to_string()));
             }
+            Backing::Absent => return Ok(()),
         };
         let mut g = l.write();
         g.log.flush()?;
@@ -292,6 +325,7 @@ impl Partition {
         match &self.backing {
             Backing::Local(l) => l.read().producers.len(),
             Backing::Replicated(r) => r.store.producer_count(),
+            Backing::Absent => 0,
         }
     }
 
@@ -300,14 +334,16 @@ impl Partition {
         match &self.backing {
             Backing::Local(l) => l.write().producers.expire(now_ms, max_idle_ms),
             Backing::Replicated(r) => r.store.expire_producers(now_ms, max_idle_ms),
+            Backing::Absent => 0,
         }
     }
 
-    /// Runs `f` on the log (read-only).
-    fn with_log<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> T {
+    /// Runs `f` on the log (read-only); `None` without a replica here.
+    fn with_log<T>(&self, f: impl FnOnce(&PartitionLog) -> T) -> Option<T> {
         match &self.backing {
-            Backing::Local(l) => f(&l.read().log),
-            Backing::Replicated(r) => r.store.with_log(f),
+            Backing::Local(l) => Some(f(&l.read().log)),
+            Backing::Replicated(r) => Some(r.store.with_log(f)),
+            Backing::Absent => None,
         }
     }
 
@@ -321,7 +357,7 @@ impl Partition {
             // Single replica: everything appended is committed.
             let high_watermark = match &self.backing {
                 Backing::Local(_) => log.log_end_offset(),
-                Backing::Replicated(_) => high_watermark,
+                Backing::Replicated(_) | Backing::Absent => high_watermark,
             };
             let log_start_offset = log.log_start_offset();
             let out_of_range = || BrokerError::OffsetOutOfRange {
@@ -345,6 +381,7 @@ impl Partition {
                 log_start_offset,
             })
         })
+        .unwrap_or(Err(BrokerError::NotLeaderOrFollower))
     }
 
     /// A future that completes at the next append (for a replica: the next
@@ -352,7 +389,7 @@ impl Partition {
     /// between is not missed.
     pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
         match &self.backing {
-            Backing::Local(_) => self.appended.notified(),
+            Backing::Local(_) | Backing::Absent => self.appended.notified(),
             Backing::Replicated(r) => r.store.applied(),
         }
     }
@@ -361,25 +398,30 @@ impl Partition {
         match &self.backing {
             Backing::Local(l) => l.read().log_end_offset(),
             Backing::Replicated(r) => r.store.high_watermark(),
+            Backing::Absent => 0,
         }
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.with_log(|l| l.log_start_offset())
+        self.with_log(|l| l.log_start_offset()).unwrap_or(0)
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.with_log(|l| l.size_bytes())
+        self.with_log(|l| l.size_bytes()).unwrap_or(0)
     }
 
     pub fn batch_for_timestamp(&self, ts: i64) -> Result<Option<ReadSlice>> {
-        Ok(self.with_log(|l| l.batch_for_timestamp(ts))?)
+        match self.with_log(|l| l.batch_for_timestamp(ts)) {
+            Some(r) => Ok(r?),
+            None => Err(BrokerError::NotLeaderOrFollower),
+        }
     }
 
     /// The largest timestamp and its offset, among committed records.
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         let hw = self.high_watermark();
         self.with_log(|l| l.max_timestamp())
+            .flatten()
             .filter(|&(_, offset)| offset < hw)
     }
 
@@ -387,6 +429,7 @@ impl Partition {
         match &self.backing {
             Backing::Local(l) => l.write().update_config(config),
             Backing::Replicated(r) => r.store.update_config(config),
+            Backing::Absent => {}
         }
     }
 
@@ -395,7 +438,7 @@ impl Partition {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionReport> {
         match &self.backing {
             Backing::Local(l) => Ok(l.write().enforce_retention(now_ms)?),
-            Backing::Replicated(_) => Ok(RetentionReport::default()),
+            Backing::Replicated(_) | Backing::Absent => Ok(RetentionReport::default()),
         }
     }
 
@@ -419,7 +462,7 @@ impl Partition {
     /// Segments a replicated partition's purges deleted since the last call.
     pub fn take_purged_segments(&self) -> u64 {
         match &self.backing {
-            Backing::Local(_) => 0,
+            Backing::Local(_) | Backing::Absent => 0,
             Backing::Replicated(r) => r.store.take_purged_segments(),
         }
     }
@@ -435,6 +478,7 @@ impl Partition {
                     .flush_if_due(now)
                     .map_err(|e| BrokerError::Storage(e.to_string()));
             }
+            Backing::Absent => return Ok(false),
         };
         let Some(pending) = l.write().take_due_flush(now) else {
             return Ok(false);
@@ -453,6 +497,7 @@ impl Partition {
                 .store
                 .checkpoint()
                 .map_err(|e| BrokerError::Storage(e.to_string())),
+            Backing::Absent => Ok(()),
         }
     }
 }

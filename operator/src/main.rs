@@ -63,9 +63,9 @@ enum Command {
         #[arg(long, env = "SKIFF_ADMIN_USERNAME")]
         sasl_username: Option<String>,
     },
-    /// Plan a rebalance (or a drain) of a live cluster and print it: moves
-    /// that even out replicas, preferred leaders and bytes per broker,
-    /// rack-aware. Planning only: executing needs AlterPartitionReassignments.
+    /// Plan a rebalance (or a drain) of a live cluster, print it and carry
+    /// it out: moves that even out replicas, preferred leaders and bytes per
+    /// broker, rack-aware. `--dry-run` only prints.
     Rebalance(RebalanceArgs),
 }
 
@@ -78,9 +78,16 @@ struct RebalanceArgs {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap_server: String,
-    /// Only print the plan (required: execution is not implemented yet).
+    /// Only print the plan.
     #[arg(long)]
     dry_run: bool,
+    /// Partitions moved at once when executing.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// Seconds one batch may take before the command gives up (the moves
+    /// under way carry on in the brokers).
+    #[arg(long, default_value_t = 3600)]
+    batch_timeout_seconds: u64,
     /// Brokers to empty (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     drain: Vec<i32>,
@@ -180,8 +187,6 @@ async fn main() -> anyhow::Result<()> {
 
 async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     use skiff_operator::rebalance;
-    // Refuse before touching the cluster: no plan is ever half-executed.
-    anyhow::ensure!(args.dry_run, "{}", rebalance::NOT_EXECUTABLE);
     anyhow::ensure!(
         args.bytes_tolerance_percent >= 0.0,
         "--bytes-tolerance-percent must not be negative"
@@ -209,6 +214,25 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     } else {
         print!("{table}");
     }
+    if args.dry_run {
+        eprintln!(
+            "Dry run: nothing was changed. --json prints the plan in kafka-reassign-partitions format."
+        );
+        return Ok(());
+    }
+    if plan.moves.is_empty() {
+        return Ok(());
+    }
+    let how = rebalance::Execution {
+        batch: args.batch_size.max(1),
+        batch_timeout: std::time::Duration::from_secs(args.batch_timeout_seconds.max(1)),
+        poll: std::time::Duration::from_millis(500),
+    };
+    rebalance::execute(&opts, &plan, how, |done, total| {
+        eprintln!("moved {done}/{total} partitions");
+    })
+    .await?;
+    eprintln!("Done: every move of the plan is complete.");
     Ok(())
 }
 

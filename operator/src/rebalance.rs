@@ -4,23 +4,29 @@
 //! with [`skiff_balance`] and print the plan, as a table for a person or as
 //! Kafka's reassignment JSON (`kafka-reassign-partitions` format).
 //!
-//! Only planning exists: executing a plan needs AlterPartitionReassignments
-//! in the broker (issue #7), so the command refuses to run without
-//! `--dry-run` instead of pretending.
+//! Without `--dry-run` it carries the plan out ([`execute`]): the moves go
+//! to the brokers in batches through AlterPartitionReassignments, each
+//! batch followed through ListPartitionReassignments until it is done.
+//!
+//! Only replicated partitions move (each is a Raft group that changes its
+//! members): single-replica partitions and the brokers' own
+//! `__consumer_offsets` are left out of the plan, and the table says how
+//! many.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use kafka_protocol::messages::{DescribeLogDirsRequest, MetadataRequest, MetadataResponse};
 use serde_json::json;
 use skiff_balance::{Broker, MoveKind, Options as PlanOptions, Partition, Plan, Tolerance};
 
+use crate::admin::reassign::Reassignment;
 use crate::admin::requests::metadata_request;
 use crate::admin::{AdminClient, AdminCredentials, codes, error_name};
 
-/// What `--dry-run` without it refuses with.
-pub const NOT_EXECUTABLE: &str = "executing a plan needs AlterPartitionReassignments, not \
-     implemented yet (issue #7); rerun with --dry-run to see the plan";
+/// Topics each broker keeps for itself: never moved.
+const LOCAL_TOPICS: [&str; 1] = ["__consumer_offsets"];
 
 /// What to plan.
 #[derive(Debug, Clone)]
@@ -41,6 +47,9 @@ pub struct Snapshot {
     pub addresses: BTreeMap<i32, String>,
     /// Why partition sizes are unknown (then every size is 0).
     pub sizes_unknown: Option<String>,
+    /// Partitions left out because they cannot move: single replicas and
+    /// brokers' local topics.
+    pub immovable: usize,
 }
 
 /// Brokers and partitions of a Metadata answer; `drain` marks brokers
@@ -76,6 +85,7 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
         .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
         .collect();
     let mut partitions = Vec::new();
+    let mut immovable = 0;
     for t in &md.topics {
         let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
         anyhow::ensure!(
@@ -85,6 +95,10 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
             t.error_code
         );
         for p in &t.partitions {
+            if p.replica_nodes.len() < 2 || LOCAL_TOPICS.contains(&name.as_str()) {
+                immovable += 1;
+                continue;
+            }
             partitions.push(Partition {
                 topic: name.clone(),
                 partition: p.partition_index,
@@ -99,6 +113,7 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
         partitions,
         addresses,
         sizes_unknown: None,
+        immovable,
     })
 }
 
@@ -239,6 +254,13 @@ pub fn render_table(snap: &Snapshot, plan: &Plan, tolerance: &Tolerance) -> Stri
     if let Some(why) = &snap.sizes_unknown {
         let _ = writeln!(out, "note: {why}");
     }
+    if snap.immovable > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} partitions cannot move (a single replica, or a broker's own __consumer_offsets) and are left out",
+            snap.immovable
+        );
+    }
     out.push('\n');
     if plan.moves.is_empty() {
         let _ = writeln!(
@@ -342,13 +364,79 @@ pub fn render_table(snap: &Snapshot, plan: &Plan, tolerance: &Tolerance) -> Stri
     for w in &plan.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
-    let _ = writeln!(
-        out,
-        "Dry run: nothing was changed (executing a plan needs AlterPartitionReassignments, \
-         not implemented yet: issue #7). --json prints the plan in kafka-reassign-partitions \
-         format."
-    );
     out
+}
+
+/// How [`execute`] goes about a plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Execution {
+    /// Partitions moved at once.
+    pub batch: usize,
+    /// How long one batch may take before the command gives up (the moves
+    /// under way carry on in the brokers).
+    pub batch_timeout: Duration,
+    pub poll: Duration,
+}
+
+/// Carries out `plan`: its moves in batches, each started with
+/// AlterPartitionReassignments and followed with ListPartitionReassignments
+/// until none of it is under way. `progress` hears (moved, total) after each
+/// batch.
+///
+/// # Errors
+/// A move refused (the reason per partition), a batch past its timeout,
+/// the cluster unreachable. Moves already under way carry on in the
+/// brokers; a new run plans from where they got.
+pub async fn execute(
+    opts: &Options,
+    plan: &Plan,
+    how: Execution,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<()> {
+    let moves: Vec<Reassignment> = plan
+        .moves
+        .iter()
+        .map(|m| Reassignment {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            replicas: m.to.clone(),
+        })
+        .collect();
+    let mut admin = AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
+    let mut done = 0;
+    for batch in moves.chunks(how.batch.max(1)) {
+        let refused = admin.reassign(batch).await?;
+        if !refused.is_empty() {
+            let why: Vec<String> = refused
+                .iter()
+                .map(|(m, e)| format!("{}-{}: {e}", m.topic, m.partition))
+                .collect();
+            anyhow::bail!("the brokers refused moves: {}", why.join("; "));
+        }
+        let deadline = tokio::time::Instant::now() + how.batch_timeout;
+        loop {
+            let pending = admin.reassignments_in_progress().await?;
+            let left: Vec<String> = batch
+                .iter()
+                .filter(|m| pending.contains(&(m.topic.clone(), m.partition)))
+                .map(|m| format!("{}-{}", m.topic, m.partition))
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "moves still under way after {:?}: {} (they carry on in the brokers; \
+                 ListPartitionReassignments shows them)",
+                how.batch_timeout,
+                left.join(", ")
+            );
+            tokio::time::sleep(how.poll).await;
+        }
+        done += batch.len();
+        progress(done, moves.len());
+    }
+    Ok(())
 }
 
 fn table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {
@@ -476,22 +564,27 @@ mod tests {
 
     #[test]
     fn the_table_shows_moves_brokers_totals_and_the_unknown_sizes() {
-        // Four partitions on broker 1: 2 ± 1 each allows 3 and 1, one move.
-        let parts: Vec<(&str, i32, &[i32])> = (0..4).map(|p| ("t", p, &[1][..])).collect();
-        let md = metadata(&[(1, None), (2, None)], &parts);
+        // Four partitions on brokers 1 and 2 (eight replicas): 8/3 ± 1
+        // allows 3, 3 and 2, two moves onto broker 3. Two single-replica
+        // partitions cannot move.
+        let mut parts: Vec<(&str, i32, &[i32])> = (0..4).map(|p| ("t", p, &[1, 2][..])).collect();
+        parts.extend([("one", 0, &[1][..]), ("one", 1, &[2][..])]);
+        let md = metadata(&[(1, None), (2, None), (3, None)], &parts);
         let mut snap = snapshot_from_metadata(&md, &[]).unwrap();
+        assert_eq!(snap.immovable, 2);
         snap.sizes_unknown = Some("sizes unknown".into());
         let p = plan(&snap, Tolerance::default()).unwrap();
         let text = render_table(&snap, &p, &Tolerance::default());
         assert!(text.contains("note: sizes unknown"), "{text}");
+        assert!(text.contains("note: 2 partitions cannot move"), "{text}");
         assert!(text.contains("TOPIC"), "{text}");
-        assert!(text.contains("move 1 -> 2"), "{text}");
+        assert!(text.contains(" -> 3"), "{text}");
         assert!(
-            text.contains("1 partitions change: 1 replica moves"),
+            text.contains("partitions change: 2 replica moves"),
             "{text}"
         );
         assert!(text.contains("Balanced after:  replicas yes"), "{text}");
-        assert!(text.contains("Dry run"), "{text}");
+        assert!(text.contains("Rebalance plan"), "{text}");
     }
 
     #[test]

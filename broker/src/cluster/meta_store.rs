@@ -53,6 +53,7 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
     /// Replicas of each partition, preferred leader first. Empty on a
     /// single broker: it holds every partition.
+    /// During a reassignment: the target first, then the replicas leaving.
     #[serde(default)]
     pub assignments: Vec<Vec<i32>>,
 }

@@ -105,6 +105,7 @@ pub fn spawn_background(
             heartbeat_ms: broker.config.partition_raft_heartbeat_ms,
             election_timeout_min_ms: broker.config.partition_raft_election_timeout_ms,
             election_timeout_max_ms: broker.config.partition_raft_election_timeout_ms * 2,
+            throttled_rate: broker.config.leader_replication_throttled_rate,
         },
     )?;
     tokio::spawn(host.clone().run(broker.clone(), shutdown.clone()));

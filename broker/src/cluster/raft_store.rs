@@ -22,7 +22,14 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::meta_state::{MetaCommand, MetaResponse, MetaState};
+use super::meta_state::{MetaCommand, MetaResponse, MetaState, StateExtensions};
+
+impl crate::rpc::client::PayloadSize for MetaCommand {
+    /// Metadata is never throttled: its size does not matter.
+    fn payload_size(&self) -> usize {
+        0
+    }
+}
 
 openraft::declare_raft_types!(
     /// The metadata group's types.
@@ -49,6 +56,24 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, SErr> {
 
 fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, SErr> {
     postcard::from_bytes(b).map_err(read_err)
+}
+
+/// The stored form of [`Applied`]: its encoding, then the state's
+/// extensions (see [`StateExtensions`]).
+fn enc_applied(a: &Applied) -> Result<Vec<u8>, SErr> {
+    let mut bytes = enc(a)?;
+    bytes.extend(enc(&a.state.extensions())?);
+    Ok(bytes)
+}
+
+/// Reads what [`enc_applied`] wrote, or an [`Applied`] stored before the
+/// extensions existed.
+fn dec_applied(b: &[u8]) -> Result<Applied, SErr> {
+    let (mut a, rest): (Applied, &[u8]) = postcard::take_from_bytes(b).map_err(read_err)?;
+    if !rest.is_empty() {
+        a.state.set_extensions(dec::<StateExtensions>(rest)?);
+    }
+    Ok(a)
 }
 
 const VOTE: &str = "vote";
@@ -226,7 +251,7 @@ impl StateMachine {
     pub fn open(db: &sled::Db) -> Result<Self, SErr> {
         let tree = db.open_tree("raft_sm").map_err(read_err)?;
         let applied: Applied = match tree.get(APPLIED).map_err(read_err)? {
-            Some(v) => dec(&v)?,
+            Some(v) => dec_applied(&v)?,
             None => Applied::default(),
         };
         let idx = applied.last_applied.map_or(0, |l| l.index);
@@ -253,7 +278,7 @@ impl StateMachine {
             membership,
             state: self.state.read().clone(),
         };
-        let bytes = enc(&a)?;
+        let bytes = enc_applied(&a)?;
         Ok((a, bytes))
     }
 
@@ -346,7 +371,7 @@ impl RaftStateMachine<MetaTypes> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
         let data = snapshot.into_inner();
-        let a: Applied = dec(&data)?;
+        let a = dec_applied(&data)?;
         *self.state.write() = a.state;
         *self.applied.write() = (meta.last_log_id, meta.last_membership.clone());
         let stored = StoredSnapshot {
@@ -372,5 +397,37 @@ impl RaftStateMachine<MetaTypes> for StateMachine {
                 }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::meta_state::Reassignment;
+
+    #[test]
+    fn a_state_stored_before_its_extensions_still_decodes_and_a_new_one_keeps_them() {
+        let mut a = Applied::default();
+        a.state.producer_id_block_end = 7;
+        let old = enc(&a).unwrap();
+        let back = dec_applied(&old).unwrap();
+        assert_eq!(back.state, a.state);
+
+        a.state
+            .reassignments
+            .entry(uuid::Uuid::nil())
+            .or_default()
+            .insert(
+                3,
+                Reassignment {
+                    original: vec![1, 2, 3],
+                    target: vec![1, 2, 4],
+                    abandoned: Vec::new(),
+                },
+            );
+        let new = enc_applied(&a).unwrap();
+        let back = dec_applied(&new).unwrap();
+        assert_eq!(back.state.reassignments, a.state.reassignments);
+        assert_eq!(back.state.producer_id_block_end, 7);
     }
 }

@@ -113,39 +113,76 @@ fn partition_dir(logs_dir: &Path, topic: &str, index: i32) -> PathBuf {
     logs_dir.join(format!("{topic}-{index}"))
 }
 
-/// Wraps a partition's opened log: as a Raft replica when the partition is
-/// replicated (a cluster, replication factor 2 or more, this broker among
-/// its assigned replicas), else on the single-replica path. RF 1 keeps the
-/// single-replica path on purpose: there is nobody to agree with, and it is
-/// the fast path `make bench` measures.
-fn wrap_log(
+/// Where one partition lives on this broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Placement {
+    /// The single-replica path: a single broker, replication factor 1, or
+    /// a local-only topic. RF 1 keeps it on purpose: there is nobody to
+    /// agree with, and it is the fast path `make bench` measures.
+    Local,
+    /// A Raft replica (a cluster, replication factor 2 or more, this broker
+    /// among the partition's replicas), with the replicas.
+    Replica(Vec<i32>),
+    /// Replicated, but not here: no log, no directory.
+    Absent,
+}
+
+fn placement(
     store: &MetaStore,
-    name: &Arc<str>,
-    id: Uuid,
+    name: &str,
     rf: i16,
     assignments: &[Vec<i32>],
     index: i32,
-    log: PartitionLog,
-) -> Result<Partition> {
+) -> Placement {
+    let Some(me) = store.group().map(|g| g.node_id()) else {
+        return Placement::Local;
+    };
+    if rf < 2 || is_local_only(name) || assignments.is_empty() {
+        return Placement::Local;
+    }
     let replicas = usize::try_from(index)
         .ok()
         .and_then(|i| assignments.get(i))
         .cloned()
         .unwrap_or_default();
-    let me = store.group().map(|g| g.node_id());
-    let hosted = me.is_some_and(|me| {
-        rf >= 2
-            && !is_local_only(name)
-            && replicas.iter().any(|&r| u64::try_from(r).ok() == Some(me))
-    });
-    if hosted {
-        let group_id = crate::rpc::GroupId::Partition {
-            topic_id: id,
-            partition: index,
-        };
-        Partition::open_replicated(name.clone(), index, log, group_id, replicas)
+    if replicas.iter().any(|&r| u64::try_from(r).ok() == Some(me)) {
+        Placement::Replica(replicas)
     } else {
-        Partition::open(name.clone(), index, log)
+        Placement::Absent
+    }
+}
+
+/// Opens (recovering) a partition's log as `placement` says; `None` when it
+/// has no replica here.
+fn open_log(
+    dir: &Path,
+    config: &TopicConfig,
+    placement: &Placement,
+) -> Result<Option<(PartitionLog, u64)>> {
+    if *placement == Placement::Absent {
+        return Ok(None);
+    }
+    let (log, recovery) = PartitionLog::open(dir, config.log_config())?;
+    Ok(Some((log, recovery.truncated_bytes)))
+}
+
+fn wrap_log(
+    name: &Arc<str>,
+    id: Uuid,
+    index: i32,
+    placement: Placement,
+    log: Option<PartitionLog>,
+) -> Result<Partition> {
+    match (placement, log) {
+        (Placement::Replica(replicas), Some(log)) => {
+            let group_id = crate::rpc::GroupId::Partition {
+                topic_id: id,
+                partition: index,
+            };
+            Partition::open_replicated(name.clone(), index, log, group_id, replicas)
+        }
+        (_, Some(log)) => Partition::open(name.clone(), index, log),
+        (_, None) => Ok(Partition::absent(name.clone(), index)),
     }
 }
 
@@ -169,28 +206,29 @@ impl TopicTable {
             let mut partitions = Vec::new();
             for index in 0..rec.partitions {
                 let dir = partition_dir(&logs_dir, &rec.name, index);
-                owned.insert(dir.clone());
-                let (log, recovery) = PartitionLog::open(&dir, config.log_config())
-                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
-                if recovery.truncated_bytes > 0 {
-                    warn!(
-                        partition = %dir.display(),
-                        truncated_bytes = recovery.truncated_bytes,
-                        "recovered partition by truncating a torn or corrupt tail"
-                    );
-                }
-                report.truncated_bytes += recovery.truncated_bytes;
-                report.partitions += 1;
-                let partition = wrap_log(
+                let place = placement(
                     &store,
-                    &name,
-                    rec.id,
+                    &rec.name,
                     rec.replication_factor,
                     &rec.assignments,
                     index,
-                    log,
-                )
-                .map_err(|e| {
+                );
+                let opened = open_log(&dir, &config, &place)
+                    .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
+                let log = opened.map(|(log, truncated)| {
+                    if truncated > 0 {
+                        warn!(
+                            partition = %dir.display(),
+                            truncated_bytes = truncated,
+                            "recovered partition by truncating a torn or corrupt tail"
+                        );
+                    }
+                    report.truncated_bytes += truncated;
+                    report.partitions += 1;
+                    owned.insert(dir.clone());
+                    log
+                });
+                let partition = wrap_log(&name, rec.id, index, place, log).map_err(|e| {
                     anyhow::anyhow!("opening the partition state of {}: {e}", dir.display())
                 })?;
                 partitions.push(Arc::new(partition));
@@ -208,6 +246,8 @@ impl TopicTable {
                 }),
             );
         }
+        // Also the directories of replicas moved away while this broker was
+        // down.
         for entry in std::fs::read_dir(&logs_dir)? {
             let path = entry?.path();
             if path.is_dir() && !owned.contains(&path) {
@@ -333,26 +373,32 @@ impl TopicTable {
         config: &TopicConfig,
         (id, rf, assignments): (Uuid, i16, &[Vec<i32>]),
     ) -> Result<Vec<Arc<Partition>>> {
-        let mut out = Vec::new();
-        for index in range {
-            let dir = partition_dir(&self.logs_dir, name, index);
-            // A directory here belongs to nobody (a topic of the same name was
-            // deleted); starting from it would resurrect old records.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
-            }
-            let (log, _) = PartitionLog::open(&dir, config.log_config())?;
-            out.push(Arc::new(wrap_log(
-                &self.store,
-                name,
-                id,
-                rf,
-                assignments,
-                index,
-                log,
-            )?));
+        range
+            .map(|index| {
+                self.open_fresh(name, index, config, (id, rf, assignments))
+                    .map(Arc::new)
+            })
+            .collect()
+    }
+
+    /// Opens a partition this broker has not held so far: whatever
+    /// directory is in its place belongs to nobody (a topic of the same
+    /// name was deleted, a replica moved away); starting from it would
+    /// resurrect old records.
+    fn open_fresh(
+        &self,
+        name: &Arc<str>,
+        index: i32,
+        config: &TopicConfig,
+        (id, rf, assignments): (Uuid, i16, &[Vec<i32>]),
+    ) -> Result<Partition> {
+        let dir = partition_dir(&self.logs_dir, name, index);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
         }
-        Ok(out)
+        let place = placement(&self.store, name, rf, assignments, index);
+        let log = open_log(&dir, config, &place)?.map(|(log, _)| log);
+        wrap_log(name, id, index, place, log)
     }
 
     /// Deletes a topic and its data.
@@ -570,6 +616,9 @@ impl TopicTable {
             for p in &partitions {
                 p.update_config(config.log_config());
             }
+            for slot in &mut partitions {
+                self.follow_replicas(slot, &config, &rec)?;
+            }
             let have = partitions.len() as i32;
             if rec.partitions > have {
                 partitions.extend(self.open_partitions(
@@ -594,6 +643,87 @@ impl TopicTable {
             );
         }
         Ok(())
+    }
+
+    /// A reassignment changed who holds a partition: this broker starts
+    /// holding it (a fresh, empty replica that catches up through Raft),
+    /// stops (its group stops, its data goes), or keeps it with new peers.
+    fn follow_replicas(
+        &self,
+        slot: &mut Arc<Partition>,
+        config: &TopicConfig,
+        rec: &TopicRecord,
+    ) -> Result<()> {
+        let name: Arc<str> = slot.topic.clone();
+        let index = slot.index;
+        let place = placement(
+            &self.store,
+            &name,
+            rec.replication_factor,
+            &rec.assignments,
+            index,
+        );
+        match (&place, slot.replicated(), slot.is_absent()) {
+            (Placement::Replica(replicas), Some(r), _) if r.replicas() != *replicas => {
+                r.set_replicas(replicas.clone());
+            }
+            (Placement::Replica(_), None, true) => {
+                let fresh = self.open_fresh(
+                    &name,
+                    index,
+                    config,
+                    (rec.id, rec.replication_factor, &rec.assignments),
+                )?;
+                info!(topic = %name, partition = index, "this broker now holds a replica (reassignment)");
+                *slot = Arc::new(fresh);
+            }
+            (Placement::Absent, Some(_), _) => {
+                let old = std::mem::replace(slot, Arc::new(Partition::absent(name.clone(), index)));
+                self.retire(old);
+                info!(topic = %name, partition = index, "this broker no longer holds a replica (reassignment); its data is removed");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Stops a replica moved away and deletes its data. The directory is
+    /// renamed at once (a replica placed here again starts clean), and
+    /// removed once the group has stopped writing to it; a crash in between
+    /// leaves a directory no topic owns, removed at the next start.
+    fn retire(&self, partition: Arc<Partition>) {
+        let dir = partition_dir(&self.logs_dir, &partition.topic, partition.index);
+        let grave = self.logs_dir.join(format!(
+            "{}.removed-{}",
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("partition"),
+            Uuid::new_v4().simple()
+        ));
+        if let Err(e) = std::fs::rename(&dir, &grave) {
+            warn!(dir = %dir.display(), error = %e, "could not move a removed replica's directory aside");
+        }
+        let group = partition.replicated().and_then(|r| r.take_group());
+        let bury = move || {
+            drop(partition);
+            if grave.exists()
+                && let Err(e) = std::fs::remove_dir_all(&grave)
+            {
+                warn!(dir = %grave.display(), error = %e, "could not remove a removed replica's data; it is removed at next start");
+            }
+        };
+        match (tokio::runtime::Handle::try_current(), group) {
+            (Ok(rt), Some(group)) => {
+                rt.spawn(async move {
+                    if let Err(e) = group.raft().shutdown().await {
+                        warn!(error = %e, "stopping a removed replica's Raft group");
+                    }
+                    drop(group);
+                    let _ = tokio::task::spawn_blocking(bury).await;
+                });
+            }
+            _ => bury(),
+        }
     }
 
     fn drop_local(&self, topic: &Topic) {

@@ -19,6 +19,7 @@ use crate::connection::ListenerInfo;
 
 mod alter_client_quotas;
 mod alter_configs;
+mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
 mod api_versions;
 mod config_resource;
@@ -43,6 +44,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -52,6 +54,7 @@ mod sasl_authenticate;
 mod sasl_handshake;
 mod sync_group;
 mod throttle;
+mod unregister_broker;
 mod unsupported;
 
 /// What a handler needs to know about the request beyond its body.
@@ -338,6 +341,9 @@ apis! {
     DeleteAcls => delete_acls::DeleteAclsRequest, 1..=3;
     DescribeClientQuotas => describe_client_quotas::DescribeClientQuotasRequest, 0..=1;
     AlterClientQuotas => alter_client_quotas::AlterClientQuotasRequest, 0..=1;
+    AlterPartitionReassignments => alter_partition_reassignments::AlterPartitionReassignmentsRequest, 0..=1;
+    ListPartitionReassignments => list_partition_reassignments::ListPartitionReassignmentsRequest, 0..=0;
+    UnregisterBroker => unregister_broker::UnregisterBrokerRequest, 0..=0;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -498,6 +504,9 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::DescribeClientQuotas => "DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "AlterClientQuotas",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
+        ApiKey::UnregisterBroker => "UnregisterBroker",
         _ => "Other",
     }
 }

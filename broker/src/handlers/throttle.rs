@@ -39,7 +39,8 @@ throttle_time! {
     InitProducerIdResponse => 0, DescribeUserScramCredentialsResponse => 0,
     AlterUserScramCredentialsResponse => 0, DescribeAclsResponse => 0,
     CreateAclsResponse => 0, DeleteAclsResponse => 0, DescribeClientQuotasResponse => 0,
-    AlterClientQuotasResponse => 0,
+    AlterClientQuotasResponse => 0, AlterPartitionReassignmentsResponse => 0,
+    ListPartitionReassignmentsResponse => 0, UnregisterBrokerResponse => 0,
 }
 
 // The SASL exchange has no throttle field and is never metered.

@@ -10,7 +10,7 @@
 //! broker, hosting a replica or not, routes clients to the real leader. And
 //! it exports the partition Raft metrics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::reassign::{self, Move};
 use super::{NodeId, PartitionGroup, PartitionRaft};
 use crate::broker::Broker;
 use crate::cluster::meta_state::{MetaCommand, PartitionLeader, PartitionLeaderUpdate};
@@ -28,6 +29,7 @@ use crate::partition::Partition;
 use crate::rpc::GroupId;
 use crate::rpc::client::NetworkFactory;
 use crate::rpc::server::RaftHandler;
+use crate::rpc::throttle::CatchUpThrottle;
 
 /// How long a produce waits for its entries to commit before
 /// REQUEST_TIMED_OUT (the client retries).
@@ -42,9 +44,12 @@ pub struct HostSettings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// `leader.replication.throttled.rate`, bytes per second.
+    pub throttled_rate: u64,
 }
 
 struct Hosted {
+    group_id: GroupId,
     group: Arc<PartitionGroup>,
     partition: Arc<Partition>,
     topic_id: Uuid,
@@ -59,6 +64,9 @@ pub struct ReplicaHost {
     hosted: tokio::sync::Mutex<HashMap<GroupId, Hosted>>,
     kick: Notify,
     reporting: Arc<AtomicBool>,
+    throttle: Arc<CatchUpThrottle>,
+    /// Groups whose reassignment this broker is carrying out.
+    driving: Arc<parking_lot::Mutex<HashSet<GroupId>>>,
 }
 
 impl ReplicaHost {
@@ -94,6 +102,8 @@ impl ReplicaHost {
             hosted: tokio::sync::Mutex::new(HashMap::new()),
             kick: Notify::new(),
             reporting: Arc::new(AtomicBool::new(false)),
+            throttle: Arc::new(CatchUpThrottle::new(settings.throttled_rate)),
+            driving: Arc::new(parking_lot::Mutex::new(HashSet::new())),
         }))
     }
 
@@ -114,7 +124,10 @@ impl ReplicaHost {
                 _ = self.kick.notified() => {}
             }
             self.reconcile(&broker).await;
-            let updates = self.observe(&broker).await;
+            let (updates, moves) = self.observe(&broker).await;
+            for (mv, group) in moves {
+                self.start_move(mv, group);
+            }
             if !updates.is_empty() && !self.reporting.swap(true, Ordering::SeqCst) {
                 // In its own task: without a metadata quorum the write waits
                 // for the write timeout, and hosting must go on meanwhile.
@@ -158,10 +171,15 @@ impl ReplicaHost {
             }
         }
         let mut hosted = self.hosted.lock().await;
+        // A replica moved away and back again is a new partition object: the
+        // old one's group is stopped and a new one started.
         let gone: Vec<GroupId> = hosted
-            .keys()
-            .filter(|g| !want.contains_key(g))
-            .copied()
+            .iter()
+            .filter(|(g, h)| {
+                want.get(g)
+                    .is_none_or(|(_, p)| !Arc::ptr_eq(p, &h.partition))
+            })
+            .map(|(g, _)| *g)
             .collect();
         for gid in gone {
             let Some(h) = hosted.remove(&gid) else {
@@ -191,6 +209,7 @@ impl ReplicaHost {
                     hosted.insert(
                         gid,
                         Hosted {
+                            group_id: gid,
                             group,
                             partition: p,
                             topic_id,
@@ -214,26 +233,36 @@ impl ReplicaHost {
         let r = p
             .replicated()
             .ok_or_else(|| anyhow::anyhow!("not a replicated partition"))?;
-        let (members, known_leader) = {
+        let (members, first, known_leader) = {
             let state = self.meta.state();
+            // During a reassignment the group's first members are the
+            // original replicas; a replica being added never initializes.
+            let pending = state
+                .reassignment(topic_id, p.index)
+                .map(|r| r.original.clone());
+            let me = i32::try_from(self.node_id).unwrap_or(-1);
+            let adding = pending.as_ref().is_some_and(|o| !o.contains(&me));
+            let initial = pending.unwrap_or_else(|| r.replicas());
             let mut members = BTreeMap::new();
-            for id in &r.replicas {
+            for id in &initial {
                 let b = state
                     .brokers
                     .get(id)
                     .ok_or_else(|| anyhow::anyhow!("replica {id} is not a registered broker"))?;
                 members.insert(u64::try_from(*id)?, BasicNode::new(&b.rpc_addr));
             }
-            let known = state
-                .partition_leaders
-                .get(&topic_id)
-                .is_some_and(|m| m.contains_key(&p.index));
-            (members, known)
+            let known = adding
+                || state
+                    .partition_leaders
+                    .get(&topic_id)
+                    .is_some_and(|m| m.contains_key(&p.index));
+            (members, initial.first().copied(), known)
         };
         let raft = Raft::new(
             self.node_id,
             self.config.clone(),
-            NetworkFactory::<PartitionRaft>::new(self.meta.pool().clone(), gid),
+            NetworkFactory::<PartitionRaft>::new(self.meta.pool().clone(), gid)
+                .with_throttle(self.throttle.clone()),
             r.store.log_store(),
             r.store.state_machine(),
         )
@@ -256,8 +285,7 @@ impl ReplicaHost {
             // assignment does. The others wait to be reached first. A
             // partition that ever had a leader is never initialized again
             // (a replica with a wiped disk must catch up, not start a log).
-            let preferred =
-                r.replicas.first().and_then(|&f| u64::try_from(f).ok()) == Some(self.node_id);
+            let preferred = first.and_then(|f| u64::try_from(f).ok()) == Some(self.node_id);
             let wait = if preferred {
                 // A moment for the other replicas' brokers to apply the
                 // same metadata and register the group, so the first vote
@@ -285,13 +313,45 @@ impl ReplicaHost {
         Ok(group)
     }
 
+    /// Carries out a reassignment this broker's replica leads, unless it
+    /// already does; after an error the next tick starts it again, from
+    /// wherever the group is.
+    fn start_move(&self, mv: Move, group: Arc<PartitionGroup>) {
+        if !self.driving.lock().insert(mv.group) {
+            return;
+        }
+        let (meta, throttle, driving) = (
+            self.meta.clone(),
+            self.throttle.clone(),
+            self.driving.clone(),
+        );
+        tokio::spawn(async move {
+            match reassign::drive(&meta, &group, &throttle, &mv).await {
+                Ok(Ok(())) => {}
+                Ok(Err(stopped)) => {
+                    debug!(topic = %mv.topic, partition = mv.partition, ?stopped, "reassignment handed over");
+                }
+                Err(e) => {
+                    warn!(topic = %mv.topic, partition = mv.partition, error = %e, "reassignment step failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            driving.lock().remove(&mv.group);
+        });
+    }
+
     /// Exports the partition metrics and returns the leadership records
-    /// that differ from what the metadata holds.
-    async fn observe(&self, broker: &Broker) -> Vec<PartitionLeaderUpdate> {
+    /// that differ from what the metadata holds, and the reassignments of
+    /// the groups this broker leads.
+    async fn observe(
+        &self,
+        broker: &Broker,
+    ) -> (Vec<PartitionLeaderUpdate>, Vec<(Move, Arc<PartitionGroup>)>) {
         let me = i32::try_from(self.node_id).unwrap_or(-1);
         let m = &broker.metrics;
         let mut hosted = self.hosted.lock().await;
         let mut updates = Vec::new();
+        let mut moves = Vec::new();
         let (mut led, mut under, mut offline) = (0i64, 0i64, 0i64);
         let state = self.meta.state();
         for h in hosted.values_mut() {
@@ -327,6 +387,18 @@ impl ReplicaHost {
                 continue;
             }
             led += 1;
+            if let Some(r) = state.reassignment(h.topic_id, h.partition.index) {
+                moves.push((
+                    Move {
+                        group: h.group_id,
+                        topic: h.partition.topic.to_string(),
+                        topic_id: h.topic_id,
+                        partition: h.partition.index,
+                        target: r.target.clone(),
+                    },
+                    h.group.clone(),
+                ));
+            }
             let mut isr: Vec<i32> = h
                 .group
                 .in_sync_ids()
@@ -334,7 +406,7 @@ impl ReplicaHost {
                 .filter_map(|id| i32::try_from(id).ok())
                 .collect();
             isr.sort_unstable();
-            let replicas = h.partition.replicated().map_or(0, |r| r.replicas.len());
+            let replicas = h.partition.replicated().map_or(0, |r| r.replicas().len());
             if isr.len() < replicas {
                 under += 1;
             }
@@ -373,6 +445,8 @@ impl ReplicaHost {
         m.partition_leaders.set(led);
         m.under_replicated_partitions.set(under);
         m.offline_partitions.set(offline);
-        updates
+        m.reassignments_in_progress
+            .set(i64::try_from(self.driving.lock().len()).unwrap_or(i64::MAX));
+        (updates, moves)
     }
 }

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod group;
 pub mod host;
+pub mod reassign;
 pub mod store;
 
 #[cfg(test)]
@@ -33,6 +34,12 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub batch: Bytes,
+}
+
+impl crate::rpc::client::PayloadSize for Proposal {
+    fn payload_size(&self) -> usize {
+        self.batch.len()
+    }
 }
 
 /// Where an applied entry landed in the partition log.

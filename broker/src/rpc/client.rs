@@ -13,7 +13,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftTypeConfig};
+use openraft::{BasicNode, EntryPayload, RaftLogId, RaftTypeConfig};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
 use super::server::{BATCH_PATH, CALL_PATH};
+use super::throttle::CatchUpThrottle;
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
 
@@ -385,6 +386,7 @@ impl PeerAddr for BasicNode {
 pub struct NetworkFactory<C> {
     pool: Arc<PeerPool>,
     group: GroupId,
+    throttle: Option<Arc<CatchUpThrottle>>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -393,8 +395,17 @@ impl<C> NetworkFactory<C> {
         Self {
             pool,
             group,
+            throttle: None,
             _types: PhantomData,
         }
+    }
+
+    /// Entries sent to replicas a reassignment is adding go through
+    /// `throttle`.
+    #[must_use]
+    pub fn with_throttle(mut self, throttle: Arc<CatchUpThrottle>) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 }
 
@@ -402,6 +413,8 @@ impl<C> RaftNetworkFactory<C> for NetworkFactory<C>
 where
     C: RaftTypeConfig,
     C::Node: PeerAddr,
+    C::NodeId: Into<u64>,
+    C::Entry: EntrySize,
 {
     type Network = Network<C>;
 
@@ -409,6 +422,7 @@ where
         Network {
             pool: self.pool.clone(),
             group: self.group,
+            throttle: self.throttle.clone(),
             target,
             addr: node.rpc_addr().to_string(),
             _types: PhantomData,
@@ -420,6 +434,7 @@ where
 pub struct Network<C: RaftTypeConfig> {
     pool: Arc<PeerPool>,
     group: GroupId,
+    throttle: Option<Arc<CatchUpThrottle>>,
     target: C::NodeId,
     addr: String,
     _types: PhantomData<fn() -> C>,
@@ -469,9 +484,33 @@ impl<C: RaftTypeConfig> Network<C> {
     }
 }
 
+/// The bytes of a Raft entry's data, for the reassignment throttle.
+pub trait PayloadSize {
+    fn payload_size(&self) -> usize;
+}
+
+/// The bytes of a Raft entry, for the reassignment throttle.
+pub trait EntrySize {
+    fn data_size(&self) -> usize;
+}
+
+impl<C: RaftTypeConfig> EntrySize for openraft::Entry<C>
+where
+    C::D: PayloadSize,
+{
+    fn data_size(&self) -> usize {
+        match &self.payload {
+            EntryPayload::Normal(d) => d.payload_size(),
+            _ => 0,
+        }
+    }
+}
+
 impl<C> RaftNetwork<C> for Network<C>
 where
     C: RaftTypeConfig,
+    C::NodeId: Into<u64>,
+    C::Entry: EntrySize,
 {
     async fn append_entries(
         &mut self,
@@ -483,8 +522,39 @@ where
         // this peer. The metadata group is alone in its kind and has the
         // tightest timing, so it never waits.
         let heartbeat = rpc.entries.is_empty() && matches!(self.group, GroupId::Partition { .. });
-        self.raft_call(RpcKind::AppendEntries, &rpc, &option, heartbeat)
-            .await
+        let throttle = self
+            .throttle
+            .clone()
+            .filter(|t| !heartbeat && t.applies(self.group, self.target.clone().into()));
+        let Some(throttle) = throttle else {
+            return self
+                .raft_call(RpcKind::AppendEntries, &rpc, &option, heartbeat)
+                .await;
+        };
+        // A replica catching up gets what the throttle's credit covers now;
+        // Raft sends the rest next (a partial success, not an error). With
+        // no credit within a third of the deadline it gets no entry, but the
+        // call still checks that the replica holds `prev_log_id`.
+        let mut rpc = rpc;
+        let sizes: Vec<usize> = rpc.entries.iter().map(EntrySize::data_size).collect();
+        let n = throttle.admit(&sizes, option.hard_ttl() / 3).await;
+        if n == rpc.entries.len() {
+            return self
+                .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
+                .await;
+        }
+        let matching = match n {
+            0 => rpc.prev_log_id.clone(),
+            n => Some(rpc.entries[n - 1].get_log_id().clone()),
+        };
+        rpc.entries.truncate(n);
+        let reply: AppendEntriesResponse<C::NodeId> = self
+            .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
+            .await?;
+        Ok(match reply {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(matching),
+            other => other,
+        })
     }
 
     async fn install_snapshot(

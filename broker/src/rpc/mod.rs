@@ -34,6 +34,7 @@
 
 pub mod client;
 pub mod server;
+pub mod throttle;
 pub mod wire;
 
 use std::time::Duration;

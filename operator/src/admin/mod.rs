@@ -7,6 +7,7 @@
 //! with SASL SCRAM-SHA-512 as the operator's admin identity
 //! ([`AdminCredentials`]).
 
+pub mod reassign;
 pub mod requests;
 pub mod scram;
 
@@ -105,6 +106,9 @@ pub fn error_name(code: i16) -> &'static str {
         91 => "RESOURCE_NOT_FOUND",
         92 => "DUPLICATE_RESOURCE",
         93 => "UNACCEPTABLE_CREDENTIAL",
+        60 => "REASSIGNMENT_IN_PROGRESS",
+        85 => "NO_REASSIGNMENT_IN_PROGRESS",
+        102 => "BROKER_ID_NOT_REGISTERED",
         _ => "KAFKA_ERROR",
     }
 }
@@ -117,6 +121,7 @@ pub mod codes {
     /// ACL calls on a broker without an authorizer.
     pub const SECURITY_DISABLED: i16 = 54;
     pub const RESOURCE_NOT_FOUND: i16 = 91;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
 }
 
 /// The operator's admin identity: a SCRAM-SHA-512 user. `Debug` hides the

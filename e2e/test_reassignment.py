@@ -1,0 +1,276 @@
+"""Partition reassignment (issue #7): AlterPartitionReassignments and
+ListPartitionReassignments carried out as Raft membership changes, driven by
+kafka-python's admin client against real broker processes.
+
+Proves:
+- growing a cluster from 3 to 5 brokers and moving replicas onto the new
+  ones, then draining the two new brokers again, while an idempotent
+  `acks=all` producer and a consumer group run: every reassignment
+  completes, replicas end within one of even per broker, a broker no longer
+  holding a partition has deleted its data, UnregisterBroker removes a
+  drained broker (and refuses one that still holds replicas), and not one
+  acknowledged record is lost or duplicated, in order per partition;
+- bad reassignments get Kafka's errors: an unknown broker or a repeated one
+  (INVALID_REPLICA_ASSIGNMENT), an unknown partition, a second reassignment
+  of a partition whose first is under way (REASSIGNMENT_IN_PROGRESS), a
+  cancellation with none under way (NO_REASSIGNMENT_IN_PROGRESS); a pending
+  one is listed with its adding and removing replicas, and a cancelled one
+  returns the partition to its original replicas;
+- `leader.replication.throttled.rate` holds a new replica's catch-up to the
+  configured rate (within 20 %).
+"""
+
+import struct
+import threading
+import time
+from collections import Counter
+
+import pytest
+from kafka import TopicPartition as KTopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import (
+    InvalidReplicationAssignmentError,
+    NoReassignmentInProgressError,
+    ReassignmentInProgressError,
+    UnknownTopicOrPartitionError,
+)
+
+from confluent_kafka import Consumer, Producer
+
+import skiff
+from test_replication import Workload, create, read_all
+
+PARTITIONS = 12
+
+
+def kadmin(c: skiff.Cluster) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=c.bootstrap.split(","), request_timeout_ms=30000)
+
+
+def reassign(admin: KafkaAdminClient, topic: str, targets: dict) -> dict:
+    res = admin.alter_partition_reassignments(
+        {KTopicPartition(topic, p): r for p, r in targets.items()})
+    return {tp.partition: err for tp, err in res.items()}
+
+
+def wait_reassigned(admin: KafkaAdminClient, timeout: float = 180.0):
+    def done():
+        pending = admin.list_partition_reassignments()
+        return not pending
+    skiff.wait_until(done, timeout, interval=0.5, what="every reassignment to complete")
+
+
+def replicas_of(c: skiff.Cluster, topic: str) -> dict:
+    """partition -> replicas, from the metadata of a live broker."""
+    md = c.metadata(c.alive()[0].node_id, [topic])["topics"][topic]
+    return {p: list(replicas) for p, (_leader, replicas, _isr) in md.items()}
+
+
+def holds_data(b: skiff.Broker, topic: str, partition: int) -> bool:
+    return any(p.is_dir() for p in b.data_dir.rglob(f"{topic}-{partition}"))
+
+
+def unregister(bootstrap: str, broker_id: int) -> int:
+    """UnregisterBroker v0 (no client library sends it); the error code."""
+    body = struct.pack(">i", broker_id) + b"\x00"  # broker id, no tagged fields
+    reply = skiff.raw_call(bootstrap, api_key=64, version=0, body=body, flexible=True)
+    return struct.unpack_from(">h", reply, 4)[0]  # after throttle_time_ms
+
+
+class GroupReader:
+    """A consumer group member reading the topic throughout (it must keep
+    working while partitions move), counting what it sees."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"{topic}-readers",
+            "auto.offset.reset": "earliest", "enable.auto.commit": True,
+            "topic.metadata.refresh.interval.ms": 2000,
+        })
+        self.consumer.subscribe([topic])
+        self.seen = 0
+        self.errors = []
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            for m in self.consumer.consume(num_messages=1000, timeout=0.5):
+                if m.error():
+                    self.errors.append(str(m.error()))
+                else:
+                    self.seen += 1
+
+    def close(self):
+        self.stop_flag.set()
+        self.thread.join(30)
+        self.consumer.close()
+
+
+def spread(partitions: int, brokers: list[int], rf: int = 3) -> dict:
+    """Replicas and preferred leaders even within one per broker: each
+    partition takes the brokers holding the fewest replicas so far, led by
+    the one among them leading the fewest."""
+    replicas, leaders = Counter(), Counter()
+    out = {}
+    for p in range(partitions):
+        chosen = sorted(brokers, key=lambda b: (replicas[b], leaders[b], b))[:rf]
+        chosen.sort(key=lambda b: (leaders[b], b))
+        for b in chosen:
+            replicas[b] += 1
+        leaders[chosen[0]] += 1
+        out[p] = chosen
+    return out
+
+
+def within_one(counts: Counter, brokers: list[int]) -> bool:
+    values = [counts.get(b, 0) for b in brokers]
+    return max(values) - min(values) <= 1
+
+
+def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
+    c = skiff.Cluster(tmp_path, n=5)
+    try:
+        for b in c.brokers[:3]:
+            b.start(wait_ready=False)
+        for b in c.brokers[:3]:
+            b.wait_ready(60)
+        c.wait_converged()
+        topic = "moving"
+        create(c.bootstrap, topic, PARTITIONS, 3)
+        work = Workload(c.bootstrap, topic, PARTITIONS).start()
+        reader = GroupReader(c.bootstrap, topic)
+        work.wait_progress(500)
+
+        # Grow: two new brokers, then replicas spread over all five.
+        for b in c.brokers[3:]:
+            b.start()
+        c.wait_converged()
+        admin = kadmin(c)
+        all5 = [1, 2, 3, 4, 5]
+        errors = reassign(admin, topic, spread(PARTITIONS, all5))
+        assert errors == {p: None for p in range(PARTITIONS)}, errors
+        wait_reassigned(admin)
+        reps = replicas_of(c, topic)
+        assert reps == spread(PARTITIONS, all5), reps
+        counts = Counter(r for rs in reps.values() for r in rs)
+        assert within_one(counts, all5), counts
+        work.wait_progress(500)
+        print(f"grown to 5: replicas per broker {dict(counts)}")
+
+        # A broker holding replicas cannot be unregistered.
+        assert unregister(c[1].bootstrap, 5) != 0
+
+        # Drain brokers 4 and 5: every replica back onto 1-3.
+        errors = reassign(admin, topic, spread(PARTITIONS, [1, 2, 3]))
+        assert errors == {p: None for p in range(PARTITIONS)}, errors
+        wait_reassigned(admin)
+        reps = replicas_of(c, topic)
+        assert all(sorted(r) == [1, 2, 3] for r in reps.values()), reps
+        work.wait_progress(500)
+
+        # The drained brokers hold no data and can go.
+        def drained():
+            return not any(holds_data(c[n], topic, p) for n in (4, 5) for p in range(PARTITIONS))
+        skiff.wait_until(drained, 30, interval=0.2, what="brokers 4 and 5 to delete their replicas")
+        for n in (4, 5):
+            assert unregister(c[1].bootstrap, n) == 0
+        for n in (4, 5):
+            c[n].stop()
+        skiff.wait_until(lambda: 4 not in c.metadata(1)["brokers"] and 5 not in c.metadata(1)["brokers"],
+                         30, what="brokers 4 and 5 to leave the metadata")
+        work.wait_progress(500)
+
+        work.finish()
+        reader.close()
+        assert not work.failed, work.failed[:5]
+        assert reader.seen > 0 and not reader.errors, reader.errors[:5]
+        got = read_all(c.bootstrap, topic, PARTITIONS)
+        checked = 0
+        for p, acked in work.acked.items():
+            log = got[p]
+            offsets = [o for o, _ in log]
+            assert len(offsets) == len(set(offsets))
+            keys = [k for _, k in log]
+            assert len(keys) == len(set(keys)), f"partition {p}: duplicated records"
+            assert keys == sorted(keys), f"partition {p}: out of order"
+            have = dict(log)
+            for offset, seq in acked:
+                assert have.get(offset) == seq, f"partition {p}: acknowledged {seq}@{offset} lost"
+                checked += 1
+        print(f"checked {checked} acknowledged messages through 3 -> 5 -> 3 brokers")
+    finally:
+        c.close()
+
+
+def test_bad_reassignments_get_kafkas_errors_and_a_cancel_restores_the_replicas(tmp_path):
+    c = skiff.Cluster(tmp_path, n=4)
+    try:
+        c.start()
+        topic = "strict"
+        create(c.bootstrap, topic, 2, 3)
+        admin = kadmin(c)
+        before = replicas_of(c, topic)
+        assert reassign(admin, topic, {0: [1, 2, 9]})[0] is InvalidReplicationAssignmentError
+        assert reassign(admin, topic, {0: [1, 1, 2]})[0] is InvalidReplicationAssignmentError
+        assert reassign(admin, topic, {7: [1, 2, 3]})[7] is UnknownTopicOrPartitionError
+        assert reassign(admin, topic, {0: None})[0] is NoReassignmentInProgressError
+
+        # The broker without a replica is down: a move onto it cannot finish,
+        # so it stays listed.
+        (spare,) = {1, 2, 3, 4} - set(before[0])
+        c.stop(spare)
+        target = before[0][:2] + [spare]
+        assert reassign(admin, topic, {0: target})[0] is None
+        entry = admin.list_partition_reassignments()[KTopicPartition(topic, 0)]
+        assert entry["adding_replicas"] == [spare], entry
+        assert entry["removing_replicas"] == [before[0][2]], entry
+        assert entry["replicas"] == target + [before[0][2]], entry
+        assert reassign(admin, topic, {0: before[0]})[0] is ReassignmentInProgressError
+
+        # Cancel: back to the original replicas; the spare never joined.
+        assert reassign(admin, topic, {0: None})[0] is None
+        wait_reassigned(admin, timeout=60)
+        assert replicas_of(c, topic)[0] == before[0]
+        # Still serving with the original replicas.
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+        p.produce(topic, b"after-cancel", partition=0)
+        assert p.flush(30) == 0
+    finally:
+        c.close()
+
+
+def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
+    rate = 8_000_000  # bytes per second
+    c = skiff.Cluster(tmp_path, n=4, args=["--leader-replication-throttled-rate", str(rate)])
+    try:
+        c.start()
+        topic = "heavy"
+        create(c.bootstrap, topic, 1, 3)
+        before = replicas_of(c, topic)[0]
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 20,
+                      "batch.size": 1_000_000, "compression.type": "none"})
+        value = bytes(100_000)
+        total = 0
+        while total < 80_000_000:
+            try:
+                p.produce(topic, value, partition=0)
+                total += len(value)
+            except BufferError:
+                p.poll(0.1)
+        assert p.flush(120) == 0
+        admin = kadmin(c)
+        (spare,) = {1, 2, 3, 4} - set(before)
+        target = before[:2] + [spare]
+        started = time.monotonic()
+        assert reassign(admin, topic, {0: target})[0] is None
+        wait_reassigned(admin, timeout=120)
+        took = time.monotonic() - started
+        expected = total / rate
+        print(f"moved {total / 1e6:.0f} MB in {took:.1f} s at a {rate / 1e6:.0f} MB/s throttle "
+              f"(expected {expected:.1f} s)")
+        assert 0.8 * expected <= took <= 1.2 * expected + 2.0, (took, expected)
+        assert sorted(replicas_of(c, topic)[0]) == sorted(target)
+    finally:
+        c.close()
