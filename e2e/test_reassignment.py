@@ -16,6 +16,10 @@ Proves:
   cancellation with none under way (NO_REASSIGNMENT_IN_PROGRESS); a pending
   one is listed with its adding and removing replicas, and a cancelled one
   returns the partition to its original replicas;
+- ElectLeaders (PREFERRED, through confluent-kafka) hands each
+  partition's leadership to its first replica, so leaders end as even as
+  the preferred replicas; with `auto.leader.rebalance.enable` a broker that
+  comes back gets its preferred leaderships back on its own;
 - `leader.replication.throttled.rate` holds a new replica's catch-up to the
   configured rate (within 20 %).
 """
@@ -35,7 +39,7 @@ from kafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, ElectionType, KafkaError, Producer, TopicPartition
 
 import skiff
 from test_replication import Workload, create, read_all
@@ -64,6 +68,32 @@ def replicas_of(c: skiff.Cluster, topic: str) -> dict:
     """partition -> replicas, from the metadata of a live broker."""
     md = c.metadata(c.alive()[0].node_id, [topic])["topics"][topic]
     return {p: list(replicas) for p, (_leader, replicas, _isr) in md.items()}
+
+
+def leaders_of(c: skiff.Cluster, topic: str) -> dict:
+    md = c.metadata(c.alive()[0].node_id, [topic])["topics"][topic]
+    return {p: leader for p, (leader, _replicas, _isr) in md.items()}
+
+
+def elect_preferred(c: skiff.Cluster, topic: str, timeout: float = 60.0):
+    """ElectLeaders PREFERRED for every partition not led by its first
+    replica, until each is (a hand-over may find the replica not yet in
+    sync right after a move: PREFERRED_LEADER_NOT_AVAILABLE, retried)."""
+    admin = skiff.admin_client(c.bootstrap)
+
+    def elected():
+        reps = replicas_of(c, topic)
+        off = [p for p, leader in leaders_of(c, topic).items() if leader != reps[p][0]]
+        if not off:
+            return True
+        fut = admin.elect_leaders(ElectionType.PREFERRED,
+                                  [TopicPartition(topic, p) for p in off])
+        results = fut.result(timeout=60)
+        for tp, err in results.items():
+            assert err is None or err.code() in (
+                KafkaError.ELECTION_NOT_NEEDED, KafkaError.PREFERRED_LEADER_NOT_AVAILABLE), (tp, err)
+        return False
+    skiff.wait_until(elected, timeout, interval=1.0, what=f"{topic}: preferred replicas to lead")
 
 
 def holds_data(b: skiff.Broker, topic: str, partition: int) -> bool:
@@ -130,7 +160,8 @@ def within_one(counts: Counter, brokers: list[int]) -> bool:
 
 
 def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
-    c = skiff.Cluster(tmp_path, n=5)
+    # Leaders move only when asked (ElectLeaders), not on their own.
+    c = skiff.Cluster(tmp_path, n=5, args=["--auto-leader-rebalance-enable", "false"])
     try:
         for b in c.brokers[:3]:
             b.start(wait_ready=False)
@@ -157,7 +188,13 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
         counts = Counter(r for rs in reps.values() for r in rs)
         assert within_one(counts, all5), counts
         work.wait_progress(500)
-        print(f"grown to 5: replicas per broker {dict(counts)}")
+        # ElectLeaders (PREFERRED) through confluent-kafka: each partition's
+        # first replica leads, so leaders are as even as the replicas.
+        elect_preferred(c, topic)
+        leaders = Counter(leaders_of(c, topic).values())
+        assert within_one(leaders, all5), leaders
+        work.wait_progress(500)
+        print(f"grown to 5: replicas per broker {dict(counts)}, leaders {dict(leaders)}")
 
         # A broker holding replicas cannot be unregistered.
         assert unregister(c[1].bootstrap, 5) != 0
@@ -272,5 +309,31 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
               f"(expected {expected:.1f} s)")
         assert 0.8 * expected <= took <= 1.2 * expected + 2.0, (took, expected)
         assert sorted(replicas_of(c, topic)[0]) == sorted(target)
+    finally:
+        c.close()
+
+
+def test_leadership_follows_a_new_preferred_replica_on_its_own(tmp_path):
+    c = skiff.Cluster(tmp_path, n=3, args=["--leader-imbalance-check-interval-seconds", "2"])
+    try:
+        c.start()
+        topic = "rotate"
+        create(c.bootstrap, topic, 6, 3)
+        skiff.wait_until(lambda: all(leaders_of(c, topic)[p] == r[0] for p, r in replicas_of(c, topic).items()),
+                         60, interval=0.5, what="every preferred replica to lead")
+        # Same replicas, another first one: only the preferred leader
+        # changes, at once, and the leader hands over at the next check.
+        rotated = {p: r[1:] + r[:1] for p, r in replicas_of(c, topic).items()}
+        admin = kadmin(c)
+        assert reassign(admin, topic, rotated) == {p: None for p in rotated}
+        assert replicas_of(c, topic) == rotated
+        work = Workload(c.bootstrap, topic, 6).start()
+        want = {p: r[0] for p, r in rotated.items()}
+        skiff.wait_until(lambda: leaders_of(c, topic) == want, 60, interval=0.5,
+                         what="leadership to follow the new preferred replicas")
+        work.wait_progress(300)
+        work.finish()
+        assert not work.failed, work.failed[:5]
+        assert sum(len(v) for v in work.acked.values()) == work.sent
     finally:
         c.close()

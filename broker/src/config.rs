@@ -351,6 +351,26 @@ pub struct BrokerConfig {
     )]
     pub leader_replication_throttled_rate: u64,
 
+    /// Move each partition's leadership back to its preferred replica (the
+    /// first) when that replica is in sync (a hand-over: the partition's
+    /// writes pause for about twice `partition.raft.election.timeout.ms`).
+    #[arg(
+        long,
+        env = "SKIFF_AUTO_LEADER_REBALANCE_ENABLE",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub auto_leader_rebalance_enable: bool,
+
+    /// How often a broker looks for partitions it leads whose preferred
+    /// replica is another, in sync one.
+    #[arg(
+        long,
+        env = "SKIFF_LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS",
+        default_value_t = 300
+    )]
+    pub leader_imbalance_check_interval_seconds: u64,
+
     /// Metadata log entries after which the state is snapshotted and the log
     /// before it purged.
     #[arg(

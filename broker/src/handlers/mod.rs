@@ -35,6 +35,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_user_scram_credentials;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -344,6 +345,7 @@ apis! {
     AlterPartitionReassignments => alter_partition_reassignments::AlterPartitionReassignmentsRequest, 0..=1;
     ListPartitionReassignments => list_partition_reassignments::ListPartitionReassignmentsRequest, 0..=0;
     UnregisterBroker => unregister_broker::UnregisterBrokerRequest, 0..=0;
+    ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -507,6 +509,7 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::UnregisterBroker => "UnregisterBroker",
+        ApiKey::ElectLeaders => "ElectLeaders",
         _ => "Other",
     }
 }

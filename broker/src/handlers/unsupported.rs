@@ -73,7 +73,6 @@ pub fn respond(
         DescribeClientQuotas => DescribeClientQuotasResponse,
         DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
         OffsetDelete => OffsetDeleteResponse,
-        ElectLeaders => ElectLeadersResponse,
         ListTransactions => ListTransactionsResponse,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse,
         GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,

@@ -30,6 +30,8 @@ pub struct PartitionGroup {
     commit_timeout: Duration,
     /// Whether a peer answered lately (see [`Self::with_liveness`]).
     liveness: Option<Liveness>,
+    /// Handing leadership over (`handover`): produces are refused.
+    stepping_aside: std::sync::atomic::AtomicBool,
 }
 
 /// Batches handed to Raft by [`PartitionGroup::submit`], awaiting
@@ -71,7 +73,25 @@ impl PartitionGroup {
             idempotent: Arc::new(tokio::sync::Mutex::new(())),
             commit_timeout,
             liveness: None,
+            stepping_aside: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts stepping aside for a hand-over; false when one is under way.
+    pub fn begin_stepping_aside(&self) -> bool {
+        !self
+            .stepping_aside
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn end_stepping_aside(&self) {
+        self.stepping_aside
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stepping_aside(&self) -> bool {
+        self.stepping_aside
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Counts a follower in sync only while `alive` says it answers: an
@@ -263,7 +283,9 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Submitted> {
-        if !self.is_leader() {
+        // Stepping aside, a leader takes no new write: each one would keep
+        // the followers' lease alive.
+        if !self.is_leader() || self.is_stepping_aside() {
             return Err(BrokerError::NotLeaderOrFollower);
         }
         let producer = producer_state::producer_batch(records)?;

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::handover::{self, PartitionHandler};
 use super::reassign::{self, Move};
 use super::{NodeId, PartitionGroup, PartitionRaft};
 use crate::broker::Broker;
@@ -28,7 +29,6 @@ use crate::cluster::metadata_group::MetadataGroup;
 use crate::partition::Partition;
 use crate::rpc::GroupId;
 use crate::rpc::client::NetworkFactory;
-use crate::rpc::server::RaftHandler;
 use crate::rpc::throttle::CatchUpThrottle;
 
 /// How long a produce waits for its entries to commit before
@@ -46,6 +46,8 @@ pub struct HostSettings {
     pub election_timeout_max_ms: u64,
     /// `leader.replication.throttled.rate`, bytes per second.
     pub throttled_rate: u64,
+    /// `auto.leader.rebalance.enable` and its check interval.
+    pub auto_leader_rebalance: Option<Duration>,
 }
 
 struct Hosted {
@@ -67,6 +69,8 @@ pub struct ReplicaHost {
     throttle: Arc<CatchUpThrottle>,
     /// Groups whose reassignment this broker is carrying out.
     driving: Arc<parking_lot::Mutex<HashSet<GroupId>>>,
+    /// When the preferred leaders were last looked at.
+    leaders_checked: parking_lot::Mutex<Instant>,
 }
 
 impl ReplicaHost {
@@ -104,6 +108,7 @@ impl ReplicaHost {
             reporting: Arc::new(AtomicBool::new(false)),
             throttle: Arc::new(CatchUpThrottle::new(settings.throttled_rate)),
             driving: Arc::new(parking_lot::Mutex::new(HashSet::new())),
+            leaders_checked: parking_lot::Mutex::new(Instant::now()),
         }))
     }
 
@@ -128,6 +133,7 @@ impl ReplicaHost {
             for (mv, group) in moves {
                 self.start_move(mv, group);
             }
+            self.rebalance_leaders().await;
             if !updates.is_empty() && !self.reporting.swap(true, Ordering::SeqCst) {
                 // In its own task: without a metadata quorum the write waits
                 // for the write timeout, and hosting must go on meanwhile.
@@ -267,9 +273,6 @@ impl ReplicaHost {
             r.store.state_machine(),
         )
         .await?;
-        self.meta
-            .registry()
-            .register(gid, Arc::new(RaftHandler::new(raft.clone())));
         let pool = self.meta.pool().clone();
         let window = Duration::from_millis((self.settings.heartbeat_ms * 3).max(1500));
         let group = Arc::new(
@@ -277,6 +280,15 @@ impl ReplicaHost {
                 .with_liveness(Arc::new(move |_, addr| {
                     pool.since_last_reply(addr).is_some_and(|d| d <= window)
                 })),
+        );
+        self.meta.registry().register(
+            gid,
+            Arc::new(PartitionHandler {
+                group: group.clone(),
+                pool: self.meta.pool().clone(),
+                gid,
+                window: self.handover_window(),
+            }),
         );
         if !known_leader && !raft.is_initialized().await? {
             // A new partition: every replica may initialize it with the same
@@ -311,6 +323,58 @@ impl ReplicaHost {
             });
         }
         Ok(group)
+    }
+
+    /// The hand-over window of this broker's partition groups.
+    pub fn handover_window(&self) -> Duration {
+        handover::window(self.settings.election_timeout_max_ms)
+    }
+
+    /// Every check interval (`auto.leader.rebalance.enable`): hands each
+    /// partition this broker leads back to its preferred replica when that
+    /// one is in sync and no reassignment is under way. All at once: each
+    /// partition pauses its writes for the same lease.
+    async fn rebalance_leaders(&self) {
+        let Some(interval) = self.settings.auto_leader_rebalance else {
+            return;
+        };
+        {
+            let mut checked = self.leaders_checked.lock();
+            if checked.elapsed() < interval {
+                return;
+            }
+            *checked = Instant::now();
+        }
+        let hosted = self.hosted.lock().await;
+        let state = self.meta.state();
+        for h in hosted.values() {
+            let Some(preferred) = h
+                .partition
+                .replicated()
+                .and_then(|r| r.replicas().first().copied())
+                .and_then(|p| NodeId::try_from(p).ok())
+            else {
+                continue;
+            };
+            if preferred == self.node_id
+                || !h.group.is_leader()
+                || h.group.is_stepping_aside()
+                || state.reassignment(h.topic_id, h.partition.index).is_some()
+                || !h.group.in_sync_ids().contains(&preferred)
+            {
+                continue;
+            }
+            let (group, pool, gid, window) = (
+                h.group.clone(),
+                self.meta.pool().clone(),
+                h.group_id,
+                self.handover_window(),
+            );
+            info!(topic = %h.partition.topic, partition = h.partition.index, to = preferred, "handing leadership back to the preferred replica");
+            tokio::spawn(async move {
+                handover::hand_over(&group, &pool, gid, preferred, window).await;
+            });
+        }
     }
 
     /// Carries out a reassignment this broker's replica leads, unless it

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod group;
+pub mod handover;
 pub mod host;
 pub mod reassign;
 pub mod store;

@@ -73,6 +73,8 @@ pub enum RpcKind {
     InstallSnapshot = 3,
     /// An application request for the group's leader (e.g. a metadata write).
     Forward = 4,
+    /// A partition leadership hand-over (`replication::handover`).
+    HandOver = 5,
 }
 
 impl RpcKind {
@@ -82,6 +84,7 @@ impl RpcKind {
             2 => Self::Vote,
             3 => Self::InstallSnapshot,
             4 => Self::Forward,
+            5 => Self::HandOver,
             _ => return None,
         })
     }

@@ -48,7 +48,7 @@ where
         }
         RpcKind::Vote => encode(&raft.vote(decode(payload)?).await),
         RpcKind::InstallSnapshot => encode(&raft.install_snapshot(decode(payload)?).await),
-        RpcKind::Forward => Err(RpcError::Unsupported(kind as u32)),
+        RpcKind::Forward | RpcKind::HandOver => Err(RpcError::Unsupported(kind as u32)),
     }
 }
 
