@@ -369,6 +369,24 @@ pub struct KafkaClusterStatus {
     /// learners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata_voters: Vec<i32>,
+    /// A change of `spec.replicas` under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleStatus>,
+}
+
+/// Where a change of `spec.replicas` is: `Growing` (new brokers starting),
+/// `Rebalancing` (replicas moving onto them), `Draining` (replicas moving
+/// off the brokers being removed), or `Idle`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleStatus {
+    /// `Idle`, `Growing`, `Rebalancing` or `Draining`.
+    pub phase: String,
+    /// The number of brokers the scale heads for.
+    pub target_replicas: i32,
+    /// What it is doing or waiting for.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Where clients of one listener bootstrap.

@@ -30,7 +30,7 @@ pub mod topic;
 pub mod user;
 
 pub use common::{ClusterRef, ConditionStatus};
-pub use kafka_cluster::{KafkaCluster, KafkaClusterSpec, KafkaClusterStatus};
+pub use kafka_cluster::{KafkaCluster, KafkaClusterSpec, KafkaClusterStatus, ScaleStatus};
 pub use quota::{Quota, QuotaSpec, QuotaStatus};
 pub use topic::{Topic, TopicSpec, TopicStatus};
 pub use user::{User, UserSpec, UserStatus};

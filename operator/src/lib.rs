@@ -18,4 +18,5 @@ pub mod rebalance;
 pub mod render;
 pub mod roll;
 pub mod runtime;
+pub mod scale;
 pub mod tenancy;

@@ -50,6 +50,9 @@ pub struct Snapshot {
     /// Partitions left out because they cannot move: single replicas and
     /// brokers' local topics.
     pub immovable: usize,
+    /// Replicas of partitions that cannot move (single replicas), by
+    /// broker: a broker holding one cannot be drained.
+    pub pinned: BTreeMap<i32, usize>,
 }
 
 /// Brokers and partitions of a Metadata answer; `drain` marks brokers
@@ -86,6 +89,7 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
         .collect();
     let mut partitions = Vec::new();
     let mut immovable = 0;
+    let mut pinned: BTreeMap<i32, usize> = BTreeMap::new();
     for t in &md.topics {
         let name = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
         anyhow::ensure!(
@@ -95,8 +99,15 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
             t.error_code
         );
         for p in &t.partitions {
-            if p.replica_nodes.len() < 2 || LOCAL_TOPICS.contains(&name.as_str()) {
+            if LOCAL_TOPICS.contains(&name.as_str()) {
                 immovable += 1;
+                continue;
+            }
+            if p.replica_nodes.len() < 2 {
+                immovable += 1;
+                for b in &p.replica_nodes {
+                    *pinned.entry(b.0).or_default() += 1;
+                }
                 continue;
             }
             partitions.push(Partition {
@@ -114,7 +125,18 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
         addresses,
         sizes_unknown: None,
         immovable,
+        pinned,
     })
+}
+
+/// The cluster as one broker's Metadata describes it (no sizes).
+///
+/// # Errors
+/// As [`snapshot_from_metadata`], or the broker unreachable.
+pub async fn snapshot(admin: &mut AdminClient, drain: &[i32]) -> anyhow::Result<Snapshot> {
+    let v = admin.version_of::<MetadataRequest>()?;
+    let (_, md) = admin.send(&metadata_request(None, v)).await?;
+    snapshot_from_metadata(&md, drain)
 }
 
 /// Reads the cluster: Metadata from the bootstrap brokers, then sizes from

@@ -18,12 +18,15 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skiff_crds::kafka_cluster::{BrokerState, BrokerStatus};
-use skiff_crds::{KafkaCluster, KafkaClusterStatus};
+use skiff_crds::{KafkaCluster, KafkaClusterStatus, ScaleStatus};
 
 use super::{Context, Error, RESYNC, measured, object_key, patch_status, set_condition};
+use crate::admin::reassign::Reassignment;
 use crate::admin::requests::below_min_isr_if_restarted;
+use crate::rebalance;
 use crate::render::{self, FIELD_MANAGER, Rendered};
 use crate::roll::{self, BrokerPod, ClusterHealth, RollStep, WaitReason};
+use crate::scale::{self, ClusterView, Facts, Phase, Step as ScaleStep};
 use crate::tenancy;
 
 /// How often a cluster is looked at while it rolls or is not ready.
@@ -238,8 +241,8 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(RESYNC));
     }
 
-    // Never remove brokers here: a scale-down needs the drain (partition
-    // reassignment) that the brokers do not offer yet.
+    // The size of the StatefulSet follows the scale state machine: brokers
+    // are only removed once drained (see crate::scale).
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
     let current = sts_api.get_opt(&render::names::stateful_set(&name)).await?;
     let current_replicas = current
@@ -247,8 +250,12 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.replicas)
         .unwrap_or(0);
-    let brokers = kc.spec.replicas.max(current_replicas);
-    let scale_down_refused = kc.spec.replicas < current_replicas;
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let scaling = decide_scale(ctx, kc, current_replicas, &pods_api).await?;
+    let brokers = match &scaling.step {
+        ScaleStep::Grow { to } | ScaleStep::Shrink { to, .. } => *to,
+        _ => current_replicas,
+    };
     // The metadata voters are fixed when the cluster is created; a scale-up
     // adds learners (see render::Topology).
     let topology = render::Topology::decide(brokers, current.as_ref(), kc.status.as_ref());
@@ -295,11 +302,12 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         }
     }
 
+    carry_out_scale(ctx, kc, &scaling, &mut status).await;
+
     // Observe the StatefulSet and its pods.
     let sts = sts_api.get_opt(&render::names::stateful_set(&name)).await?;
     let sts_status = sts.as_ref().and_then(|s| s.status.clone());
     let update_revision = sts_status.as_ref().and_then(|s| s.update_revision.clone());
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let pods = pods_api
         .list(&ListParams::default().labels(&render::selector_string(&name)))
         .await?
@@ -428,16 +436,13 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
             );
         }
     }
-    if scale_down_refused {
+    if let ScaleStep::Refuse { reason, message } = &scaling.step {
         set_condition(
             &mut status.conditions,
             "Degraded",
             true,
-            "ScaleDownUnsupported",
-            format!(
-                "spec.replicas {} is below the {current_replicas} running brokers; removing brokers needs a drain the operator cannot do yet",
-                kc.spec.replicas
-            ),
+            reason,
+            message.clone(),
             generation,
         );
     }
@@ -512,6 +517,320 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
 /// metadata controller, and which brokers may not go without taking a
 /// partition below its `min.insync.replicas`. `None` when they cannot be
 /// asked (the roll then waits).
+/// Degraded reasons a scale sets (cleared when the scale moves on).
+const SCALE_REASONS: [&str; 5] = [
+    "ScaleStalled",
+    "ScaleDownBelowMetadataVoters",
+    "ScaleDownBelowReplicationFactor",
+    "ScaleDownWouldLoseData",
+    "ScaleDownUnsupported",
+];
+
+/// Partitions moved at once by a scale (a batch; the next goes once these
+/// are done).
+const SCALE_BATCH: usize = 10;
+
+/// A scale decision and what it acts on.
+struct Scaling {
+    step: ScaleStep,
+    /// The phase before the decision.
+    phase: Phase,
+    /// The balancer's moves for a Rebalance or Drain.
+    moves: Vec<Reassignment>,
+    /// The cluster is being created: its first brokers are no scale.
+    creating: bool,
+}
+
+/// Decides what a change of `spec.replicas` does now (crate::scale). The
+/// brokers are asked only while a scale is under way.
+async fn decide_scale(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    running: i32,
+    pods_api: &Api<Pod>,
+) -> Result<Scaling, Error> {
+    let name = kc.name_any();
+    let phase = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .map_or(Phase::Idle, |s| Phase::parse(&s.phase));
+    let desired = kc.spec.replicas;
+    let voters = kc.status.as_ref().map_or(0, |s| {
+        i32::try_from(s.metadata_voters.len()).unwrap_or(i32::MAX)
+    });
+    let quiet = Facts {
+        desired,
+        running,
+        ready: std::collections::BTreeSet::new(),
+        phase,
+        voters,
+        cluster: None,
+    };
+    // Growing needs nothing observed; a cluster at its size with no scale
+    // under way needs no question to the brokers.
+    if desired > running || (desired == running && phase == Phase::Idle) {
+        let step = if desired > running {
+            scale::decide(&quiet)
+        } else {
+            ScaleStep::Steady
+        };
+        return Ok(Scaling {
+            step,
+            phase,
+            moves: Vec::new(),
+            creating: running == 0,
+        });
+    }
+    let pods = pods_api
+        .list(&ListParams::default().labels(&render::selector_string(&name)))
+        .await?
+        .items;
+    let ready = broker_pods(&name, &pods, None)
+        .into_iter()
+        .filter(|p| p.ready)
+        .map(|p| p.id)
+        .collect();
+    let leaving: Vec<i32> = (desired..running).collect();
+    let (cluster, moves) = if running > 0 {
+        match scale_view(ctx, kc, &leaving).await {
+            Some((view, moves)) => (Some(view), moves),
+            None => (None, Vec::new()),
+        }
+    } else {
+        (None, Vec::new())
+    };
+    let step = scale::decide(&Facts {
+        desired,
+        running,
+        ready,
+        phase,
+        voters,
+        cluster,
+    });
+    Ok(Scaling {
+        step,
+        phase,
+        moves,
+        creating: false,
+    })
+}
+
+/// The brokers' view for a scale, and the balancer's moves (a drain of
+/// `leaving`, or a rebalance when empty); `None` when they cannot be asked.
+async fn scale_view(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    leaving: &[i32],
+) -> Option<(ClusterView, Vec<Reassignment>)> {
+    let mut admin = ctx.admin(kc).await.ok()?;
+    let snap = rebalance::snapshot(&mut admin, leaving).await.ok()?;
+    let moving = admin.reassignments_in_progress().await.ok()?.len();
+    let plan = rebalance::plan(&snap, skiff_balance::Tolerance::default()).ok()?;
+    let mut holding = std::collections::BTreeMap::new();
+    let mut max_rf = 0;
+    for p in &snap.partitions {
+        max_rf = max_rf.max(p.replicas.len());
+        for b in &p.replicas {
+            *holding.entry(*b).or_insert(0usize) += 1;
+        }
+    }
+    for (b, n) in &snap.pinned {
+        max_rf = max_rf.max(1);
+        *holding.entry(*b).or_insert(0) += n;
+    }
+    let view = ClusterView {
+        registered: snap.brokers.iter().map(|b| b.id).collect(),
+        holding,
+        pinned: snap.pinned.clone(),
+        moving,
+        max_replication_factor: max_rf,
+        planned_moves: plan.moves.len(),
+    };
+    let moves = plan
+        .moves
+        .iter()
+        .map(|m| Reassignment {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            replicas: m.to.clone(),
+        })
+        .collect();
+    Some((view, moves))
+}
+
+/// Does what the scale step says (after the StatefulSet has its new size)
+/// and records the phase. A failure is reported and retried at the next
+/// reconcile; it never counts as progress.
+async fn carry_out_scale(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    scaling: &Scaling,
+    status: &mut KafkaClusterStatus,
+) {
+    if scaling.creating {
+        return;
+    }
+    let generation = kc.metadata.generation;
+    let name = kc.name_any();
+    let target = kc.spec.replicas;
+    let (message, failed) = match &scaling.step {
+        ScaleStep::Steady => (String::new(), None),
+        ScaleStep::Grow { to } => (format!("starting brokers up to {to}"), None),
+        ScaleStep::WaitForBrokers { brokers } => (
+            format!("waiting for brokers {brokers:?} to be ready and registered"),
+            None,
+        ),
+        ScaleStep::WaitForMoves { moving, .. } => {
+            (format!("waiting for {moving} partition move(s)"), None)
+        }
+        ScaleStep::Unknown => (
+            "the brokers' Admin API cannot be reached; the scale waits".to_string(),
+            None,
+        ),
+        ScaleStep::Refuse { message, .. } => (message.clone(), None),
+        ScaleStep::Rebalance | ScaleStep::Drain { .. } => {
+            let batch: Vec<Reassignment> =
+                scaling.moves.iter().take(SCALE_BATCH).cloned().collect();
+            let what = match &scaling.step {
+                ScaleStep::Drain { brokers } => format!("draining brokers {brokers:?}"),
+                _ => "rebalancing onto the brokers".to_string(),
+            };
+            let result = match ctx.admin(kc).await {
+                Ok(mut admin) => admin.reassign(&batch).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(refused) if refused.is_empty() => (
+                    format!(
+                        "{what}: moving {} of {} partitions",
+                        batch.len(),
+                        scaling.moves.len()
+                    ),
+                    None,
+                ),
+                Ok(refused) => {
+                    let why: Vec<String> = refused
+                        .iter()
+                        .map(|(m, e)| format!("{}-{}: {e}", m.topic, m.partition))
+                        .collect();
+                    (
+                        format!("{what}: the brokers refused moves"),
+                        Some(why.join("; ")),
+                    )
+                }
+                Err(e) => (format!("{what}: the moves could not be started"), Some(e)),
+            }
+        }
+        ScaleStep::Shrink { to, unregister } => {
+            let mut errors = Vec::new();
+            match ctx.admin(kc).await {
+                Ok(mut admin) => {
+                    for id in unregister {
+                        if let Err(e) = admin.unregister_broker(*id).await {
+                            errors.push(format!("broker {id}: {e}"));
+                        } else if kc.spec.storage.delete_claim
+                            && let Err(e) = delete_claim(ctx, kc, *id).await
+                        {
+                            errors.push(format!("volume of broker {id}: {e}"));
+                        }
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+            if errors.is_empty() {
+                ctx.event(
+                    kc,
+                    EventType::Normal,
+                    "BrokersRemoved",
+                    format!("drained and removed brokers {unregister:?}; {to} remain"),
+                )
+                .await;
+                (format!("removed brokers {unregister:?}"), None)
+            } else {
+                (
+                    format!("removing brokers {unregister:?}"),
+                    Some(errors.join("; ")),
+                )
+            }
+        }
+    };
+    let before = status.scale.as_ref().map(|s| s.phase.clone());
+    let refused = matches!(scaling.step, ScaleStep::Refuse { .. });
+    if failed.is_none()
+        && !refused
+        && status.conditions.iter().any(|c| {
+            c.type_ == "Degraded"
+                && c.status == "True"
+                && SCALE_REASONS.contains(&c.reason.as_str())
+        })
+    {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            false,
+            "AsExpected",
+            "",
+            generation,
+        );
+    }
+    let phase = if failed.is_some() {
+        scaling.phase
+    } else {
+        scaling.step.phase(scaling.phase)
+    };
+    if let Some(why) = &failed {
+        set_condition(
+            &mut status.conditions,
+            "Degraded",
+            true,
+            "ScaleStalled",
+            format!("{message}: {why}"),
+            generation,
+        );
+        ctx.event(
+            kc,
+            EventType::Warning,
+            "ScaleStalled",
+            format!("{message}: {why}"),
+        )
+        .await;
+    }
+    if let ScaleStep::Refuse { reason, message } = &scaling.step
+        && before.as_deref() != Some("Idle")
+    {
+        ctx.event(kc, EventType::Warning, reason, message.clone())
+            .await;
+    }
+    if phase != scaling.phase && phase != Phase::Idle {
+        ctx.event(
+            kc,
+            EventType::Normal,
+            phase.as_str(),
+            format!("{}: {message}", name),
+        )
+        .await;
+    }
+    status.scale = (phase != Phase::Idle || !message.is_empty()).then(|| ScaleStatus {
+        phase: phase.as_str().to_string(),
+        target_replicas: target,
+        message,
+    });
+}
+
+/// Deletes the volume claim of a removed broker (`storage.deleteClaim`).
+async fn delete_claim(ctx: &Context, kc: &KafkaCluster, id: i32) -> Result<(), kube::Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &ns);
+    let claim = format!("data-{}-{id}", render::names::stateful_set(&kc.name_any()));
+    match api.delete(&claim, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn cluster_health(ctx: &Context, kc: &KafkaCluster) -> Option<ClusterHealth> {
     let mut admin = ctx.admin(kc).await.ok()?;
     let info = admin.cluster_info().await.ok()?;
