@@ -1243,3 +1243,140 @@ async fn deleting_a_user_revokes_its_credential_then_drops_the_finalizer() {
             .expect("describe")
     );
 }
+
+#[tokio::test]
+async fn a_scale_down_that_would_remove_a_metadata_voter_is_refused_and_no_broker_goes() {
+    let (client, handle) = mock_client();
+    // Three brokers, all metadata voters; spec asks for two. The brokers
+    // are unreachable (nothing listens on the override), which must not
+    // matter: the refusal needs no answer from them.
+    let kc: KafkaCluster = serde_json::from_value(json!({
+        "apiVersion": "skiff.dev/v1alpha1", "kind": "KafkaCluster",
+        "metadata": {"name": "kafka", "namespace": "kafka", "uid": "c-1", "generation": 5,
+                     "annotations": {"skiff.dev/operator-bootstrap": "127.0.0.1:1"}},
+        "spec": {"replicas": 2},
+        "status": {"metadataVoters": [0, 1, 2], "replicas": 3}
+    }))
+    .expect("kc");
+    let ok = |kind: &str| {
+        let api = if kind == "PodDisruptionBudget" {
+            "policy/v1"
+        } else {
+            "v1"
+        };
+        json!({"apiVersion": api, "kind": kind, "metadata": {"name": "x"}})
+    };
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "kafka", "annotations": {"skiff.dev/metadata-voters": "3"}},
+        "spec": {"replicas": 3, "selector": {}, "serviceName": "kafka-brokers", "template": {}},
+        "status": {"replicas": 3, "updateRevision": "r2"}});
+    let pods = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": (0..3).map(|i| json!(
+        {"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r2"}},
+         "status": {"conditions": [{"type": "Ready", "status": "True"}]}})).collect::<Vec<_>>()});
+    let server = serve(
+        handle,
+        vec![
+            step(
+                "GET",
+                "/apis/apps/v1/namespaces/kafka/statefulsets/kafka",
+                200,
+                sts.clone(),
+            ),
+            step("GET", "/api/v1/namespaces/kafka/pods?", 200, pods.clone()),
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-operator",
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"},
+                       "data": {"password": "cHc=", "bootstrap-users": "eA=="}}),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/kafka/serviceaccounts/kafka-broker",
+                200,
+                ok("ServiceAccount"),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/kafka/configmaps/kafka-config",
+                200,
+                ok("ConfigMap"),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/kafka/services/kafka-brokers",
+                200,
+                ok("Service"),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/kafka/services/kafka-bootstrap",
+                200,
+                ok("Service"),
+            ),
+            step(
+                "PATCH",
+                "/apis/apps/v1/namespaces/kafka/statefulsets/kafka",
+                200,
+                sts.clone(),
+            ),
+            step(
+                "PATCH",
+                "/apis/policy/v1/namespaces/kafka/poddisruptionbudgets/kafka",
+                200,
+                ok("PodDisruptionBudget"),
+            ),
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/services?",
+                200,
+                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": []}),
+            ),
+            step(
+                "DELETE",
+                "/apis/autoscaling/v2/namespaces/kafka/horizontalpodautoscalers/kafka",
+                404,
+                not_found(),
+            ),
+            step("POST", "/events", 201, event_ok()),
+            step(
+                "GET",
+                "/apis/apps/v1/namespaces/kafka/statefulsets/kafka",
+                200,
+                sts,
+            ),
+            step("GET", "/api/v1/namespaces/kafka/pods?", 200, pods),
+            step("POST", "/events", 201, event_ok()),
+            step(
+                "PATCH",
+                "/kafkaclusters/kafka/status",
+                200,
+                serde_json::to_value(&kc).expect("json"),
+            ),
+        ],
+    );
+    controllers::cluster::reconcile(Arc::new(kc), context(client))
+        .await
+        .expect("reconcile");
+    let seen = server.await.expect("server");
+    // The StatefulSet keeps its three brokers.
+    let applied = seen
+        .iter()
+        .find(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+        .expect("the StatefulSet is applied");
+    assert_eq!(applied.body["spec"]["replicas"], 3);
+    let event = seen
+        .iter()
+        .find(|s| s.path.contains("/events"))
+        .expect("an Event");
+    assert_eq!(event.body["reason"], "ScaleDownBelowMetadataVoters");
+    let status = &seen.last().expect("a status patch").body["status"];
+    let degraded = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Degraded"))
+        .expect("a Degraded condition");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ScaleDownBelowMetadataVoters");
+    assert_eq!(status["scale"]["phase"], "Idle");
+    assert_eq!(status["scale"]["targetReplicas"], 2);
+}
