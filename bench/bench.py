@@ -450,6 +450,62 @@ def phase_cluster(ctx, workdir, args, out):
         c.close()
 
 
+def _latency_in_thread(ctx, bootstrap, topic, partitions, rate, seconds, into):
+    try:
+        into["result"] = measure_latency(ctx, bootstrap, topic, partitions, rate, seconds)
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        into["error"] = repr(e)
+
+
+def phase_rebalance(ctx, workdir, args, out):
+    """Three brokers holding --rebalance-bytes on a 12-partition RF 3 topic;
+    two brokers join and `skiff-operator rebalance` moves partitions onto
+    them (unthrottled). Reports the time the rebalance took and a paced
+    acks=all producer's latency before and during it (issue #7)."""
+    import subprocess
+    import threading
+    c = skiff.Cluster(workdir / "rebalance", n=5)
+    try:
+        c.start_first(3)
+        topic, lat_topic = "bench-rebalance", "bench-rebalance-latency"
+        skiff.create_topic(skiff.admin_client(c[1]), topic, 12, replication_factor=3)
+        skiff.create_topic(skiff.admin_client(c[1]), lat_topic, args.partitions, replication_factor=3)
+        fill = run_procs(ctx, [(_producer_worker_acks_all,
+                                (c.bootstrap, topic, args.rebalance_bytes, 3600.0, 100 * 1024, 0))],
+                         timeout=3900)[0]
+        log(f"rebalance: filled {fill['bytes'] / GB:.2f} GB in {fill['seconds']:.0f} s")
+        os.sync()
+        base = measure_latency(ctx, c.bootstrap, lat_topic, args.partitions,
+                               args.rebalance_latency_rate, args.latency_seconds)
+        for b in c.brokers[3:]:
+            b.start()
+        c.wait_converged()
+        operator = Path(skiff.broker_bin()).parent / "skiff-operator"
+        during = {}
+        probe = threading.Thread(target=_latency_in_thread, daemon=True, args=(
+            ctx, c.bootstrap, lat_topic, args.partitions, args.rebalance_latency_rate,
+            args.latency_seconds, during))
+        probe.start()
+        t0 = time.monotonic()
+        run = subprocess.run([str(operator), "rebalance", "--bootstrap-server", c[1].bootstrap,
+                              "--batch-size", "100", "--batch-timeout-seconds", "3600"],
+                             capture_output=True, text=True, timeout=3700)
+        took = time.monotonic() - t0
+        probe.join(args.latency_seconds + 300)
+        if run.returncode != 0:
+            raise RuntimeError(f"rebalance failed: {run.stderr[-2000:]}")
+        moved = sum(1 for line in run.stdout.splitlines() if " move " in line)
+        out["rebalance"] = {"bytes": fill["bytes"], "seconds": took, "partitions_moved": moved,
+                            "p99_before_ms": base.get("p99_ms"), "p50_before_ms": base.get("p50_ms"),
+                            "p99_during_ms": during.get("result", {}).get("p99_ms"),
+                            "p50_during_ms": during.get("result", {}).get("p50_ms"),
+                            "latency_error": during.get("error"), "rate": args.rebalance_latency_rate}
+        log(f"rebalance 3 -> 5 brokers of {fill['bytes'] / GB:.2f} GB: {took:.1f} s, {moved} partitions "
+            f"moved; p99 {base.get('p99_ms')} -> {out['rebalance']['p99_during_ms']} ms")
+    finally:
+        c.close()
+
+
 def phase_idle_partitions(ctx, workdir, args, out):
     """Three brokers with --idle-partitions RF 3 partitions (so each broker
     hosts that many replicas, a third of them as leader), idle: CPU per broker
@@ -578,6 +634,14 @@ def table(out, args):
                      f"per broker CPU {', '.join(f'{x * 100:.1f}%' for x in ip['cpu_cores'])}, RSS "
                      f"{', '.join(f'{x / 2**20:.0f}' for x in ip['rss_bytes'])} MiB over "
                      f"{ip['seconds']:.0f} s; {ip['leaders']:.0f} leaders"))
+    rb = out.get("rebalance")
+    if rb:
+        rows.append(("(k) rebalance 3 -> 5 brokers, 12 partitions RF 3",
+                     f"{rb['seconds']:.1f} s for {rb['bytes'] / GB:.2f} GB",
+                     f"{rb['partitions_moved']} partitions with data moved; acks=all producer at "
+                     f"{rb['rate']:,} msg/s: p50/p99 {fmt(rb['p50_before_ms'], '.1f')}/"
+                     f"{fmt(rb['p99_before_ms'], '.1f')} ms before, {fmt(rb['p50_during_ms'], '.1f')}/"
+                     f"{fmt(rb['p99_during_ms'], '.1f')} ms during"))
     rs = out.get("rss")
     if rs:
         rows.append(("(e) broker RSS idle, 100 partitions", f"{rs['100_partitions_bytes'] / 2**20:.1f} MiB",
@@ -601,7 +665,9 @@ def main(argv=None):
     ap.add_argument("--idle-wait", type=float, default=10.0)
     ap.add_argument("--cluster-latency-rate", type=int, default=10000)
     ap.add_argument("--idle-partitions", type=int, default=1000)
-    ap.add_argument("--phases", default="throughput,groups,latency,rss,cluster,idle")
+    ap.add_argument("--rebalance-bytes", type=int, default=5 * GB)
+    ap.add_argument("--rebalance-latency-rate", type=int, default=1000)
+    ap.add_argument("--phases", default="throughput,groups,latency,rss,cluster,idle,rebalance")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--workdir", help="keep broker data and logs here (default: a temp dir, removed)")
     args = ap.parse_args(argv)
@@ -611,6 +677,7 @@ def main(argv=None):
         args.latency_seconds = min(args.latency_seconds, 5.0)
         args.idle_wait = min(args.idle_wait, 2.0)
         args.idle_partitions = min(args.idle_partitions, 60)
+        args.rebalance_bytes = min(args.rebalance_bytes, 200 * MB)
 
     try:
         skiff.broker_bin()
@@ -650,6 +717,9 @@ def main(argv=None):
             phase_cluster(ctx, workdir, args, out)
         if "idle" in phases:
             phase_idle_partitions(ctx, workdir, args, out)
+        if "rebalance" in phases:
+            os.sync()
+            phase_rebalance(ctx, workdir, args, out)
     except Exception as e:  # report what we have, then fail
         failed = e
         log(f"FAILED: {e!r}\n--- broker log tail ---\n{b.log_tail(40)}")

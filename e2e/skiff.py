@@ -720,6 +720,15 @@ class Cluster:
         self.wait_converged(timeout)
         return self
 
+    def start_first(self, n: int, timeout: float = 60.0):
+        """Starts brokers 1..n only (the others join later, as in a scale-up)."""
+        for b in self.brokers[:n]:
+            b.start(wait_ready=False)
+        for b in self.brokers[:n]:
+            b.wait_ready(timeout)
+        self.wait_converged(timeout)
+        return self
+
     def metadata(self, node_id: int, topics=None) -> dict:
         return raw_metadata(self[node_id].bootstrap, topics)
 

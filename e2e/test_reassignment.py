@@ -163,11 +163,7 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
     # Leaders move only when asked (ElectLeaders), not on their own.
     c = skiff.Cluster(tmp_path, n=5, args=["--auto-leader-rebalance-enable", "false"])
     try:
-        for b in c.brokers[:3]:
-            b.start(wait_ready=False)
-        for b in c.brokers[:3]:
-            b.wait_ready(60)
-        c.wait_converged()
+        c.start_first(3)
         topic = "moving"
         create(c.bootstrap, topic, PARTITIONS, 3)
         work = Workload(c.bootstrap, topic, PARTITIONS).start()

@@ -389,6 +389,18 @@ pub fn render_table(snap: &Snapshot, plan: &Plan, tolerance: &Tolerance) -> Stri
     out
 }
 
+/// The plan's moves as AlterPartitionReassignments asks for them.
+pub fn reassignments(plan: &Plan) -> Vec<Reassignment> {
+    plan.moves
+        .iter()
+        .map(|m| Reassignment {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            replicas: m.to.clone(),
+        })
+        .collect()
+}
+
 /// How [`execute`] goes about a plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Execution {
@@ -415,15 +427,7 @@ pub async fn execute(
     how: Execution,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<()> {
-    let moves: Vec<Reassignment> = plan
-        .moves
-        .iter()
-        .map(|m| Reassignment {
-            topic: m.topic.clone(),
-            partition: m.partition,
-            replicas: m.to.clone(),
-        })
-        .collect();
+    let moves = reassignments(plan);
     let mut admin = AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
     let mut done = 0;
     for batch in moves.chunks(how.batch.max(1)) {

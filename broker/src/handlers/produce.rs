@@ -165,6 +165,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
             Err(e) => {
                 if matches!(e, BrokerError::OutOfOrderSequence(_)) {
                     broker.metrics.produce_out_of_order.inc();
+                    // Fatal for the producer, and rare: worth a line.
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "refused an idempotent batch out of sequence");
                 }
                 if matches!(e, BrokerError::Storage(_)) {
                     broker.metrics.storage_errors.inc();

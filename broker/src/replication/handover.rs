@@ -79,6 +79,57 @@ pub struct PartitionHandler {
     pub pool: Arc<PeerPool>,
     pub gid: GroupId,
     pub window: Duration,
+    pub recovery: Arc<Recovery>,
+}
+
+/// A replica that lost its disk (an empty log where the partition has had a
+/// leader) must not vote until it holds what was committed: Raft counts on
+/// every voter remembering its log. Granting its vote with an empty log
+/// could elect a replica that lacks a committed entry (the one other copy
+/// besides the lost one), and that entry would be gone. So it refuses votes
+/// and stays out of elections until it has applied the commit index a
+/// leader sent it.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// `Some(commit index to reach)` while recovering.
+    target: parking_lot::Mutex<Option<u64>>,
+}
+
+impl Recovery {
+    pub fn recovering() -> Self {
+        Self {
+            target: parking_lot::Mutex::new(Some(0)),
+        }
+    }
+
+    pub fn is_recovering(&self) -> bool {
+        self.target.lock().is_some()
+    }
+
+    /// A leader's AppendEntries said it committed `leader_commit`. The
+    /// first one counts: everything this replica acknowledged before it
+    /// lost its log was committed by then, and a target that kept moving
+    /// with new writes could never be reached.
+    fn heard(&self, leader_commit: u64) {
+        if let Some(t) = self.target.lock().as_mut()
+            && *t == 0
+        {
+            *t = leader_commit;
+        }
+    }
+
+    /// Ends the recovery once `applied` reaches a commit index a leader
+    /// sent; true when it ended now.
+    fn caught_up(&self, applied: u64) -> bool {
+        let mut target = self.target.lock();
+        match *target {
+            Some(t) if t > 0 && applied >= t => {
+                *target = None;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl GroupHandler for PartitionHandler {
@@ -87,9 +138,43 @@ impl GroupHandler for PartitionHandler {
         kind: RpcKind,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        let (group, pool, gid, window) =
-            (self.group.clone(), self.pool.clone(), self.gid, self.window);
+        let (group, pool, gid, window, recovery) = (
+            self.group.clone(),
+            self.pool.clone(),
+            self.gid,
+            self.window,
+            self.recovery.clone(),
+        );
         Box::pin(async move {
+            if recovery.is_recovering() {
+                match kind {
+                    RpcKind::Vote => {
+                        return Err(RpcError::Handler(
+                            "this replica lost its log and votes once it has caught up".into(),
+                        ));
+                    }
+                    RpcKind::AppendEntries => {
+                        let req: openraft::raft::AppendEntriesRequest<super::PartitionRaft> =
+                            decode(&payload)?;
+                        if let Some(c) = req.leader_commit {
+                            recovery.heard(c.index);
+                        }
+                        let reply = handle_raft(group.raft(), kind, &payload).await;
+                        let applied = group
+                            .raft()
+                            .metrics()
+                            .borrow()
+                            .last_applied
+                            .map(|l| l.index);
+                        if applied.is_some_and(|a| recovery.caught_up(a)) {
+                            group.raft().runtime_config().elect(true);
+                            info!(group = %gid, "replica caught up after losing its log; it votes again");
+                        }
+                        return reply;
+                    }
+                    _ => {}
+                }
+            }
             if kind != RpcKind::HandOver {
                 return handle_raft(group.raft(), kind, &payload).await;
             }
@@ -307,4 +392,26 @@ pub async fn request(
         .call(leader_addr, gid, RpcKind::HandOver, payload, None)
         .await?;
     decode(&reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recovery;
+
+    #[test]
+    fn a_replica_without_its_log_votes_again_once_it_applied_the_first_commit_it_heard() {
+        let r = Recovery::recovering();
+        assert!(r.is_recovering());
+        // Nothing heard yet: applying anything does not end it.
+        assert!(!r.caught_up(5));
+        r.heard(40);
+        // Later commits do not move the target.
+        r.heard(90);
+        assert!(!r.caught_up(39));
+        assert!(r.is_recovering());
+        assert!(r.caught_up(40));
+        assert!(!r.is_recovering());
+        // A replica that kept its log never recovers.
+        assert!(!Recovery::default().is_recovering());
+    }
 }

@@ -281,6 +281,15 @@ impl ReplicaHost {
                     pool.since_last_reply(addr).is_some_and(|d| d <= window)
                 })),
         );
+        // A replica of a partition that has had a leader, with nothing on
+        // disk (no vote, no log): its disk was lost or wiped.
+        let recovery = if known_leader && !raft.is_initialized().await? {
+            info!(group = %gid, topic = %p.topic, partition = p.index, "replica starts without its log; it stays out of votes until it has caught up");
+            raft.runtime_config().elect(false);
+            handover::Recovery::recovering()
+        } else {
+            handover::Recovery::default()
+        };
         self.meta.registry().register(
             gid,
             Arc::new(PartitionHandler {
@@ -288,6 +297,7 @@ impl ReplicaHost {
                 pool: self.meta.pool().clone(),
                 gid,
                 window: self.handover_window(),
+                recovery: Arc::new(recovery),
             }),
         );
         if !known_leader && !raft.is_initialized().await? {

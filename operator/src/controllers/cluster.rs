@@ -647,16 +647,7 @@ async fn scale_view(
         max_replication_factor: max_rf,
         planned_moves: plan.moves.len(),
     };
-    let moves = plan
-        .moves
-        .iter()
-        .map(|m| Reassignment {
-            topic: m.topic.clone(),
-            partition: m.partition,
-            replicas: m.to.clone(),
-        })
-        .collect();
-    Some((view, moves))
+    Some((view, rebalance::reassignments(&plan)))
 }
 
 /// Does what the scale step says (after the StatefulSet has its new size)
