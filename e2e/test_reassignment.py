@@ -322,7 +322,8 @@ def test_leadership_follows_a_new_preferred_replica_on_its_own(tmp_path):
         rotated = {p: r[1:] + r[:1] for p, r in replicas_of(c, topic).items()}
         admin = kadmin(c)
         assert reassign(admin, topic, rotated) == {p: None for p in rotated}
-        assert replicas_of(c, topic) == rotated
+        skiff.wait_until(lambda: replicas_of(c, topic) == rotated, 10, interval=0.1,
+                         what="the new replica order in Metadata")
         work = Workload(c.bootstrap, topic, 6).start()
         want = {p: r[0] for p, r in rotated.items()}
         skiff.wait_until(lambda: leaders_of(c, topic) == want, 60, interval=0.5,

@@ -50,9 +50,8 @@ pub struct Submitted {
 type CommitReceiver = <<super::PartitionRaft as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<super::PartitionRaft>>::Receiver;
 
 enum SubmitState {
-    /// A retry of a batch already in the log (its header, to check again
-    /// once committed).
-    Duplicate(crate::producer_state::BatchMeta, BatchHeader),
+    /// A retry of a batch already in the log.
+    Duplicate(crate::producer_state::BatchMeta),
     /// One commit receiver per batch, in order.
     Proposed(Vec<CommitReceiver>),
 }
@@ -307,7 +306,7 @@ impl PartitionGroup {
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
         {
             return Ok(Submitted {
-                state: SubmitState::Duplicate(dup, *h),
+                state: SubmitState::Duplicate(dup),
                 log_append_time: log_append_time.map(|_| dup.timestamp),
                 record_count: 0,
                 bytes: 0,
@@ -358,19 +357,10 @@ impl PartitionGroup {
             _serial,
         } = submitted;
         let (base_offset, last_offset, duplicate) = match state {
-            SubmitState::Duplicate(dup, header) => {
+            SubmitState::Duplicate(dup) => {
                 // The original may still await its commit (its first
                 // attempt timed out): answer only once it is committed.
                 self.await_committed(dup.last_offset).await?;
-                // And only if it is still the batch at those offsets: a
-                // leader deposed meanwhile may have had that uncommitted
-                // tail replaced by its successor's entries, and apply them
-                // before its metrics say it no longer leads. The producer
-                // table follows the log, so it knows.
-                match self.store.check_producer(&header)? {
-                    Verdict::Duplicate(now) if now.base_offset == dup.base_offset => {}
-                    _ => return Err(BrokerError::NotLeaderOrFollower),
-                }
                 (dup.base_offset, dup.last_offset, true)
             }
             SubmitState::Proposed(proposed) => {

@@ -281,14 +281,12 @@ impl ReplicaHost {
                     pool.since_last_reply(addr).is_some_and(|d| d <= window)
                 })),
         );
-        // A replica of a partition that has had a leader, with nothing on
-        // disk (no vote, no log): its disk was lost or wiped.
-        let recovery = if known_leader && !raft.is_initialized().await? {
-            info!(group = %gid, topic = %p.topic, partition = p.index, "replica starts without its log; it stays out of votes until it has caught up");
-            raft.runtime_config().elect(false);
-            handover::Recovery::recovering()
-        } else {
+        // Nothing on disk (no vote, no log): a new replica, or one whose
+        // disk was lost (see handover::Recovery).
+        let recovery = if raft.is_initialized().await? {
             handover::Recovery::default()
+        } else {
+            handover::Recovery::started_empty()
         };
         self.meta.registry().register(
             gid,
