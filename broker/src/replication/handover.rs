@@ -79,100 +79,6 @@ pub struct PartitionHandler {
     pub pool: Arc<PeerPool>,
     pub gid: GroupId,
     pub window: Duration,
-    pub recovery: Arc<Recovery>,
-}
-
-/// A replica that starts with nothing on disk (no vote, no log) may have
-/// lost its disk: Raft counts on every voter remembering its log, and a
-/// vote from a replica that forgot entries it acknowledged could elect the
-/// one replica lacking an entry whose other copy was on the lost disk. So,
-/// from the first AppendEntries that shows the partition has a history
-/// (a commit index past its first entry) until it has applied that commit
-/// index, the replica refuses votes and does not stand. A partition with
-/// no history yet (a new one) needs no recovery, and before anything is
-/// heard the replica only refuses candidates with a history: its empty log
-/// would otherwise vote for one lacking what it forgot. Nothing here waits
-/// for the metadata, which a replica with a lost disk is still replaying.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    state: parking_lot::Mutex<RecoveryState>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum RecoveryState {
-    /// The replica kept its log, or has caught up.
-    #[default]
-    Done,
-    /// Started empty; no leader heard yet.
-    Unknown,
-    /// Started empty in a partition with a history: catching up to this
-    /// commit index.
-    CatchingUp(u64),
-}
-
-impl Recovery {
-    /// For a replica that starts with nothing on disk.
-    pub fn started_empty() -> Self {
-        Self {
-            state: parking_lot::Mutex::new(RecoveryState::Unknown),
-        }
-    }
-
-    pub fn is_recovering(&self) -> bool {
-        *self.state.lock() != RecoveryState::Done
-    }
-
-    /// Whether to refuse a candidate whose last log entry has `index`.
-    /// `applied` is this replica's: having applied entries without ever
-    /// hearing a leader, it led the new partition itself, so it forgot
-    /// nothing.
-    fn refuses_vote(&self, candidate_last_index: Option<u64>, applied: Option<u64>) -> bool {
-        let mut state = self.state.lock();
-        match *state {
-            RecoveryState::Done => false,
-            RecoveryState::Unknown if applied.is_some_and(|a| a >= 1) => {
-                *state = RecoveryState::Done;
-                false
-            }
-            RecoveryState::Unknown => candidate_last_index.is_some_and(|i| i >= 1),
-            RecoveryState::CatchingUp(_) => true,
-        }
-    }
-
-    /// A leader's AppendEntries said it committed `leader_commit`; true
-    /// when this starts a catch-up (the caller keeps the replica out of
-    /// elections). The first one counts: everything this replica
-    /// acknowledged before it lost its log was committed by then, and a
-    /// target that moved with new writes might never be reached.
-    fn heard(&self, leader_commit: Option<u64>) -> bool {
-        let mut state = self.state.lock();
-        if *state != RecoveryState::Unknown {
-            return false;
-        }
-        match leader_commit {
-            Some(c) if c >= 1 => {
-                *state = RecoveryState::CatchingUp(c);
-                true
-            }
-            _ => {
-                *state = RecoveryState::Done;
-                false
-            }
-        }
-    }
-
-    /// Ends the catch-up once `applied` reaches its commit index; true when
-    /// it ended now.
-    fn caught_up(&self, applied: Option<u64>) -> bool {
-        let mut state = self.state.lock();
-        match (*state, applied) {
-            (RecoveryState::CatchingUp(t), Some(a)) if a >= t => {
-                *state = RecoveryState::Done;
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 impl GroupHandler for PartitionHandler {
@@ -181,54 +87,9 @@ impl GroupHandler for PartitionHandler {
         kind: RpcKind,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        let (group, pool, gid, window, recovery) = (
-            self.group.clone(),
-            self.pool.clone(),
-            self.gid,
-            self.window,
-            self.recovery.clone(),
-        );
+        let (group, pool, gid, window) =
+            (self.group.clone(), self.pool.clone(), self.gid, self.window);
         Box::pin(async move {
-            if recovery.is_recovering() {
-                match kind {
-                    RpcKind::Vote => {
-                        let req: openraft::raft::VoteRequest<NodeId> = decode(&payload)?;
-                        let applied = group
-                            .raft()
-                            .metrics()
-                            .borrow()
-                            .last_applied
-                            .map(|l| l.index);
-                        if recovery.refuses_vote(req.last_log_id.map(|l| l.index), applied) {
-                            return Err(RpcError::Handler(
-                                "this replica started without its log and votes once it has caught up"
-                                    .into(),
-                            ));
-                        }
-                    }
-                    RpcKind::AppendEntries => {
-                        let req: openraft::raft::AppendEntriesRequest<super::PartitionRaft> =
-                            decode(&payload)?;
-                        if recovery.heard(req.leader_commit.map(|c| c.index)) {
-                            group.raft().runtime_config().elect(false);
-                            info!(group = %gid, "replica started without its log in a partition with a history; it stays out of elections until it has caught up");
-                        }
-                        let reply = handle_raft(group.raft(), kind, &payload).await;
-                        let applied = group
-                            .raft()
-                            .metrics()
-                            .borrow()
-                            .last_applied
-                            .map(|l| l.index);
-                        if recovery.caught_up(applied) {
-                            group.raft().runtime_config().elect(true);
-                            info!(group = %gid, "replica caught up after starting without its log; it votes again");
-                        }
-                        return reply;
-                    }
-                    _ => {}
-                }
-            }
             if kind != RpcKind::HandOver {
                 return handle_raft(group.raft(), kind, &payload).await;
             }
@@ -446,46 +307,4 @@ pub async fn request(
         .call(leader_addr, gid, RpcKind::HandOver, payload, None)
         .await?;
     decode(&reply)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Recovery;
-
-    #[test]
-    fn a_replica_started_empty_in_a_partition_with_a_history_votes_once_caught_up() {
-        let r = Recovery::started_empty();
-        // Before any leader is heard: a first election (no history) is
-        // fine, a candidate with a history is refused.
-        assert!(!r.refuses_vote(Some(0), None));
-        assert!(!r.refuses_vote(None, None));
-        assert!(r.refuses_vote(Some(7), None));
-        assert!(r.heard(Some(40)));
-        assert!(r.refuses_vote(Some(0), Some(30)));
-        // Later commits do not move the target.
-        assert!(!r.heard(Some(90)));
-        assert!(!r.caught_up(Some(39)));
-        assert!(r.is_recovering());
-        assert!(r.caught_up(Some(40)));
-        assert!(!r.is_recovering());
-        assert!(!r.refuses_vote(Some(7), Some(40)));
-    }
-
-    #[test]
-    fn a_replica_that_led_its_new_partition_forgot_nothing() {
-        let r = Recovery::started_empty();
-        assert!(!r.refuses_vote(Some(9), Some(3)));
-        assert!(!r.is_recovering());
-    }
-
-    #[test]
-    fn a_new_partition_or_a_kept_log_needs_no_recovery() {
-        let r = Recovery::started_empty();
-        assert!(!r.heard(Some(0)));
-        assert!(!r.is_recovering());
-        let r = Recovery::started_empty();
-        assert!(!r.heard(None));
-        assert!(!r.is_recovering());
-        assert!(!Recovery::default().is_recovering());
-    }
 }

@@ -281,13 +281,6 @@ impl ReplicaHost {
                     pool.since_last_reply(addr).is_some_and(|d| d <= window)
                 })),
         );
-        // Nothing on disk (no vote, no log): a new replica, or one whose
-        // disk was lost (see handover::Recovery).
-        let recovery = if raft.is_initialized().await? {
-            handover::Recovery::default()
-        } else {
-            handover::Recovery::started_empty()
-        };
         self.meta.registry().register(
             gid,
             Arc::new(PartitionHandler {
@@ -295,7 +288,6 @@ impl ReplicaHost {
                 pool: self.meta.pool().clone(),
                 gid,
                 window: self.handover_window(),
-                recovery: Arc::new(recovery),
             }),
         );
         if !known_leader && !raft.is_initialized().await? {
