@@ -288,6 +288,7 @@ impl ReplicaHost {
                 pool: self.meta.pool().clone(),
                 gid,
                 window: self.handover_window(),
+                started_empty: Arc::new(AtomicBool::new(!raft.is_initialized().await?)),
             }),
         );
         if !known_leader && !raft.is_initialized().await? {
