@@ -24,7 +24,8 @@ use tracing::{info, warn};
 use super::meta_state::{BrokerRegistration, MetaCommand, MetaResponse, MetaState};
 use super::raft_store::{LogStore, MetaTypes, StateMachine};
 use crate::rpc::client::{NetworkFactory, PeerPool};
-use crate::rpc::server::{GroupHandler, Registry, handle_raft};
+use crate::rpc::recovery::Recovery;
+use crate::rpc::server::{GroupHandler, Registry};
 use crate::rpc::{GroupId, RpcError, RpcKind, decode, encode};
 
 #[derive(Debug, Clone, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +108,15 @@ impl MetadataGroup {
             settings,
             handle: tokio::runtime::Handle::current(),
         });
-        registry.register(GroupId::Metadata, Arc::new(Handler(Arc::downgrade(&group))));
+        // Nothing on disk: a new voter, or one whose disk was lost.
+        let recovery = Recovery::new(group.raft.is_initialized().await?);
+        registry.register(
+            GroupId::Metadata,
+            Arc::new(Handler {
+                group: Arc::downgrade(&group),
+                recovery: Arc::new(recovery),
+            }),
+        );
         if group.settings.voters.contains_key(&group.settings.node_id)
             && !group.raft.is_initialized().await?
         {
@@ -341,7 +350,11 @@ impl MetadataGroup {
 }
 
 /// The metadata group's RPC handler: Raft messages, and forwarded writes.
-struct Handler(std::sync::Weak<MetadataGroup>);
+struct Handler {
+    group: std::sync::Weak<MetadataGroup>,
+    /// Holds back votes after a lost disk.
+    recovery: Arc<Recovery>,
+}
 
 impl GroupHandler for Handler {
     fn handle(
@@ -349,11 +362,13 @@ impl GroupHandler for Handler {
         kind: RpcKind,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        let group = self.0.upgrade();
+        let (group, recovery) = (self.group.upgrade(), self.recovery.clone());
         Box::pin(async move {
             let group = group.ok_or_else(|| RpcError::UnknownGroup("metadata".into()))?;
             if kind != RpcKind::Forward {
-                return handle_raft(&group.raft, kind, &payload).await;
+                return recovery
+                    .handle_raft(&group.raft, GroupId::Metadata, kind, &payload)
+                    .await;
             }
             let f: Forwarded = decode(&payload)?;
             let deadline = Instant::now() + group.settings.write_timeout;

@@ -26,7 +26,8 @@ use tracing::{debug, info};
 
 use super::{NodeId, PartitionGroup};
 use crate::rpc::client::PeerPool;
-use crate::rpc::server::{GroupHandler, handle_raft};
+use crate::rpc::recovery::Recovery;
+use crate::rpc::server::GroupHandler;
 use crate::rpc::{GroupId, RpcError, RpcKind, decode, encode};
 
 /// The `HandOver` RPC of a partition group.
@@ -79,20 +80,8 @@ pub struct PartitionHandler {
     pub pool: Arc<PeerPool>,
     pub gid: GroupId,
     pub window: Duration,
-    /// Started with nothing on disk and no leader heard since: see
-    /// [`refuses_vote`].
-    pub started_empty: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// A replica that started with nothing on disk (a new replica, or one whose
-/// disk was lost) and has not heard a leader since refuses candidates with
-/// a history: if its disk was lost, it may have held an entry the candidate
-/// lacks (Raft counts on voters remembering their logs), and its vote would
-/// let that candidate win with it. A new partition's first election (its
-/// candidates' logs hold only the initial membership, index 0) is not
-/// refused, nor is any vote once this replica led the partition itself.
-fn refuses_vote(candidate_last_index: Option<u64>, applied: Option<u64>) -> bool {
-    candidate_last_index.is_some_and(|i| i >= 1) && applied.is_none_or(|a| a < 1)
+    /// Holds back votes after a lost disk.
+    pub recovery: Arc<Recovery>,
 }
 
 impl GroupHandler for PartitionHandler {
@@ -101,36 +90,18 @@ impl GroupHandler for PartitionHandler {
         kind: RpcKind,
         payload: Bytes,
     ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        let (group, pool, gid, window) =
-            (self.group.clone(), self.pool.clone(), self.gid, self.window);
-        let started_empty = self.started_empty.clone();
+        let (group, pool, gid, window, recovery) = (
+            self.group.clone(),
+            self.pool.clone(),
+            self.gid,
+            self.window,
+            self.recovery.clone(),
+        );
         Box::pin(async move {
-            use std::sync::atomic::Ordering;
-            if started_empty.load(Ordering::SeqCst) {
-                match kind {
-                    RpcKind::AppendEntries | RpcKind::InstallSnapshot => {
-                        started_empty.store(false, Ordering::SeqCst);
-                    }
-                    RpcKind::Vote => {
-                        let req: openraft::raft::VoteRequest<NodeId> = decode(&payload)?;
-                        let applied = group
-                            .raft()
-                            .metrics()
-                            .borrow()
-                            .last_applied
-                            .map(|l| l.index);
-                        if refuses_vote(req.last_log_id.map(|l| l.index), applied) {
-                            return Err(RpcError::Handler(
-                                "this replica started without its log and has not heard a leader yet"
-                                    .into(),
-                            ));
-                        }
-                    }
-                    _ => {}
-                }
-            }
             if kind != RpcKind::HandOver {
-                return handle_raft(group.raft(), kind, &payload).await;
+                return recovery
+                    .handle_raft(group.raft(), gid, kind, &payload)
+                    .await;
             }
             let outcome = match decode::<HandOver>(&payload)? {
                 HandOver::Request { to } => match check(&group, to) {
@@ -346,18 +317,4 @@ pub async fn request(
         .call(leader_addr, gid, RpcKind::HandOver, payload, None)
         .await?;
     decode(&reply)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::refuses_vote;
-
-    #[test]
-    fn an_empty_replica_refuses_only_candidates_with_a_history_until_it_led() {
-        assert!(!refuses_vote(Some(0), None));
-        assert!(!refuses_vote(None, None));
-        assert!(refuses_vote(Some(7), None));
-        assert!(refuses_vote(Some(7), Some(0)));
-        assert!(!refuses_vote(Some(7), Some(3)));
-    }
 }

@@ -29,6 +29,7 @@ use crate::cluster::metadata_group::MetadataGroup;
 use crate::partition::Partition;
 use crate::rpc::GroupId;
 use crate::rpc::client::NetworkFactory;
+use crate::rpc::recovery::Recovery;
 use crate::rpc::throttle::CatchUpThrottle;
 
 /// How long a produce waits for its entries to commit before
@@ -281,6 +282,9 @@ impl ReplicaHost {
                     pool.since_last_reply(addr).is_some_and(|d| d <= window)
                 })),
         );
+        // Nothing on disk (no vote, no log): a new replica, or one whose
+        // disk was lost.
+        let recovery = Recovery::new(raft.is_initialized().await?);
         self.meta.registry().register(
             gid,
             Arc::new(PartitionHandler {
@@ -288,7 +292,7 @@ impl ReplicaHost {
                 pool: self.meta.pool().clone(),
                 gid,
                 window: self.handover_window(),
-                started_empty: Arc::new(AtomicBool::new(!raft.is_initialized().await?)),
+                recovery: Arc::new(recovery),
             }),
         );
         if !known_leader && !raft.is_initialized().await? {

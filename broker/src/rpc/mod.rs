@@ -33,6 +33,7 @@
 //!   address, see [`client::PeerAddr`]).
 
 pub mod client;
+pub mod recovery;
 pub mod server;
 pub mod throttle;
 pub mod wire;
