@@ -217,21 +217,8 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
 
         work.finish()
         reader.close()
-        assert not work.failed, work.failed[:5]
         assert reader.seen > 0 and not reader.errors, reader.errors[:5]
-        got = read_all(c.bootstrap, topic, PARTITIONS)
-        checked = 0
-        for p, acked in work.acked.items():
-            log = got[p]
-            offsets = [o for o, _ in log]
-            assert len(offsets) == len(set(offsets))
-            keys = [k for _, k in log]
-            assert len(keys) == len(set(keys)), f"partition {p}: duplicated records"
-            assert keys == sorted(keys), f"partition {p}: out of order"
-            have = dict(log)
-            for offset, seq in acked:
-                assert have.get(offset) == seq, f"partition {p}: acknowledged {seq}@{offset} lost"
-                checked += 1
+        checked = work.check(read_all(c.bootstrap, topic, PARTITIONS))
         print(f"checked {checked} acknowledged messages through 3 -> 5 -> 3 brokers")
     finally:
         c.close()
@@ -332,5 +319,90 @@ def test_leadership_follows_a_new_preferred_replica_on_its_own(tmp_path):
         work.finish()
         assert not work.failed, work.failed[:5]
         assert sum(len(v) for v in work.acked.values()) == work.sent
+    finally:
+        c.close()
+
+
+def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_path):
+    """The throttle keeps each move in its catch-up long enough to strike:
+    1. SIGKILL the partition's leader (which drives the move): a new leader
+       takes the move over and completes it;
+    2. SIGKILL the replica being added: the partition keeps its quorum and
+       its writes, the move stays listed, and a cancellation returns the
+       partition to its replicas without the dead one's help; back up, it
+       deletes the copy it had begun.
+    An idempotent acks=all producer runs throughout: nothing acknowledged is
+    lost or duplicated."""
+    rate = 4_000_000
+    c = skiff.Cluster(tmp_path, n=4, args=["--leader-replication-throttled-rate", str(rate),
+                                           "--auto-leader-rebalance-enable", "false"])
+    try:
+        c.start()
+        topic = "fragile"
+        create(c.bootstrap, topic, 1, 3, {"min.insync.replicas": "2"})
+        # About 6 s of catch-up at the throttle for each move.
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 20,
+                      "batch.size": 1_000_000, "compression.type": "none"})
+        for _ in range(240):
+            while True:
+                try:
+                    p.produce(topic, bytes(100_000), key=b"-1", partition=0)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+        assert p.flush(120) == 0
+        work = Workload(c.bootstrap, topic, 1).start()
+        work.wait_progress(200)
+        admin = kadmin(c)
+
+        def adding():
+            entry = admin.list_partition_reassignments().get(KTopicPartition(topic, 0))
+            return entry["adding_replicas"] if entry else []
+
+        # 1. The leader dies while the new replica catches up.
+        before = replicas_of(c, topic)[0]
+        leader = leaders_of(c, topic)[0]
+        (spare,) = {1, 2, 3, 4} - set(before)
+        gone = next(r for r in before if r != leader)
+        target = [spare if r == gone else r for r in before]
+        assert reassign(admin, topic, {0: target})[0] is None
+        skiff.wait_until(lambda: holds_data(c[spare], topic, 0), 30, interval=0.1,
+                         what="the new replica to begin its catch-up")
+        assert adding() == [spare], "the move ended before the fault"
+        c.kill(leader)
+        work.wait_progress(200)
+        c.start_one(leader)
+        wait_reassigned(admin, timeout=120)
+        assert sorted(replicas_of(c, topic)[0]) == sorted(target)
+        skiff.wait_until(lambda: not holds_data(c[gone], topic, 0), 30, interval=0.2,
+                         what=f"broker {gone} to delete the replica it no longer holds")
+        work.wait_progress(200)
+
+        # 2. The replica being added dies: writes go on, the move waits,
+        # and a cancel undoes it without the dead broker.
+        current = replicas_of(c, topic)[0]
+        leader = leaders_of(c, topic)[0]
+        out = next(r for r in current if r != leader)
+        target = [gone if r == out else r for r in current]
+        assert reassign(admin, topic, {0: target})[0] is None
+        skiff.wait_until(lambda: holds_data(c[gone], topic, 0), 30, interval=0.1,
+                         what="the new replica to begin its catch-up")
+        c.kill(gone)
+        work.wait_progress(300)
+        assert adding() == [gone], "a move onto a dead broker completed"
+        assert reassign(admin, topic, {0: None})[0] is None
+        wait_reassigned(admin, timeout=60)
+        assert replicas_of(c, topic)[0] == current
+        c.start_one(gone)
+        skiff.wait_until(lambda: not holds_data(c[gone], topic, 0), 30, interval=0.2,
+                         what=f"broker {gone} to delete the copy it had begun")
+        work.wait_progress(200)
+
+        work.finish()
+        got = read_all(c.bootstrap, topic, 1)
+        got = {0: [(o, k) for o, k in got[0] if k >= 0]}  # without the preload
+        checked = work.check(got)
+        print(f"checked {checked} acknowledged messages through a leader and a new replica "
+              f"killed mid-reassignment")
     finally:
         c.close()

@@ -146,6 +146,29 @@ class Workload:
             times = [a for s, a in self.ack_times[partition] if s > t0]
         return min(times) if times else None
 
+    def check(self, got: dict) -> int:
+        """Asserts that every acknowledged message is in `got` (read_all's
+        partition -> [(offset, seq)]) at the offset it was acknowledged at,
+        that none is stored twice and each partition is in order; returns
+        how many acknowledgements were checked."""
+        assert not self.failed, f"{len(self.failed)} deliveries failed: {self.failed[:3]}"
+        checked = 0
+        for p in range(self.partitions):
+            seqs = [seq for _, seq in got.get(p, [])]
+            dups = [s for s, n in Counter(seqs).items() if n > 1]
+            assert not dups, f"partition {p}: duplicated sequence numbers {dups[:10]}"
+            assert seqs == sorted(seqs), f"partition {p}: order broken"
+            stored = dict((seq, off) for off, seq in got.get(p, []))
+            for off, seq in self.acked.get(p, []):
+                assert seq in stored, f"partition {p}: acknowledged seq {seq} (offset {off}) is lost"
+                # librdkafka may report an acknowledgement without its offset
+                # (-1, or None when it inferred the batch was persisted from a
+                # later batch's success after a timed-out request).
+                assert off is None or off < 0 or stored[seq] == off, \
+                    f"partition {p}: acknowledged seq {seq} at offset {off} is at {stored[seq]} now"
+                checked += 1
+        return checked
+
     def wait_progress(self, n: int = 200, timeout: float = 90.0):
         """Until n more messages are acknowledged."""
         target = self.acked_count() + n
@@ -267,24 +290,7 @@ def test_acknowledged_writes_survive_kill_stop_and_wipe(cluster_factory, topic_n
         return all(h == hws[0] for h in hws)
     skiff.wait_until(same_hw, 60, interval=0.2, what="every replica at the same high watermark")
 
-    got = read_all(c.bootstrap, topic_name, PARTITIONS)
-    acked = {p: dict((seq, off) for off, seq in v) for p, v in w.acked.items()}
-    checked = 0
-    for p in range(PARTITIONS):
-        seqs = [seq for _, seq in got.get(p, [])]
-        dups = [s for s, n in Counter(seqs).items() if n > 1]
-        assert not dups, f"partition {p}: duplicated sequence numbers {dups[:10]}"
-        assert seqs == sorted(seqs), f"partition {p}: order broken"
-        stored = dict((seq, off) for off, seq in got.get(p, []))
-        for seq, off in acked.get(p, {}).items():
-            assert seq in stored, f"partition {p}: acknowledged seq {seq} (offset {off}) is lost"
-            # librdkafka may report an acknowledgement without its offset (-1,
-            # or None when it inferred the batch was persisted from a later
-            # batch's success after a timed-out request).
-            assert off is None or off < 0 or stored[seq] == off, \
-                f"partition {p}: acknowledged seq {seq} at offset {off} is at {stored[seq]} now"
-            checked += 1
-    assert not w.failed, f"{len(w.failed)} deliveries failed: {w.failed[:3]}"
+    checked = w.check(read_all(c.bootstrap, topic_name, PARTITIONS))
     assert checked == w.sent, (checked, w.sent)
     print(f"faults injected: {len(faults)}: " + "; ".join(faults))
     print(f"messages acknowledged and checked: {checked} (no loss, no duplicates, order intact)")
