@@ -98,6 +98,21 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     wait_for_signal().await;
     info!("shutting down");
     broker.set_ready(false);
+    if let Some(host) = host
+        .as_ref()
+        .filter(|_| broker.config.controlled_shutdown_enable)
+    {
+        // Connections stay open meanwhile: clients learn of the new leaders
+        // through NOT_LEADER_OR_FOLLOWER and a Metadata refresh.
+        let started = std::time::Instant::now();
+        let (led, moved) = host.hand_over_all(host.handover_window()).await;
+        info!(
+            led,
+            moved,
+            took_ms = started.elapsed().as_millis() as u64,
+            "controlled shutdown: partition leaderships handed over"
+        );
+    }
     let _ = shutdown_tx.send(true);
     // Connections see the signal between requests; give in-flight ones a moment.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -335,6 +335,68 @@ impl ReplicaHost {
         handover::window(self.settings.election_timeout_max_ms)
     }
 
+    /// Controlled shutdown: this broker stops standing in elections and
+    /// hands every partition it leads to an in-sync voter (the first in
+    /// assignment order), all at once, waiting at most `timeout`. Returns
+    /// how many it led and how many moved.
+    pub async fn hand_over_all(&self, timeout: Duration) -> (usize, usize) {
+        let mut moves = tokio::task::JoinSet::new();
+        let mut led = 0;
+        {
+            let hosted = self.hosted.lock().await;
+            for h in hosted.values() {
+                h.group.raft().runtime_config().elect(false);
+                if !h.group.is_leader() {
+                    continue;
+                }
+                led += 1;
+                let in_sync = h.group.in_sync_ids();
+                let voters: Vec<NodeId> = h
+                    .group
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                let assigned = h
+                    .partition
+                    .replicated()
+                    .map(|r| r.replicas())
+                    .unwrap_or_default();
+                let to = assigned
+                    .iter()
+                    .filter_map(|r| NodeId::try_from(*r).ok())
+                    .chain(voters.iter().copied())
+                    .find(|r| *r != self.node_id && voters.contains(r) && in_sync.contains(r));
+                let Some(to) = to else {
+                    warn!(topic = %h.partition.topic, partition = h.partition.index, "no in-sync replica to hand leadership to before stopping");
+                    continue;
+                };
+                let (group, pool, gid, window) = (
+                    h.group.clone(),
+                    self.meta.pool().clone(),
+                    h.group_id,
+                    self.handover_window(),
+                );
+                moves.spawn(
+                    async move { handover::hand_over(&group, &pool, gid, to, window).await },
+                );
+            }
+        }
+        let mut moved = 0;
+        let _ = tokio::time::timeout(timeout, async {
+            while let Some(outcome) = moves.join_next().await {
+                if matches!(outcome, Ok(handover::Outcome::Moved)) {
+                    moved += 1;
+                }
+            }
+        })
+        .await;
+        (led, moved)
+    }
+
     /// Every check interval (`auto.leader.rebalance.enable`): hands each
     /// partition this broker leads back to its preferred replica when that
     /// one is in sync and no reassignment is under way. All at once: each
