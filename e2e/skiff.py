@@ -768,5 +768,9 @@ class Cluster:
         b.data_dir.mkdir(parents=True)
 
     def close(self):
+        """Teardown: the data goes with the test, so the brokers are killed,
+        not stopped: each one's controlled shutdown would hand its
+        leaderships to brokers about to stop as well."""
         for b in self.brokers:
+            b.kill()
             b.close()
