@@ -273,6 +273,11 @@ impl TopicTable {
         &self.store
     }
 
+    /// The directory holding every partition's directory (Kafka's log dir).
+    pub fn logs_dir(&self) -> &Path {
+        &self.logs_dir
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().get(name).cloned()
     }

@@ -34,6 +34,7 @@ mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_user_scram_credentials;
 mod elect_leaders;
 mod fetch;
@@ -346,6 +347,7 @@ apis! {
     ListPartitionReassignments => list_partition_reassignments::ListPartitionReassignmentsRequest, 0..=0;
     UnregisterBroker => unregister_broker::UnregisterBrokerRequest, 0..=0;
     ElectLeaders => elect_leaders::ElectLeadersRequest, 0..=2;
+    DescribeLogDirs => describe_log_dirs::DescribeLogDirsRequest, 1..=4;
 }
 
 /// Produce with acks=0 is the one request Kafka never answers.
@@ -510,6 +512,7 @@ pub fn api_label(key: ApiKey) -> &'static str {
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::UnregisterBroker => "UnregisterBroker",
         ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
         _ => "Other",
     }
 }

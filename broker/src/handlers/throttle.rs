@@ -41,7 +41,7 @@ throttle_time! {
     CreateAclsResponse => 0, DeleteAclsResponse => 0, DescribeClientQuotasResponse => 0,
     AlterClientQuotasResponse => 0, AlterPartitionReassignmentsResponse => 0,
     ListPartitionReassignmentsResponse => 0, UnregisterBrokerResponse => 0,
-    ElectLeadersResponse => 0,
+    ElectLeadersResponse => 0, DescribeLogDirsResponse => 1,
 }
 
 // The SASL exchange has no throttle field and is never metered.
