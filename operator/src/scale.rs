@@ -88,8 +88,9 @@ pub enum Step {
     Steady,
     /// Set the StatefulSet's replicas to `to` (new brokers start).
     Grow { to: i32 },
-    /// Wait until these brokers are ready and registered.
-    WaitForBrokers { brokers: Vec<i32> },
+    /// Wait until these brokers are ready and registered; the scale keeps
+    /// its phase meanwhile.
+    WaitForBrokers { brokers: Vec<i32>, phase: Phase },
     /// Plan over the brokers that stay and start the moves (a batch).
     Rebalance,
     /// Plan these brokers empty and start the moves (a batch).
@@ -113,10 +114,10 @@ impl Step {
     pub fn phase(&self, before: Phase) -> Phase {
         match self {
             Self::Steady | Self::Refuse { .. } => Phase::Idle,
-            Self::Grow { .. } | Self::WaitForBrokers { .. } => Phase::Growing,
+            Self::Grow { .. } => Phase::Growing,
             Self::Rebalance => Phase::Rebalancing,
             Self::Drain { .. } | Self::Shrink { .. } => Phase::Draining,
-            Self::WaitForMoves { phase, .. } => *phase,
+            Self::WaitForMoves { phase, .. } | Self::WaitForBrokers { phase, .. } => *phase,
             Self::Unknown => before,
         }
     }
@@ -175,7 +176,17 @@ pub fn decide(f: &Facts) -> Step {
         .filter(|id| !f.ready.contains(id) || !c.registered.contains(id))
         .collect();
     if !missing.is_empty() {
-        return Step::WaitForBrokers { brokers: missing };
+        // A broker that stays may restart during a drain as well as after a
+        // grow: that is no reason to call a scale-down Growing.
+        let phase = match f.phase {
+            Phase::Idle if f.desired < f.running => Phase::Draining,
+            Phase::Idle => Phase::Growing,
+            p => p,
+        };
+        return Step::WaitForBrokers {
+            brokers: missing,
+            phase,
+        };
     }
     if f.desired < f.running {
         let leaving: Vec<i32> = (f.desired..f.running).collect();
@@ -328,9 +339,29 @@ mod tests {
     fn new_brokers_must_be_ready_and_registered_before_anything_moves() {
         let c = view(&[0, 1, 2, 3], &[(0, 4), (1, 4), (2, 4)]);
         let f = facts(5, 5, &[0, 1, 2, 3], Phase::Growing, Some(c.clone()));
-        assert_eq!(decide(&f), Step::WaitForBrokers { brokers: vec![4] });
+        let waiting = Step::WaitForBrokers {
+            brokers: vec![4],
+            phase: Phase::Growing,
+        };
+        assert_eq!(decide(&f), waiting);
         let f = facts(5, 5, &[0, 1, 2, 3, 4], Phase::Growing, Some(c));
-        assert_eq!(decide(&f), Step::WaitForBrokers { brokers: vec![4] });
+        assert_eq!(decide(&f), waiting);
+    }
+
+    #[test]
+    fn a_broker_that_stays_restarting_during_a_drain_keeps_the_phase_draining() {
+        let c = view(&[0, 1, 2, 3], &[(0, 4), (1, 4), (2, 4), (3, 4)]);
+        for phase in [Phase::Idle, Phase::Draining] {
+            let step = decide(&facts(3, 4, &[0, 2, 3], phase, Some(c.clone())));
+            assert_eq!(
+                step,
+                Step::WaitForBrokers {
+                    brokers: vec![1],
+                    phase: Phase::Draining
+                }
+            );
+            assert_eq!(step.phase(phase), Phase::Draining);
+        }
     }
 
     #[test]

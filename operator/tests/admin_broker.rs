@@ -1,6 +1,8 @@
 //! Topic, User and Quota convergence against a real skiff-broker process:
 //! the admin calls are real.
 
+// Shared with controllers_mock.rs; this crate does not use every helper.
+#[allow(dead_code)]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

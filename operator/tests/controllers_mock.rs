@@ -7,7 +7,10 @@
 #[allow(dead_code)]
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -1379,4 +1382,995 @@ async fn a_scale_down_that_would_remove_a_metadata_voter_is_refused_and_no_broke
     assert_eq!(degraded["reason"], "ScaleDownBelowMetadataVoters");
     assert_eq!(status["scale"]["phase"], "Idle");
     assert_eq!(status["scale"]["targetReplicas"], 2);
+}
+
+// A whole scale against a stateful stand-in for the API server: one
+// reconcile per step, each by a freshly started operator (a new Context,
+// nothing remembered), reading the KafkaCluster as the previous reconcile's
+// status patch left it. Every step is therefore also a restart test.
+
+/// The API server's side of a scale: the StatefulSet's size (its pods exist
+/// up to it, as the StatefulSet controller would make them), which pods are
+/// Ready, the brokers' volume claims, and the KafkaCluster's stored status.
+struct World {
+    /// `spec` and `metadata` of the KafkaCluster.
+    cluster: Value,
+    /// Its status as stored: each status patch is applied to it as the API
+    /// server applies a JSON merge patch.
+    status: Value,
+    replicas: i32,
+    /// `skiff.dev/metadata-voters` of the StatefulSet.
+    voters: i32,
+    ready: BTreeSet<i32>,
+    claims: BTreeSet<i32>,
+    requests: Vec<Seen>,
+    /// Requests the stand-in has no answer for (answered 500).
+    unexpected: Vec<String>,
+    /// A broker to ask, when a StatefulSet patch removes brokers, what those
+    /// brokers hold at that moment.
+    probe: Option<String>,
+    /// (broker, replicas it held) at each such patch.
+    held_at_shrink: Vec<(i32, usize)>,
+}
+
+type Shared = Arc<std::sync::Mutex<World>>;
+
+impl World {
+    fn new(spec: Value, bootstrap: &str, replicas: i32, voters: i32, status: Value) -> Shared {
+        Arc::new(std::sync::Mutex::new(Self {
+            cluster: json!({
+                "apiVersion": "skiff.dev/v1alpha1", "kind": "KafkaCluster",
+                "metadata": {"name": "kafka", "namespace": "kafka", "uid": "c-1", "generation": 6,
+                             "annotations": {"skiff.dev/operator-bootstrap": bootstrap}},
+                "spec": spec
+            }),
+            status,
+            replicas,
+            voters,
+            ready: (0..replicas).collect(),
+            claims: (0..replicas).collect(),
+            requests: Vec::new(),
+            unexpected: Vec::new(),
+            probe: None,
+            held_at_shrink: Vec::new(),
+        }))
+    }
+
+    fn kafka_cluster(&self) -> Value {
+        let mut kc = self.cluster.clone();
+        kc["status"] = self.status.clone();
+        kc
+    }
+
+    fn stateful_set(&self) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "kafka", "namespace": "kafka",
+                         "annotations": {"skiff.dev/metadata-voters": self.voters.to_string()}},
+            "spec": {"replicas": self.replicas, "selector": {}, "serviceName": "kafka-brokers", "template": {}},
+            "status": {"replicas": self.replicas, "updateRevision": "r1"}})
+    }
+
+    fn pods(&self) -> Value {
+        let items: Vec<Value> = (0..self.replicas)
+            .map(|i| {
+                let ready = if self.ready.contains(&i) {
+                    "True"
+                } else {
+                    "False"
+                };
+                json!({"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r1"}},
+                       "status": {"conditions": [{"type": "Ready", "status": ready}]}})
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+    }
+
+    /// The answer to one request; a StatefulSet patch that removes brokers
+    /// also returns them, for the probe.
+    fn answer(&mut self, method: &str, path: &str, body: &Value) -> (u16, Value, Vec<i32>) {
+        let ok = |kind: &str, api: &str| json!({"apiVersion": api, "kind": kind, "metadata": {"name": "x"}});
+        let mut removed = Vec::new();
+        let path_only = path.split('?').next().unwrap_or(path);
+        let (status, answer) = match (method, path_only) {
+            ("PATCH", p) if p.ends_with("/kafkaclusters/kafka/status") => {
+                merge_patch(&mut self.status, &body["status"]);
+                (200, self.kafka_cluster())
+            }
+            ("GET", p) if p.ends_with("/statefulsets/kafka") => (200, self.stateful_set()),
+            ("PATCH", p) if p.ends_with("/statefulsets/kafka") => {
+                let to = body["spec"]["replicas"]
+                    .as_i64()
+                    .and_then(|r| i32::try_from(r).ok())
+                    .unwrap_or(self.replicas);
+                removed = (to..self.replicas).collect();
+                // The StatefulSet controller's part: pods above the size go.
+                self.ready.retain(|id| *id < to);
+                self.replicas = to;
+                (200, self.stateful_set())
+            }
+            ("GET", p) if p.ends_with("/pods") => (200, self.pods()),
+            ("GET", p) if p.ends_with("/secrets/kafka-operator") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"},
+                       "data": {"password": "cHc=", "bootstrap-users": "eA=="}}),
+            ),
+            ("PATCH", p) if p.contains("/serviceaccounts/") => (200, ok("ServiceAccount", "v1")),
+            ("PATCH", p) if p.contains("/configmaps/") => (200, ok("ConfigMap", "v1")),
+            ("PATCH", p) if p.contains("/services/") => (200, ok("Service", "v1")),
+            ("PATCH", p) if p.contains("/poddisruptionbudgets/") => {
+                (200, ok("PodDisruptionBudget", "policy/v1"))
+            }
+            ("GET", p) if p.ends_with("/services") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": []}),
+            ),
+            ("DELETE", p) if p.contains("/horizontalpodautoscalers/") => (404, not_found()),
+            ("POST", p) if p.ends_with("/events") => (201, event_ok()),
+            ("DELETE", p) if p.contains("/persistentvolumeclaims/data-kafka-") => {
+                let id = p.rsplit('-').next().and_then(|id| id.parse::<i32>().ok());
+                match id {
+                    Some(id) if self.claims.remove(&id) => (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                               "metadata": {"name": format!("data-kafka-{id}")}}),
+                    ),
+                    _ => (404, not_found()),
+                }
+            }
+            _ => {
+                self.unexpected.push(format!("{method} {path}"));
+                (
+                    500,
+                    json!({"kind": "Status", "code": 500, "message": "unexpected"}),
+                )
+            }
+        };
+        (status, answer, removed)
+    }
+}
+
+/// RFC 7386, as the API server applies a `Patch::Merge`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let Some(t) = target.as_object_mut() else {
+        return;
+    };
+    for (k, v) in fields {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// Replicas each broker holds in the brokers' committed metadata, of the
+/// partitions a scale can move (a broker's own `__consumer_offsets` is not
+/// one).
+async fn holding(via: &str) -> Option<BTreeMap<i32, usize>> {
+    let mut admin = skiff_operator::admin::AdminClient::connect(via)
+        .await
+        .ok()?;
+    let info = admin.cluster_info().await.ok()?;
+    let mut out = BTreeMap::new();
+    for p in info
+        .partitions
+        .iter()
+        .filter(|p| p.topic != "__consumer_offsets")
+    {
+        for b in &p.replicas {
+            *out.entry(*b).or_insert(0) += 1;
+        }
+    }
+    Some(out)
+}
+
+/// What one reconcile did.
+struct Turn {
+    seen: Vec<Seen>,
+    /// The KafkaCluster's status as stored after it.
+    status: Value,
+}
+
+impl Turn {
+    fn phase(&self) -> String {
+        // No scale recorded is no scale under way.
+        self.status["scale"]["phase"]
+            .as_str()
+            .unwrap_or("Idle")
+            .to_string()
+    }
+
+    fn message(&self) -> String {
+        self.status["scale"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn condition(&self, type_: &str) -> (String, String, String) {
+        let c = self.status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == type_))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        (s("status"), s("reason"), s("message"))
+    }
+
+    /// `spec.replicas` of every StatefulSet the reconcile applied.
+    fn sizes_applied(&self) -> Vec<i64> {
+        self.seen
+            .iter()
+            .filter(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+            .map(|s| s.body["spec"]["replicas"].as_i64().unwrap_or(-1))
+            .collect()
+    }
+
+    fn event_reasons(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|s| s.method == "POST" && s.path.contains("/events"))
+            .map(|s| s.body["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Index (in this reconcile's requests) of each volume claim deletion.
+    fn claims_deleted(&self) -> Vec<(usize, String)> {
+        self.seen
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.method == "DELETE" && s.path.contains("/persistentvolumeclaims/"))
+            .map(|(i, s)| {
+                let path = s.path.split('?').next().unwrap_or("");
+                (i, path.rsplit('/').next().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+}
+
+/// One reconcile by a freshly started operator of the KafkaCluster as the
+/// stand-in stores it now.
+async fn turn(world: &Shared) -> Turn {
+    let (client, mut handle) = mock_client();
+    let (kc, first) = {
+        let w = world.lock().expect("world");
+        (w.kafka_cluster(), w.requests.len())
+    };
+    let kc: KafkaCluster = serde_json::from_value(kc).expect("a KafkaCluster");
+    let server = {
+        let world = world.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().to_string();
+                let path = req.uri().to_string();
+                let merge = req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v == "application/merge-patch+json");
+                let bytes = req.into_body().collect_bytes().await.expect("body");
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (status, answer, removed, probe) = {
+                    let mut w = world.lock().expect("world");
+                    let (status, answer, removed) = if path.contains("/status") && !merge {
+                        // The stand-in's merge would misread any other kind.
+                        w.unexpected
+                            .push(format!("{method} {path} not a merge patch"));
+                        (500, Value::Null, Vec::new())
+                    } else {
+                        w.answer(&method, &path, &body)
+                    };
+                    w.requests.push(Seen { method, path, body });
+                    (status, answer, removed, w.probe.clone())
+                };
+                if let (false, Some(via)) = (removed.is_empty(), probe) {
+                    let held = holding(&via).await.expect("the probe's broker answers");
+                    let mut w = world.lock().expect("world");
+                    for id in removed {
+                        w.held_at_shrink
+                            .push((id, held.get(&id).copied().unwrap_or(0)));
+                    }
+                }
+                send.send_response(
+                    Response::builder()
+                        .status(status)
+                        .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                        .expect("response"),
+                );
+            }
+        })
+    };
+    let result = controllers::cluster::reconcile(Arc::new(kc), context(client)).await;
+    server.abort();
+    let mut w = world.lock().expect("world");
+    assert!(
+        w.unexpected.is_empty(),
+        "unexpected requests: {:?}",
+        w.unexpected
+    );
+    let action = result.expect("reconcile");
+    let t = Turn {
+        seen: w.requests.split_off(first),
+        status: w.status.clone(),
+    };
+    // Nothing in the API changes while moves run or a broker starts: only
+    // the requeue brings the operator back to a scale under way.
+    if t.phase() != "Idle" {
+        assert_eq!(
+            action,
+            Action::requeue(controllers::cluster::ROLL_POLL),
+            "a scale in {} waits for the resync",
+            t.phase()
+        );
+    }
+    t
+}
+
+/// A TCP gate in front of a broker. The operator opens one connection to
+/// look and another to act, so the gate can fail the act alone: it closes
+/// connections once its allowance is spent, and it can hold one connection
+/// back until the test has changed the cluster under the operator's feet.
+struct Gate {
+    addr: String,
+    allowance: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    /// The number (from 1) of the connection to hold.
+    hold_at: Arc<AtomicUsize>,
+    held: Arc<tokio::sync::Notify>,
+    released: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    async fn to(broker: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let allowance = Arc::new(AtomicUsize::new(usize::MAX));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let hold_at = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(tokio::sync::Notify::new());
+        let released = Arc::new(tokio::sync::Notify::new());
+        let broker = broker.to_string();
+        let task = {
+            let (allowance, accepted, hold_at) =
+                (allowance.clone(), accepted.clone(), hold_at.clone());
+            let (held, released) = (held.clone(), released.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let n = accepted.fetch_add(1, SeqCst) + 1;
+                    let pass = allowance
+                        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if !pass {
+                        continue;
+                    }
+                    let hold = n == hold_at.load(SeqCst);
+                    let (broker, held, released) = (broker.clone(), held.clone(), released.clone());
+                    tokio::spawn(async move {
+                        if hold {
+                            held.notify_one();
+                            released.notified().await;
+                        }
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&broker).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            allowance,
+            accepted,
+            hold_at,
+            held,
+            released,
+            task,
+        }
+    }
+
+    /// Passes the next `n` connections, then closes every other.
+    fn allow(&self, n: usize) {
+        self.allowance.store(n, SeqCst);
+    }
+
+    fn open(&self) {
+        self.allow(usize::MAX);
+    }
+
+    /// Connections the operator opened so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(SeqCst)
+    }
+
+    /// Holds the `k`th connection from now before it reaches the broker.
+    fn hold(&self, k: usize) {
+        self.hold_at.store(self.accepted() + k, SeqCst);
+    }
+
+    /// Until the held connection is waiting.
+    async fn holding(&self) {
+        self.held.notified().await;
+    }
+
+    /// Lets the held connection through.
+    fn release(&self) {
+        self.released.notify_one();
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Polls `f` until it answers `Some`, for at most `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates `topic` and waits until every partition has all its replicas in
+/// sync.
+async fn replicated_topic(via: &str, topic: &str, partitions: i32, rf: i32) {
+    // Just after start a broker can list its peers in Metadata and still
+    // refuse a replicated topic as if it were alone: asked again until it
+    // takes it.
+    eventually(60, "the topic created", || async {
+        let mut admin = skiff_operator::admin::AdminClient::connect(via)
+            .await
+            .ok()?;
+        admin
+            .create_topic(topic, partitions, Some(rf), &Default::default())
+            .await
+            .ok()
+    })
+    .await;
+    eventually(60, "the topic's replicas in sync", || async {
+        let mut admin = skiff_operator::admin::AdminClient::connect(via)
+            .await
+            .ok()?;
+        let info = admin.cluster_info().await.ok()?;
+        let ps: Vec<_> = info
+            .partitions
+            .iter()
+            .filter(|p| p.topic == topic)
+            .collect();
+        (ps.len() == usize::try_from(partitions).unwrap_or(0)
+            && ps.iter().all(|p| {
+                p.replicas.len() == usize::try_from(rf).unwrap_or(0)
+                    && p.isr.len() == p.replicas.len()
+            }))
+        .then_some(())
+    })
+    .await;
+}
+
+/// The partitions whose reassignment is under way.
+async fn in_flight(via: &str) -> BTreeSet<(String, i32)> {
+    let mut admin = skiff_operator::admin::AdminClient::connect(via)
+        .await
+        .expect("admin");
+    admin
+        .reassignments_in_progress()
+        .await
+        .expect("ListPartitionReassignments")
+}
+
+/// A reconcile, and whether some move was under way all through it (the
+/// same partition in flight before and after: a move does not restart).
+async fn turn_watching_moves(world: &Shared, via: &str) -> (Turn, bool) {
+    let before = in_flight(via).await;
+    let t = turn(world).await;
+    let after = in_flight(via).await;
+    (t, !before.is_disjoint(&after))
+}
+
+/// Phases in the order they were recorded, repeats folded.
+fn phases(turns: &[Turn]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in turns {
+        let p = t.phase();
+        if out.last() != Some(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn scaling_up_grows_the_stateful_set_waits_for_the_ready_broker_then_moves_replicas_onto_it()
+{
+    // Brokers 0-2 run (the metadata voters); broker 3 is the pod a scale-up
+    // adds, started only once the StatefulSet asks for it.
+    let mut cluster = support::Cluster::start(4, 3, 3).await;
+    let b0 = cluster.bootstrap(0);
+    replicated_topic(&b0, "orders", 6, 3).await;
+    let gate = Gate::to(&b0).await;
+    let world = World::new(
+        json!({"replicas": 4}),
+        &gate.addr,
+        3,
+        3,
+        json!({"metadataVoters": [0, 1, 2], "replicas": 3}),
+    );
+    let held_by = |id: i32| {
+        let b0 = b0.clone();
+        async move {
+            holding(&b0)
+                .await
+                .expect("metadata")
+                .get(&id)
+                .copied()
+                .unwrap_or(0)
+        }
+    };
+    let mut turns = Vec::new();
+
+    // Growing asks nothing of the brokers: the StatefulSet grows.
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![4]);
+    assert_eq!(t.phase(), "Growing");
+    assert_eq!(t.status["scale"]["targetReplicas"], 4);
+    assert_eq!(t.message(), "starting brokers up to 4");
+    assert!(
+        t.event_reasons().contains(&"Growing".to_string()),
+        "{:?}",
+        t.event_reasons()
+    );
+    assert_eq!(gate.accepted(), 0, "the brokers were asked while growing");
+    turns.push(t);
+
+    // The new pod exists but its broker has not started.
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![4]);
+    assert_eq!(t.phase(), "Growing");
+    assert_eq!(
+        t.message(),
+        "waiting for brokers [3] to be ready and registered"
+    );
+    turns.push(t);
+
+    // The broker registers, but its pod is not Ready yet: still waiting.
+    cluster.start_broker(3);
+    cluster.wait_registered(&[0, 1, 2, 3]).await;
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Growing");
+    assert_eq!(
+        t.message(),
+        "waiting for brokers [3] to be ready and registered"
+    );
+    assert!(in_flight(&b0).await.is_empty());
+    assert_eq!(held_by(3).await, 0);
+    turns.push(t);
+
+    // Ready. Between the operator's look and its moves, broker 3 leaves the
+    // metadata (as a replaced pod would before it registers again): the
+    // brokers refuse every move onto it, and the scale stalls where it was.
+    world.lock().expect("world").ready.insert(3);
+    gate.hold(2);
+    let (t, ()) = tokio::join!(turn(&world), async {
+        gate.holding().await;
+        let mut admin = skiff_operator::admin::AdminClient::connect(&b0)
+            .await
+            .expect("admin");
+        admin
+            .unregister_broker(3)
+            .await
+            .expect("unregister broker 3");
+        gate.release();
+    });
+    assert_eq!(t.phase(), "Growing", "a failed step counted as progress");
+    let (status, reason, message) = t.condition("Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ScaleStalled"));
+    assert!(
+        message.starts_with("rebalancing onto the brokers: the brokers refused moves: ")
+            && message.contains("INVALID_REPLICA_ASSIGNMENT"),
+        "{message}"
+    );
+    assert!(t.event_reasons().contains(&"ScaleStalled".to_string()));
+    assert!(!t.event_reasons().contains(&"Rebalancing".to_string()));
+    assert!(in_flight(&b0).await.is_empty());
+    assert_eq!(held_by(3).await, 0);
+    turns.push(t);
+
+    // The broker starts again and registers; the next operator waits for it
+    // and then starts the moves onto it.
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Growing");
+    assert_eq!(
+        t.message(),
+        "waiting for brokers [3] to be ready and registered"
+    );
+    turns.push(t);
+    cluster.kill(3);
+    cluster.start_broker(3);
+    cluster.wait_registered(&[0, 1, 2, 3]).await;
+
+    // The next operator starts the moves onto broker 3.
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Rebalancing");
+    assert!(
+        t.message()
+            .starts_with("rebalancing onto the brokers: moving "),
+        "{}",
+        t.message()
+    );
+    assert_eq!(
+        t.condition("Degraded").1,
+        "AsExpected",
+        "the stall is cleared"
+    );
+    assert!(t.event_reasons().contains(&"Rebalancing".to_string()));
+    turns.push(t);
+    eventually(60, "replicas on broker 3", || async {
+        (held_by(3).await > 0).then_some(())
+    })
+    .await;
+
+    // Until the moves are done (and the planner wants no more) the phase
+    // stays Rebalancing; then the scale is over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (t, moving) = turn_watching_moves(&world, &b0).await;
+        assert_eq!(t.sizes_applied(), vec![4]);
+        let phase = t.phase();
+        if moving {
+            assert!(t.message().starts_with("waiting for "), "{}", t.message());
+        }
+        turns.push(t);
+        if phase == "Idle" {
+            break;
+        }
+        assert_eq!(phase, "Rebalancing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scale did not finish in 90 s: {:?}; broker 0's log:\n{}",
+            phases(&turns),
+            cluster.log_tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(in_flight(&b0).await.is_empty(), "Idle with moves under way");
+    assert_eq!(phases(&turns), ["Growing", "Rebalancing", "Idle"]);
+
+    // Balanced over four brokers, every partition still with 3 replicas.
+    let held = holding(&b0).await.expect("metadata");
+    assert_eq!(held.values().sum::<usize>(), 18);
+    assert_eq!(held.keys().copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
+    let (lo, hi) = (
+        held.values().min().copied().unwrap_or(0),
+        held.values().max().copied().unwrap_or(0),
+    );
+    assert!(hi - lo <= 1, "{held:?}");
+
+    // Left alone afterwards, the cluster is not asked or reshuffled.
+    let asked = gate.accepted();
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Idle");
+    assert_eq!(gate.accepted(), asked);
+    assert!(turns.iter().all(|t| t.claims_deleted().is_empty()));
+}
+
+#[tokio::test]
+async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_then_unregisters_it_and_deletes_its_claim()
+ {
+    let mut cluster = support::Cluster::start(4, 3, 4).await;
+    let b0 = cluster.bootstrap(0);
+    replicated_topic(&b0, "orders", 8, 3).await;
+    let before = holding(&b0).await.expect("metadata");
+    assert!(
+        before.get(&3).copied().unwrap_or(0) > 0,
+        "broker 3 must hold replicas for the drain to mean anything: {before:?}"
+    );
+    let world = World::new(
+        json!({"replicas": 3, "storage": {"deleteClaim": true}}),
+        &b0,
+        4,
+        3,
+        json!({"metadataVoters": [0, 1, 2], "replicas": 4}),
+    );
+    world.lock().expect("world").probe = Some(b0.clone());
+    let registered = |id: i32| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .info(0)
+                .await
+                .expect("metadata")
+                .brokers
+                .contains(&id)
+        }
+    };
+
+    // The drain starts; the StatefulSet keeps its four brokers.
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![4]);
+    assert_eq!(t.phase(), "Draining");
+    assert_eq!(t.status["scale"]["targetReplicas"], 3);
+    assert!(
+        t.message().starts_with("draining brokers [3]: moving "),
+        "{}",
+        t.message()
+    );
+    assert!(t.event_reasons().contains(&"Draining".to_string()));
+    assert!(t.claims_deleted().is_empty());
+    assert!(registered(3).await);
+    let mut turns = vec![t];
+
+    // Each later operator waits for the moves, then shrinks once the
+    // metadata shows broker 3 empty.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let shrunk = loop {
+        let (t, moving) = turn_watching_moves(&world, &b0).await;
+        let sizes = t.sizes_applied();
+        let done = sizes == [3];
+        assert!(done || sizes == [4], "{sizes:?}");
+        assert_eq!(t.phase(), "Draining", "{}", t.status);
+        if done {
+            break t;
+        }
+        // Moves under way are waited for, whatever they list.
+        let message = t.message();
+        assert!(
+            message.starts_with("waiting for ")
+                || message.starts_with("draining brokers [3]: moving "),
+            "{message}"
+        );
+        if moving {
+            assert!(message.starts_with("waiting for "), "{message}");
+        }
+        assert!(t.claims_deleted().is_empty());
+        assert!(registered(3).await, "unregistered before the shrink");
+        turns.push(t);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker 3 not drained in 90 s; broker 0's log:\n{}",
+            cluster.log_tail(0)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // What broker 3 held when the StatefulSet was told to drop it.
+    assert_eq!(world.lock().expect("world").held_at_shrink, [(3, 0)]);
+    // The same reconcile unregistered it and deleted its volume claim,
+    // after the StatefulSet shrank.
+    assert!(!registered(3).await, "broker 3 still registered");
+    let shrink_at = shrunk
+        .seen
+        .iter()
+        .position(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+        .expect("the StatefulSet patch");
+    let deleted = shrunk.claims_deleted();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].0 > shrink_at);
+    assert_eq!(deleted[0].1, "data-kafka-3");
+    assert_eq!(shrunk.message(), "removed brokers [3]");
+    assert!(
+        shrunk
+            .event_reasons()
+            .contains(&"BrokersRemoved".to_string())
+    );
+    turns.push(shrunk);
+    // The pod goes, as the StatefulSet controller deletes it.
+    cluster.kill(3);
+
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![3]);
+    assert!(t.claims_deleted().is_empty());
+    turns.push(t);
+    assert_eq!(phases(&turns), ["Draining", "Idle"]);
+    {
+        let w = world.lock().expect("world");
+        assert_eq!(w.claims, BTreeSet::from([0, 1, 2]));
+        assert_eq!(w.replicas, 3);
+    }
+    let held = holding(&b0).await.expect("metadata");
+    assert_eq!(held.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(held.values().sum::<usize>(), 24);
+}
+
+#[tokio::test]
+async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and_keeps_its_claim_when_told_to()
+ {
+    // Created as one broker and grown to two: broker 0 is the only metadata
+    // voter. The StatefulSet already shrank to one and broker 1's pod is
+    // gone, but the operator stopped before unregistering it.
+    let mut cluster = support::Cluster::start(2, 1, 2).await;
+    let b0 = cluster.bootstrap(0);
+    cluster.kill(1);
+    let gate = Gate::to(&b0).await;
+    let world = World::new(
+        json!({"replicas": 1}),
+        &gate.addr,
+        1,
+        1,
+        json!({"metadataVoters": [0], "replicas": 1,
+               "scale": {"phase": "Draining", "targetReplicas": 1, "message": "draining brokers [1]"}}),
+    );
+    world.lock().expect("world").claims = BTreeSet::from([0, 1]);
+    let registered = |id: i32| {
+        let cluster = &cluster;
+        async move {
+            cluster
+                .info(0)
+                .await
+                .expect("metadata")
+                .brokers
+                .contains(&id)
+        }
+    };
+    assert!(registered(1).await);
+
+    // Broker 0's pod restarts meanwhile: the scale waits for it, and is
+    // still a scale-down.
+    world.lock().expect("world").ready.remove(&0);
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Draining");
+    assert_eq!(
+        t.message(),
+        "waiting for brokers [0] to be ready and registered"
+    );
+    assert!(!t.event_reasons().contains(&"Growing".to_string()));
+    assert!(registered(1).await);
+    world.lock().expect("world").ready.insert(0);
+    let mut turns = vec![t];
+
+    // It looks, but cannot unregister: stalled, still Draining.
+    gate.allow(1);
+    let t = turn(&world).await;
+    gate.open();
+    assert_eq!(t.phase(), "Draining");
+    let (status, reason, message) = t.condition("Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ScaleStalled"));
+    assert!(message.starts_with("removing brokers [1]: "), "{message}");
+    assert!(t.event_reasons().contains(&"ScaleStalled".to_string()));
+    assert!(!t.event_reasons().contains(&"BrokersRemoved".to_string()));
+    assert!(registered(1).await);
+    turns.push(t);
+
+    // The next one unregisters it; its claim stays (deleteClaim is off).
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![1]);
+    assert_eq!(t.phase(), "Draining");
+    assert_eq!(t.message(), "removed brokers [1]");
+    assert_eq!(t.condition("Degraded").1, "AsExpected");
+    assert!(t.event_reasons().contains(&"BrokersRemoved".to_string()));
+    assert!(!registered(1).await);
+    turns.push(t);
+
+    let t = turn(&world).await;
+    turns.push(t);
+    assert_eq!(phases(&turns), ["Draining", "Idle"]);
+    assert!(turns.iter().all(|t| t.claims_deleted().is_empty()));
+    assert_eq!(world.lock().expect("world").claims, BTreeSet::from([0, 1]));
+}
+
+#[tokio::test]
+async fn unreachable_brokers_leave_every_phase_where_it_was_across_restarts() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .to_string();
+    // (phase, spec.replicas, StatefulSet replicas)
+    for (phase, desired, running) in [("Growing", 4, 4), ("Rebalancing", 4, 4), ("Draining", 3, 4)]
+    {
+        let world = World::new(
+            json!({"replicas": desired, "storage": {"deleteClaim": true}}),
+            &closed,
+            running,
+            3,
+            json!({"metadataVoters": [0, 1, 2], "replicas": running,
+                   "scale": {"phase": phase, "targetReplicas": desired, "message": "under way"}}),
+        );
+        for _ in 0..2 {
+            let t = turn(&world).await;
+            assert_eq!(t.phase(), phase);
+            assert_eq!(t.status["scale"]["targetReplicas"], desired);
+            assert_eq!(
+                t.message(),
+                "the brokers' Admin API cannot be reached; the scale waits"
+            );
+            assert_eq!(t.sizes_applied(), vec![i64::from(running)], "{phase}");
+            assert!(t.claims_deleted().is_empty());
+            // Waiting is not a new phase: no Event says one began.
+            assert!(
+                !t.event_reasons().iter().any(|r| r == phase),
+                "{phase}: {:?}",
+                t.event_reasons()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_scale_that_is_withdrawn_leaves_no_scale_in_the_status() {
+    // Nothing listens on the override: neither step needs the brokers.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .to_string();
+    let world = World::new(
+        json!({"replicas": 2}),
+        &closed,
+        3,
+        3,
+        json!({"metadataVoters": [0, 1, 2], "replicas": 3}),
+    );
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![3]);
+    assert_eq!(t.condition("Degraded").1, "ScaleDownBelowMetadataVoters");
+    assert_eq!(t.status["scale"]["targetReplicas"], 2);
+
+    // The person puts spec.replicas back.
+    world.lock().expect("world").cluster["spec"]["replicas"] = json!(3);
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![3]);
+    assert_eq!(t.condition("Degraded").1, "AsExpected");
+    assert_eq!(
+        t.status.get("scale"),
+        None,
+        "the refusal of a size no longer asked for is still reported"
+    );
+}
+
+#[tokio::test]
+async fn a_scale_down_below_the_replication_factor_in_use_is_refused_not_taken_for_unreachable_brokers()
+ {
+    // Broker 0 is the only metadata voter, so only the topic's two replicas
+    // stand in the way of one broker.
+    let cluster = support::Cluster::start(2, 1, 2).await;
+    let b0 = cluster.bootstrap(0);
+    replicated_topic(&b0, "orders", 2, 2).await;
+    let world = World::new(
+        json!({"replicas": 1, "storage": {"deleteClaim": true}}),
+        &b0,
+        2,
+        1,
+        json!({"metadataVoters": [0], "replicas": 2}),
+    );
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![2]);
+    assert_eq!(t.phase(), "Idle");
+    assert_eq!(
+        t.message(),
+        "spec.replicas 1 is below the largest replication factor in use (2); the cluster keeps 2 brokers"
+    );
+    let (status, reason, _) = t.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ScaleDownBelowReplicationFactor")
+    );
+    assert!(
+        t.event_reasons()
+            .contains(&"ScaleDownBelowReplicationFactor".to_string())
+    );
+    assert!(t.claims_deleted().is_empty());
+    assert!(
+        in_flight(&b0).await.is_empty(),
+        "a refused scale moved replicas"
+    );
+    assert_eq!(holding(&b0).await.expect("metadata").get(&1), Some(&2));
 }

@@ -508,8 +508,21 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
             generation,
         );
     }
-    patch_status(&api, &name, &status).await?;
-    let settled = matches!(step, RollStep::Done) && all_ready;
+    let mut patch = serde_json::json!(&status);
+    if status.scale.is_none() {
+        // An empty `scale` is left out of the status, and a merge patch keeps
+        // whatever it leaves out: a scale that is over would stay recorded
+        // (and its phase be read back by the next reconcile).
+        patch["scale"] = serde_json::Value::Null;
+    }
+    patch_status(&api, &name, &patch).await?;
+    // A scale under way waits on the brokers (moves, registrations), which
+    // no watched object reports.
+    let scaling_now = status
+        .scale
+        .as_ref()
+        .is_some_and(|s| s.phase != Phase::Idle.as_str());
+    let settled = matches!(step, RollStep::Done) && all_ready && !scaling_now;
     Ok(Action::requeue(if settled { RESYNC } else { ROLL_POLL }))
 }
 
@@ -530,13 +543,16 @@ const SCALE_REASONS: [&str; 5] = [
 /// are done).
 const SCALE_BATCH: usize = 10;
 
+/// How long a broker's Metadata may take to show a move that has ended.
+const SCALE_VIEW_SETTLE: Duration = Duration::from_secs(1);
+
 /// A scale decision and what it acts on.
 struct Scaling {
     step: ScaleStep,
     /// The phase before the decision.
     phase: Phase,
-    /// The balancer's moves for a Rebalance or Drain.
-    moves: Vec<Reassignment>,
+    /// The balancer's moves for a Rebalance or Drain, or why it has none.
+    moves: Result<Vec<Reassignment>, String>,
     /// The cluster is being created: its first brokers are no scale.
     creating: bool,
 }
@@ -578,7 +594,7 @@ async fn decide_scale(
         return Ok(Scaling {
             step,
             phase,
-            moves: Vec::new(),
+            moves: Ok(Vec::new()),
             creating: running == 0,
         });
     }
@@ -595,10 +611,10 @@ async fn decide_scale(
     let (cluster, moves) = if running > 0 {
         match scale_view(ctx, kc, &leaving).await {
             Some((view, moves)) => (Some(view), moves),
-            None => (None, Vec::new()),
+            None => (None, Ok(Vec::new())),
         }
     } else {
-        (None, Vec::new())
+        (None, Ok(Vec::new()))
     };
     let step = scale::decide(&Facts {
         desired,
@@ -617,20 +633,46 @@ async fn decide_scale(
 }
 
 /// The brokers' view for a scale, and the balancer's moves (a drain of
-/// `leaving`, or a rebalance when empty); `None` when they cannot be asked.
+/// `leaving`, or a rebalance when empty) or why it has none; `None` when
+/// the brokers cannot be asked.
 async fn scale_view(
     ctx: &Context,
     kc: &KafkaCluster,
     leaving: &[i32],
-) -> Option<(ClusterView, Vec<Reassignment>)> {
+) -> Option<(ClusterView, Result<Vec<Reassignment>, String>)> {
     let mut admin = ctx.admin(kc).await.ok()?;
-    let snap = rebalance::snapshot(&mut admin, leaving).await.ok()?;
-    let moving = admin.reassignments_in_progress().await.ok()?.len();
-    let plan = rebalance::plan(&snap, skiff_balance::Tolerance::default()).ok()?;
+    let mut again = true;
+    let (in_progress, snap, plan) = loop {
+        // Asked before the metadata: a move that ends in between is still
+        // listed, not missing from the list while the metadata shows both
+        // sides of it.
+        let in_progress = admin.reassignments_in_progress().await.ok()?;
+        let snap = rebalance::snapshot(&mut admin, leaving).await.ok()?;
+        // The planner refuses a partition listing more replicas than the
+        // brokers that stay can hold: one being moved lists both sides, and
+        // a drain below its replication factor cannot keep it. Neither means
+        // the brokers are out of reach: the view stands, and the decision
+        // waits for the moves or refuses the size.
+        let plan = rebalance::plan(&snap, skiff_balance::Tolerance::default())
+            .map_err(|e| format!("{e:#}"));
+        // A broker answers Metadata from a copy it updates after the
+        // metadata ListPartitionReassignments reads: a move that has just
+        // ended can still show both sides there. Read once more, a moment
+        // later, before a failed plan with no move under way stands.
+        if plan.is_ok() || !in_progress.is_empty() || !again {
+            break (in_progress, snap, plan);
+        }
+        again = false;
+        tokio::time::sleep(SCALE_VIEW_SETTLE).await;
+    };
     let mut holding = std::collections::BTreeMap::new();
     let mut max_rf = 0;
     for p in &snap.partitions {
-        max_rf = max_rf.max(p.replicas.len());
+        // A partition being moved lists its old and new replicas together,
+        // more than its replication factor.
+        if !in_progress.contains(&(p.topic.clone(), p.partition)) {
+            max_rf = max_rf.max(p.replicas.len());
+        }
         for b in &p.replicas {
             *holding.entry(*b).or_insert(0usize) += 1;
         }
@@ -643,11 +685,11 @@ async fn scale_view(
         registered: snap.brokers.iter().map(|b| b.id).collect(),
         holding,
         pinned: snap.pinned.clone(),
-        moving,
+        moving: in_progress.len(),
         max_replication_factor: max_rf,
-        planned_moves: plan.moves.len(),
+        planned_moves: plan.as_ref().map_or(0, |p| p.moves.len()),
     };
-    Some((view, rebalance::reassignments(&plan)))
+    Some((view, plan.map(|p| rebalance::reassignments(&p))))
 }
 
 /// Does what the scale step says (after the StatefulSet has its new size)
@@ -668,7 +710,7 @@ async fn carry_out_scale(
     let (message, failed) = match &scaling.step {
         ScaleStep::Steady => (String::new(), None),
         ScaleStep::Grow { to } => (format!("starting brokers up to {to}"), None),
-        ScaleStep::WaitForBrokers { brokers } => (
+        ScaleStep::WaitForBrokers { brokers, .. } => (
             format!("waiting for brokers {brokers:?} to be ready and registered"),
             None,
         ),
@@ -681,22 +723,25 @@ async fn carry_out_scale(
         ),
         ScaleStep::Refuse { message, .. } => (message.clone(), None),
         ScaleStep::Rebalance | ScaleStep::Drain { .. } => {
-            let batch: Vec<Reassignment> =
-                scaling.moves.iter().take(SCALE_BATCH).cloned().collect();
+            let moves = scaling.moves.as_deref().unwrap_or_default();
+            let batch: Vec<Reassignment> = moves.iter().take(SCALE_BATCH).cloned().collect();
             let what = match &scaling.step {
                 ScaleStep::Drain { brokers } => format!("draining brokers {brokers:?}"),
                 _ => "rebalancing onto the brokers".to_string(),
             };
-            let result = match ctx.admin(kc).await {
-                Ok(mut admin) => admin.reassign(&batch).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let result = match &scaling.moves {
+                Err(why) => Err(format!("no plan: {why}")),
+                Ok(_) => match ctx.admin(kc).await {
+                    Ok(mut admin) => admin.reassign(&batch).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
             };
             match result {
                 Ok(refused) if refused.is_empty() => (
                     format!(
                         "{what}: moving {} of {} partitions",
                         batch.len(),
-                        scaling.moves.len()
+                        moves.len()
                     ),
                     None,
                 ),

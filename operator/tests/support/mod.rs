@@ -136,3 +136,166 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// Ports that are free now, bound together so none is handed out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
+}
+
+struct Node {
+    port: u16,
+    http: u16,
+    rpc: u16,
+    child: Option<Child>,
+}
+
+/// Brokers 0..n of one replicated cluster on 127.0.0.1, numbered as the
+/// operator numbers them (the StatefulSet ordinals). The first `voters` are
+/// the metadata Raft voters; the others join as learners, as the brokers a
+/// scale-up adds do. Only brokers that were started run (a broker not yet
+/// started is a pod the StatefulSet has not made yet); all are killed on
+/// drop.
+pub struct Cluster {
+    voters: String,
+    cluster_id: String,
+    nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A cluster of `n` brokers of which `started` run, once every running
+    /// broker is a registered member with a metadata leader.
+    pub async fn start(n: usize, voters: usize, started: usize) -> Self {
+        let ports = free_ports(3 * n);
+        let nodes: Vec<Node> = ports
+            .chunks(3)
+            .map(|p| Node {
+                port: p[0],
+                http: p[1],
+                rpc: p[2],
+                child: None,
+            })
+            .collect();
+        let voters = nodes
+            .iter()
+            .take(voters.min(n))
+            .enumerate()
+            .map(|(id, node)| format!("{id}@127.0.0.1:{}", node.rpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Self {
+            voters,
+            cluster_id: format!("operator-test-{}-{}", std::process::id(), ports[0]),
+            nodes,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for id in 0..started {
+            c.start_broker(id as i32);
+        }
+        let ids: Vec<i32> = (0..started as i32).collect();
+        c.wait_registered(&ids).await;
+        c
+    }
+
+    /// Starts broker `id` (again, with the data it had).
+    pub fn start_broker(&mut self, id: i32) {
+        let dir = self.dir.path().join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).expect("broker dir");
+        let node = &mut self.nodes[usize::try_from(id).expect("an ordinal")];
+        assert!(node.child.is_none(), "broker {id} already runs");
+        let listener = format!("PLAINTEXT://127.0.0.1:{}", node.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("broker.log"))
+            .expect("log file");
+        let child = Command::new(broker_bin())
+            .args(["--node-id", &id.to_string(), "--listeners", &listener])
+            .args(["--advertised-listeners", &listener])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--http-addr", &format!("127.0.0.1:{}", node.http)])
+            .args(["--super-users", "User:ANONYMOUS"])
+            .args(["--controller-quorum-voters", &self.voters])
+            .args(["--rpc-listener", &format!("127.0.0.1:{}", node.rpc)])
+            .args(["--cluster-id", &self.cluster_id])
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start skiff-broker");
+        node.child = Some(child);
+    }
+
+    /// Kills broker `id` (its pod is gone).
+    pub fn kill(&mut self, id: i32) {
+        if let Some(mut child) = self.nodes[usize::try_from(id).expect("an ordinal")]
+            .child
+            .take()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The Kafka address of broker `id`.
+    pub fn bootstrap(&self, id: i32) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.nodes[usize::try_from(id).expect("an ordinal")].port
+        )
+    }
+
+    /// The end of broker `id`'s log, for a failure message.
+    pub fn log_tail(&self, id: i32) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join(format!("node{id}/broker.log")))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The cluster as broker `via` describes it; `None` while it cannot
+    /// answer.
+    pub async fn info(&self, via: i32) -> Option<skiff_operator::admin::requests::ClusterInfo> {
+        let mut admin = skiff_operator::admin::AdminClient::connect(&self.bootstrap(via))
+            .await
+            .ok()?;
+        admin.cluster_info().await.ok()
+    }
+
+    /// Waits until broker 0 lists every one of `ids` as registered and
+    /// knows the metadata leader.
+    pub async fn wait_registered(&self, ids: &[i32]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(info) = self.info(0).await
+                && info.controller_id >= 0
+                && ids.iter().all(|id| info.brokers.contains(id))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokers {ids:?} not registered in 60 s; broker 0's log:\n{}",
+                self.log_tail(0)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
