@@ -11,6 +11,8 @@ pub enum BrokerError {
     UnknownTopicOrPartition,
     #[error("this broker does not lead the partition")]
     NotLeaderOrFollower,
+    #[error("not available yet: {0}")]
+    LeaderNotAvailable(String),
     #[error("cluster metadata unavailable: {0}")]
     MetadataUnavailable(String),
     #[error("unknown topic id")]
@@ -102,6 +104,7 @@ impl BrokerError {
         match self {
             UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            LeaderNotAvailable(_) => ResponseError::LeaderNotAvailable,
             MetadataUnavailable(_) => ResponseError::RequestTimedOut,
             UnknownTopicId => ResponseError::UnknownTopicId,
             TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
@@ -155,6 +158,7 @@ impl BrokerError {
         match self {
             UnknownTopicOrPartition => "unknown_topic_or_partition",
             NotLeaderOrFollower => "not_leader_or_follower",
+            LeaderNotAvailable(_) => "leader_not_available",
             MetadataUnavailable(_) => "metadata_unavailable",
             UnknownTopicId => "unknown_topic_id",
             TopicAlreadyExists(_) => "topic_already_exists",

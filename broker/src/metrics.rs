@@ -46,6 +46,7 @@ pub struct Metrics {
     pub offline_partitions: IntGauge,
     pub reassignments_in_progress: IntGauge,
     pub partition_leaders: IntGauge,
+    pub partition_replicas: IntGauge,
     pub partition_raft_term: IntGaugeVec,
     pub partition_raft_commit_lag: IntGaugeVec,
     pub partition_elections: IntCounter,
@@ -312,6 +313,11 @@ impl Metrics {
                 &r,
                 "skiff_partition_leaders",
                 "Partitions this broker leads (replicated ones by Raft, single-replica ones by assignment)",
+            ),
+            partition_replicas: gauge(
+                &r,
+                "skiff_partition_replicas",
+                "Partition replicas this broker holds (replicated ones it hosts, new ones being added included, and single-replica ones assigned to it): a drained broker reaches 0",
             ),
             partition_raft_term: gauge_vec(
                 &r,

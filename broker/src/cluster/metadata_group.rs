@@ -59,6 +59,8 @@ pub struct MetadataGroup {
     registry: Arc<Registry>,
     settings: GroupSettings,
     handle: tokio::runtime::Handle,
+    /// See [`Self::caught_up`].
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 /// A write forwarded to another broker.
@@ -107,6 +109,7 @@ impl MetadataGroup {
             registry: registry.clone(),
             settings,
             handle: tokio::runtime::Handle::current(),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         });
         // Nothing on disk: a new voter, or one whose disk was lost.
         let recovery = Recovery::new(group.raft.is_initialized().await?);
@@ -291,18 +294,45 @@ impl MetadataGroup {
         }
     }
 
+    /// Whether this replica has applied this run's registration of its
+    /// broker, hence every record committed before it: until then a topic
+    /// missing here may exist (a new or restarted broker replaying).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Registers this broker until it succeeds, then, while this broker
     /// leads, adds registered brokers that are not members as learners.
     pub async fn run_membership(self: Arc<Self>, me: BrokerRegistration) {
-        loop {
-            match self.write(MetaCommand::RegisterBroker(me.clone())).await {
-                Ok(_) => {
+        let index = loop {
+            let deadline = Instant::now() + self.settings.write_timeout;
+            match self
+                .write_via_leader(MetaCommand::RegisterBroker(me.clone()), 0, deadline)
+                .await
+            {
+                Ok((index, _)) => {
                     info!(node_id = me.node_id, "registered in the cluster metadata");
-                    break;
+                    break index;
                 }
                 Err(e) => warn!(error = %e, "registering in the cluster metadata; retrying"),
             }
-        }
+        };
+        // A new broker is added as a learner only now, then replays; the
+        // loop below must not wait for that (this broker may be the one
+        // that adds learners).
+        let me_too = self.clone();
+        tokio::spawn(async move {
+            let mut applied = me_too.subscribe();
+            if applied.wait_for(|&i| i >= index).await.is_ok() {
+                me_too
+                    .caught_up
+                    .store(true, std::sync::atomic::Ordering::Release);
+                info!(
+                    index,
+                    "the cluster metadata is caught up to this broker's registration"
+                );
+            }
+        });
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;

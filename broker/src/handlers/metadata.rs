@@ -131,6 +131,17 @@ fn lookup(
         return Ok(t);
     }
     validate_topic_name(name)?;
+    if let Some(meta) = ctx.broker.topics.store().group() {
+        // Replaying the metadata (a broker just started or added), or the
+        // local topics not yet following it: the topic may well exist, so
+        // a retriable error, not UNKNOWN_TOPIC_OR_PARTITION, which a
+        // subscribed consumer reports as an error to the application.
+        if !meta.caught_up() || meta.state().topics.values().any(|t| t.name == name) {
+            return Err(BrokerError::LeaderNotAvailable(format!(
+                "this broker is catching up on the cluster metadata; topic {name:?}"
+            )));
+        }
+    }
     if may_auto_create {
         // Auto-creation needs CREATE on the cluster or on the topic.
         if !ctx.authorize_quietly(

@@ -484,6 +484,7 @@ impl ReplicaHost {
         let mut updates = Vec::new();
         let mut moves = Vec::new();
         let (mut led, mut under, mut offline) = (0i64, 0i64, 0i64);
+        let mut replicas_held = i64::try_from(hosted.len()).unwrap_or(i64::MAX);
         let state = self.meta.state();
         for h in hosted.values_mut() {
             let (term, leader, lag) = {
@@ -570,10 +571,12 @@ impl ReplicaHost {
                     && !crate::cluster::routing::is_replicated(broker, &t)
                 {
                     led += 1;
+                    replicas_held += 1;
                 }
             }
         }
         m.partition_leaders.set(led);
+        m.partition_replicas.set(replicas_held);
         m.under_replicated_partitions.set(under);
         m.offline_partitions.set(offline);
         m.reassignments_in_progress
