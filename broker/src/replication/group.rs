@@ -32,6 +32,8 @@ pub struct PartitionGroup {
     liveness: Option<Liveness>,
     /// Handing leadership over (`handover`): produces are refused.
     stepping_aside: std::sync::atomic::AtomicBool,
+    /// Idempotent batches refused before they were written.
+    refused: parking_lot::Mutex<producer_state::RefusedBatches>,
 }
 
 /// Batches handed to Raft by [`PartitionGroup::submit`], awaiting
@@ -74,6 +76,7 @@ impl PartitionGroup {
             commit_timeout,
             liveness: None,
             stepping_aside: std::sync::atomic::AtomicBool::new(false),
+            refused: parking_lot::Mutex::default(),
         }
     }
 
@@ -283,16 +286,25 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Submitted> {
-        // Stepping aside, a leader takes no new write: each one would keep
-        // the followers' lease alive.
-        if !self.is_leader() || self.is_stepping_aside() {
-            return Err(BrokerError::NotLeaderOrFollower);
-        }
         let producer = producer_state::producer_batch(records)?;
         let batches = batch::validate_all(records)?;
-        self.await_ready().await?;
-        if acks == -1 {
-            self.await_in_sync(min_insync).await?;
+        let ready = async {
+            // Stepping aside, a leader takes no new write: each one would
+            // keep the followers' lease alive.
+            if !self.is_leader() || self.is_stepping_aside() {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+            self.await_ready().await?;
+            if acks == -1 {
+                self.await_in_sync(min_insync).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = ready.await {
+            if let Some(h) = &producer {
+                self.refused.lock().remember(h);
+            }
+            return Err(e);
         }
         let serial = match producer {
             Some(_) => Some(Arc::clone(&self.idempotent).lock_owned().await),
@@ -302,6 +314,10 @@ impl PartitionGroup {
             TimestampMode::LogAppendTime(now) => Some(now),
             TimestampMode::CreateTime => None,
         };
+        if let Some(h) = &producer {
+            let known = self.store.knows_producer(h.producer_id);
+            self.refused.lock().check(h, known)?;
+        }
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
         {

@@ -744,6 +744,11 @@ impl ReplicaStore {
         self.inner.lock().producers.len()
     }
 
+    /// Whether the log holds batches of `producer_id`.
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        self.inner.lock().producers.knows(producer_id)
+    }
+
     /// Drops producers idle for `max_idle_ms`; returns how many.
     pub fn expire_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
         self.inner.lock().producers.expire(now_ms, max_idle_ms)
