@@ -59,19 +59,26 @@ def kadmin(c: skiff.Cluster) -> KafkaAdminClient:
                             request_timeout_ms=30000)
 
 
-def reassign(admin: KafkaAdminClient, topic: str, targets: dict) -> dict:
-    # A stopped broker stays listed in Metadata (Skiff does not fence
-    # brokers yet) and kafka-python fails a call outright when it picks
-    # that one to ask: asked again, it picks another.
-    for attempt in range(5):
+def retrying(c: skiff.Cluster, admin: KafkaAdminClient, call):
+    """call(admin), asked again through a new client when it fails to
+    connect: kafka-python keeps sending to the controller it learned, which
+    may be a broker just stopped (a new one is elected within seconds), and
+    a stopped broker stays listed in Metadata (Skiff does not fence brokers
+    yet)."""
+    for attempt in range(30):
         try:
-            res = admin.alter_partition_reassignments(
-                {KTopicPartition(topic, p): r for p, r in targets.items()})
-            return {tp.partition: err for tp, err in res.items()}
+            return call(admin)
         except KafkaConnectionError:
-            if attempt == 4:
+            if attempt == 29:
                 raise
             time.sleep(0.5)
+            admin = kadmin(c)
+
+
+def reassign(c: skiff.Cluster, admin: KafkaAdminClient, topic: str, targets: dict) -> dict:
+    res = retrying(c, admin, lambda a: a.alter_partition_reassignments(
+        {KTopicPartition(topic, p): r for p, r in targets.items()}))
+    return {tp.partition: err for tp, err in res.items()}
 
 
 def wait_reassigned(admin: KafkaAdminClient, timeout: float = 180.0):
@@ -90,20 +97,31 @@ def settled(c: skiff.Cluster, topic: str, ok, timeout: float = 15.0) -> dict:
     def check():
         seen["reps"] = replicas_of(c, topic)
         return ok(seen["reps"])
-    skiff.wait_until(check, timeout, interval=0.1,
-                     what=f"{topic}: Metadata to show the reassigned replicas")
+    try:
+        skiff.wait_until(check, timeout, interval=0.1,
+                         what=f"{topic}: Metadata to show the reassigned replicas")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {seen.get('reps')}") from None
     return seen["reps"]
+
+
+def partitions_of(c: skiff.Cluster, topic: str) -> dict:
+    """partition -> (leader, replicas, isr), from the metadata of a live
+    broker; waits while that broker does not list the topic yet (a topic
+    just created reaches each broker's topic table a moment later: until
+    then it answers LEADER_NOT_AVAILABLE, with no partitions)."""
+    def read():
+        return c.metadata(c.alive()[0].node_id, [topic])["topics"].get(topic)
+    return skiff.wait_until(read, 10, interval=0.1, what=f"a live broker to list {topic}")
 
 
 def replicas_of(c: skiff.Cluster, topic: str) -> dict:
     """partition -> replicas, from the metadata of a live broker."""
-    md = c.metadata(c.alive()[0].node_id, [topic])["topics"][topic]
-    return {p: list(replicas) for p, (_leader, replicas, _isr) in md.items()}
+    return {p: list(replicas) for p, (_leader, replicas, _isr) in partitions_of(c, topic).items()}
 
 
 def leaders_of(c: skiff.Cluster, topic: str) -> dict:
-    md = c.metadata(c.alive()[0].node_id, [topic])["topics"][topic]
-    return {p: leader for p, (leader, _replicas, _isr) in md.items()}
+    return {p: leader for p, (leader, _replicas, _isr) in partitions_of(c, topic).items()}
 
 
 def elect_preferred(c: skiff.Cluster, topic: str, timeout: float = 60.0):
@@ -207,7 +225,7 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
         c.wait_converged()
         admin = kadmin(c)
         all5 = [1, 2, 3, 4, 5]
-        errors = reassign(admin, topic, spread(PARTITIONS, all5))
+        errors = reassign(c, admin, topic, spread(PARTITIONS, all5))
         assert errors == {p: None for p in range(PARTITIONS)}, errors
         wait_reassigned(admin)
         reps = settled(c, topic, lambda r: r == spread(PARTITIONS, all5))
@@ -226,7 +244,7 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
         assert unregister(c[1].bootstrap, 5) != 0
 
         # Drain brokers 4 and 5: every replica back onto 1-3.
-        errors = reassign(admin, topic, spread(PARTITIONS, [1, 2, 3]))
+        errors = reassign(c, admin, topic, spread(PARTITIONS, [1, 2, 3]))
         assert errors == {p: None for p in range(PARTITIONS)}, errors
         wait_reassigned(admin)
         settled(c, topic, lambda reps: all(sorted(r) == [1, 2, 3] for r in reps.values()))
@@ -267,10 +285,10 @@ def test_bad_reassignments_get_kafkas_errors_and_a_cancel_restores_the_replicas(
         create(c.bootstrap, topic, 2, 3)
         admin = kadmin(c)
         before = replicas_of(c, topic)
-        assert reassign(admin, topic, {0: [1, 2, 9]})[0] is InvalidReplicationAssignmentError
-        assert reassign(admin, topic, {0: [1, 1, 2]})[0] is InvalidReplicationAssignmentError
-        assert reassign(admin, topic, {7: [1, 2, 3]})[7] is UnknownTopicOrPartitionError
-        assert reassign(admin, topic, {0: None})[0] is NoReassignmentInProgressError
+        assert reassign(c, admin, topic, {0: [1, 2, 9]})[0] is InvalidReplicationAssignmentError
+        assert reassign(c, admin, topic, {0: [1, 1, 2]})[0] is InvalidReplicationAssignmentError
+        assert reassign(c, admin, topic, {7: [1, 2, 3]})[7] is UnknownTopicOrPartitionError
+        assert reassign(c, admin, topic, {0: None})[0] is NoReassignmentInProgressError
 
         # The broker without a replica is down: a move onto it cannot finish,
         # so it stays listed.
@@ -285,15 +303,15 @@ def test_bad_reassignments_get_kafkas_errors_and_a_cancel_restores_the_replicas(
                          what="every running broker to name a running controller")
         admin = kadmin(c)
         target = before[0][:2] + [spare]
-        assert reassign(admin, topic, {0: target})[0] is None
-        entry = admin.list_partition_reassignments()[KTopicPartition(topic, 0)]
+        assert reassign(c, admin, topic, {0: target})[0] is None
+        entry = retrying(c, admin, lambda a: a.list_partition_reassignments())[KTopicPartition(topic, 0)]
         assert entry["adding_replicas"] == [spare], entry
         assert entry["removing_replicas"] == [before[0][2]], entry
         assert entry["replicas"] == target + [before[0][2]], entry
-        assert reassign(admin, topic, {0: before[0]})[0] is ReassignmentInProgressError
+        assert reassign(c, admin, topic, {0: before[0]})[0] is ReassignmentInProgressError
 
         # Cancel: back to the original replicas; the spare never joined.
-        assert reassign(admin, topic, {0: None})[0] is None
+        assert reassign(c, admin, topic, {0: None})[0] is None
         wait_reassigned(admin, timeout=60)
         settled(c, topic, lambda r: r[0] == before[0])
         # Still serving with the original replicas.
@@ -327,7 +345,7 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
         (spare,) = {1, 2, 3, 4} - set(before)
         target = before[:2] + [spare]
         started = time.monotonic()
-        assert reassign(admin, topic, {0: target})[0] is None
+        assert reassign(c, admin, topic, {0: target})[0] is None
         wait_reassigned(admin, timeout=120)
         took = time.monotonic() - started
         expected = total / rate
@@ -345,15 +363,16 @@ def test_leadership_follows_a_new_preferred_replica_on_its_own(tmp_path):
         c.start()
         topic = "rotate"
         create(c.bootstrap, topic, 6, 3)
-        skiff.wait_until(lambda: all(leaders_of(c, topic)[p] == r[0] for p, r in replicas_of(c, topic).items()),
-                         60, interval=0.5, what="every preferred replica to lead")
+        def preferred_lead():
+            reps = replicas_of(c, topic)
+            return len(reps) == 6 and all(leaders_of(c, topic)[p] == r[0] for p, r in reps.items())
+        skiff.wait_until(preferred_lead, 60, interval=0.5, what="every preferred replica to lead")
         # Same replicas, another first one: only the preferred leader
         # changes, at once, and the leader hands over at the next check.
         rotated = {p: r[1:] + r[:1] for p, r in replicas_of(c, topic).items()}
         admin = kadmin(c)
-        assert reassign(admin, topic, rotated) == {p: None for p in rotated}
-        skiff.wait_until(lambda: replicas_of(c, topic) == rotated, 10, interval=0.1,
-                         what="the new replica order in Metadata")
+        assert reassign(c, admin, topic, rotated) == {p: None for p in rotated}
+        settled(c, topic, lambda r: r == rotated)
         work = Workload(c.bootstrap, topic, 6).start()
         want = {p: r[0] for p, r in rotated.items()}
         skiff.wait_until(lambda: leaders_of(c, topic) == want, 60, interval=0.5,
@@ -399,7 +418,7 @@ def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_p
         admin = kadmin(c)
 
         def adding():
-            entry = admin.list_partition_reassignments().get(KTopicPartition(topic, 0))
+            entry = retrying(c, admin, lambda a: a.list_partition_reassignments()).get(KTopicPartition(topic, 0))
             return entry["adding_replicas"] if entry else []
 
         # 1. The leader dies while the new replica catches up.
@@ -408,7 +427,7 @@ def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_p
         (spare,) = {1, 2, 3, 4} - set(before)
         gone = next(r for r in before if r != leader)
         target = [spare if r == gone else r for r in before]
-        assert reassign(admin, topic, {0: target})[0] is None
+        assert reassign(c, admin, topic, {0: target})[0] is None
         skiff.wait_until(lambda: holds_data(c[spare], topic, 0), 30, interval=0.1,
                          what="the new replica to begin its catch-up")
         assert adding() == [spare], "the move ended before the fault"
@@ -427,13 +446,13 @@ def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_p
         leader = leaders_of(c, topic)[0]
         out = next(r for r in current if r != leader)
         target = [gone if r == out else r for r in current]
-        assert reassign(admin, topic, {0: target})[0] is None
+        assert reassign(c, admin, topic, {0: target})[0] is None
         skiff.wait_until(lambda: holds_data(c[gone], topic, 0), 30, interval=0.1,
                          what="the new replica to begin its catch-up")
         c.kill(gone)
         work.wait_progress(300)
         assert adding() == [gone], "a move onto a dead broker completed"
-        assert reassign(admin, topic, {0: None})[0] is None
+        assert reassign(c, admin, topic, {0: None})[0] is None
         wait_reassigned(admin, timeout=60)
         settled(c, topic, lambda r: r[0] == current)
         c.start_one(gone)
