@@ -25,6 +25,10 @@ client's own CPU is not in the broker's numbers and the GIL is not shared.
                            --cluster-latency-rate msg/s (default 10k)
   (j) idle partitions      three brokers hosting --idle-partitions RF 3
                            partitions each (default 1000): CPU and RSS idle
+  (k) scale rebalance      three brokers holding --rebalance-bytes, two join,
+                           `skiff-operator rebalance`: time, producer p99
+  (l) throttled move       one replica of --throttle-bytes (1 GiB) moved at
+                           --throttle-rate (20 MB/s): time, producer p99
 
 Prints a markdown table (and --json FILE writes the numbers).  --quick runs a
 short smoke version of everything.
@@ -495,13 +499,70 @@ def phase_rebalance(ctx, workdir, args, out):
         if run.returncode != 0:
             raise RuntimeError(f"rebalance failed: {run.stderr[-2000:]}")
         moved = sum(1 for line in run.stdout.splitlines() if " move " in line)
-        out["rebalance"] = {"bytes": fill["bytes"], "seconds": took, "partitions_moved": moved,
+        out["scale_rebalance"] = {"bytes": fill["bytes"], "seconds": took, "partitions_moved": moved,
                             "p99_before_ms": base.get("p99_ms"), "p50_before_ms": base.get("p50_ms"),
                             "p99_during_ms": during.get("result", {}).get("p99_ms"),
                             "p50_during_ms": during.get("result", {}).get("p50_ms"),
                             "latency_error": during.get("error"), "rate": args.rebalance_latency_rate}
         log(f"rebalance 3 -> 5 brokers of {fill['bytes'] / GB:.2f} GB: {took:.1f} s, {moved} partitions "
-            f"moved; p99 {base.get('p99_ms')} -> {out['rebalance']['p99_during_ms']} ms")
+            f"moved; p99 {base.get('p99_ms')} -> {out['scale_rebalance']['p99_during_ms']} ms")
+    finally:
+        c.close()
+
+
+def phase_throttle(ctx, workdir, args, out):
+    """One RF 3 partition holding --throttle-bytes moves one replica to a
+    fourth broker under `leader.replication.throttled.rate` =
+    --throttle-rate: how long the catch-up took against bytes / rate, and a
+    paced acks=all producer's latency on another topic before and during
+    it (issue #7: within 20 % of the rate, p99 within 2x)."""
+    import threading
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.admin import KafkaAdminClient
+    c = skiff.Cluster(workdir / "throttle", n=4,
+                      args=["--leader-replication-throttled-rate", str(args.throttle_rate),
+                            "--auto-leader-rebalance-enable", "false"])
+    try:
+        c.start()
+        topic, lat_topic = "bench-throttle", "bench-throttle-latency"
+        admin = skiff.admin_client(c[1])
+        skiff.create_topic(admin, topic, 1, replication_factor=3)
+        skiff.create_topic(admin, lat_topic, args.partitions, replication_factor=3)
+        fill = run_procs(ctx, [(_producer_worker_acks_all,
+                                (c.bootstrap, topic, args.throttle_bytes, 3600.0, 100 * 1024, 0))],
+                         timeout=3900)[0]
+        log(f"throttle: filled {fill['bytes'] / GB:.2f} GB in {fill['seconds']:.0f} s")
+        os.sync()
+        base = measure_latency(ctx, c.bootstrap, lat_topic, args.partitions,
+                               args.rebalance_latency_rate, args.latency_seconds)
+        kadmin = KafkaAdminClient(bootstrap_servers=c.bootstrap.split(","), request_timeout_ms=30000)
+        md = skiff.raw_metadata(c[1].bootstrap, [topic])["topics"][topic]
+        _leader, replicas, _isr = md[0]
+        (spare,) = {1, 2, 3, 4} - set(replicas)
+        target = list(replicas[:2]) + [spare]
+        during = {}
+        probe = threading.Thread(target=_latency_in_thread, daemon=True, args=(
+            ctx, c.bootstrap, lat_topic, args.partitions, args.rebalance_latency_rate,
+            args.latency_seconds, during))
+        t0 = time.monotonic()
+        kadmin.alter_partition_reassignments({KTopicPartition(topic, 0): target})
+        probe.start()
+        while kadmin.list_partition_reassignments():
+            if time.monotonic() - t0 > 3600:
+                raise RuntimeError("the throttled reassignment did not finish within an hour")
+            time.sleep(0.5)
+        took = time.monotonic() - t0
+        probe.join(args.latency_seconds + 300)
+        expected = fill["bytes"] / args.throttle_rate
+        out["throttle"] = {"bytes": fill["bytes"], "rate": args.throttle_rate, "seconds": took,
+                           "expected_s": expected, "probe_rate": args.rebalance_latency_rate,
+                           "p50_before_ms": base.get("p50_ms"), "p99_before_ms": base.get("p99_ms"),
+                           "p50_during_ms": during.get("result", {}).get("p50_ms"),
+                           "p99_during_ms": during.get("result", {}).get("p99_ms"),
+                           "latency_error": during.get("error")}
+        log(f"throttle: {fill['bytes'] / GB:.2f} GB moved in {took:.1f} s at a "
+            f"{args.throttle_rate / MB:.0f} MB/s throttle (expected {expected:.1f} s); p99 "
+            f"{base.get('p99_ms')} -> {out['throttle']['p99_during_ms']} ms")
     finally:
         c.close()
 
@@ -634,7 +695,7 @@ def table(out, args):
                      f"per broker CPU {', '.join(f'{x * 100:.1f}%' for x in ip['cpu_cores'])}, RSS "
                      f"{', '.join(f'{x / 2**20:.0f}' for x in ip['rss_bytes'])} MiB over "
                      f"{ip['seconds']:.0f} s; {ip['leaders']:.0f} leaders"))
-    rb = out.get("rebalance")
+    rb = out.get("scale_rebalance")
     if rb:
         rows.append(("(k) rebalance 3 -> 5 brokers, 12 partitions RF 3",
                      f"{rb['seconds']:.1f} s for {rb['bytes'] / GB:.2f} GB",
@@ -642,6 +703,14 @@ def table(out, args):
                      f"{rb['rate']:,} msg/s: p50/p99 {fmt(rb['p50_before_ms'], '.1f')}/"
                      f"{fmt(rb['p99_before_ms'], '.1f')} ms before, {fmt(rb['p50_during_ms'], '.1f')}/"
                      f"{fmt(rb['p99_during_ms'], '.1f')} ms during"))
+    th = out.get("throttle")
+    if th:
+        rows.append((f"(l) one replica of {th['bytes'] / GB:.2f} GB moved at a {th['rate'] / MB:.0f} MB/s throttle",
+                     f"{th['seconds']:.1f} s ({th['bytes'] / MB / th['seconds']:.1f} MB/s; "
+                     f"{th['seconds'] / th['expected_s'] * 100:.0f}% of bytes/rate)",
+                     f"acks=all producer at {th['probe_rate']:,} msg/s on another topic: p50/p99 "
+                     f"{fmt(th['p50_before_ms'], '.1f')}/{fmt(th['p99_before_ms'], '.1f')} ms before, "
+                     f"{fmt(th['p50_during_ms'], '.1f')}/{fmt(th['p99_during_ms'], '.1f')} ms during"))
     rs = out.get("rss")
     if rs:
         rows.append(("(e) broker RSS idle, 100 partitions", f"{rs['100_partitions_bytes'] / 2**20:.1f} MiB",
@@ -667,7 +736,9 @@ def main(argv=None):
     ap.add_argument("--idle-partitions", type=int, default=1000)
     ap.add_argument("--rebalance-bytes", type=int, default=5 * GB)
     ap.add_argument("--rebalance-latency-rate", type=int, default=1000)
-    ap.add_argument("--phases", default="throughput,groups,latency,rss,cluster,idle,rebalance")
+    ap.add_argument("--throttle-bytes", type=int, default=2**30)
+    ap.add_argument("--throttle-rate", type=int, default=20 * MB)
+    ap.add_argument("--phases", default="throughput,groups,latency,rss,cluster,idle,rebalance,throttle")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--workdir", help="keep broker data and logs here (default: a temp dir, removed)")
     args = ap.parse_args(argv)
@@ -678,6 +749,7 @@ def main(argv=None):
         args.idle_wait = min(args.idle_wait, 2.0)
         args.idle_partitions = min(args.idle_partitions, 60)
         args.rebalance_bytes = min(args.rebalance_bytes, 200 * MB)
+        args.throttle_bytes = min(args.throttle_bytes, 100 * MB)
 
     try:
         skiff.broker_bin()
@@ -720,6 +792,9 @@ def main(argv=None):
         if "rebalance" in phases:
             os.sync()
             phase_rebalance(ctx, workdir, args, out)
+        if "throttle" in phases:
+            os.sync()
+            phase_throttle(ctx, workdir, args, out)
     except Exception as e:  # report what we have, then fail
         failed = e
         log(f"FAILED: {e!r}\n--- broker log tail ---\n{b.log_tail(40)}")
