@@ -335,6 +335,21 @@ impl ReplicaHost {
         handover::window(self.settings.election_timeout_max_ms)
     }
 
+    /// A hand-over of `h`'s leadership to `to`, to run as a task.
+    fn hand_over(
+        &self,
+        h: &Hosted,
+        to: NodeId,
+    ) -> impl std::future::Future<Output = handover::Outcome> + Send + 'static {
+        let (group, pool, gid, window) = (
+            h.group.clone(),
+            self.meta.pool().clone(),
+            h.group_id,
+            self.handover_window(),
+        );
+        async move { handover::hand_over(&group, &pool, gid, to, window).await }
+    }
+
     /// Controlled shutdown: this broker stops standing in elections and
     /// hands every partition it leads to an in-sync voter (the first in
     /// assignment order), all at once, waiting at most `timeout`. Returns
@@ -374,15 +389,7 @@ impl ReplicaHost {
                     warn!(topic = %h.partition.topic, partition = h.partition.index, "no in-sync replica to hand leadership to before stopping");
                     continue;
                 };
-                let (group, pool, gid, window) = (
-                    h.group.clone(),
-                    self.meta.pool().clone(),
-                    h.group_id,
-                    self.handover_window(),
-                );
-                moves.spawn(
-                    async move { handover::hand_over(&group, &pool, gid, to, window).await },
-                );
+                moves.spawn(self.hand_over(h, to));
             }
         }
         let mut moved = 0;
@@ -431,16 +438,8 @@ impl ReplicaHost {
             {
                 continue;
             }
-            let (group, pool, gid, window) = (
-                h.group.clone(),
-                self.meta.pool().clone(),
-                h.group_id,
-                self.handover_window(),
-            );
             info!(topic = %h.partition.topic, partition = h.partition.index, to = preferred, "handing leadership back to the preferred replica");
-            tokio::spawn(async move {
-                handover::hand_over(&group, &pool, gid, preferred, window).await;
-            });
+            tokio::spawn(self.hand_over(h, preferred));
         }
     }
 
