@@ -461,35 +461,57 @@ def _latency_in_thread(ctx, bootstrap, topic, partitions, rate, seconds, into):
         into["error"] = repr(e)
 
 
+def _fill_then_baseline(ctx, c, topic, nbytes, lat_topic, args, what):
+    """Fills `topic` with `nbytes` from an acks=all producer, then measures
+    the paced producer's latency on `lat_topic` before anything moves."""
+    fill = run_procs(ctx, [(_producer_worker_acks_all,
+                            (c.bootstrap, topic, nbytes, 3600.0, 100 * 1024, 0))],
+                     timeout=3900)[0]
+    log(f"{what}: filled {fill['bytes'] / GB:.2f} GB in {fill['seconds']:.0f} s")
+    os.sync()
+    base = measure_latency(ctx, c.bootstrap, lat_topic, args.partitions,
+                           args.rebalance_latency_rate, args.latency_seconds)
+    return fill, base
+
+
+def _probe_during(ctx, c, lat_topic, args):
+    """Starts the paced producer's latency measurement in a thread: (thread,
+    the dict its result lands in)."""
+    import threading
+    during = {}
+    probe = threading.Thread(target=_latency_in_thread, daemon=True, args=(
+        ctx, c.bootstrap, lat_topic, args.partitions, args.rebalance_latency_rate,
+        args.latency_seconds, during))
+    probe.start()
+    return probe, during
+
+
+def _latencies(base, during):
+    return {"p50_before_ms": base.get("p50_ms"), "p99_before_ms": base.get("p99_ms"),
+            "p50_during_ms": during.get("result", {}).get("p50_ms"),
+            "p99_during_ms": during.get("result", {}).get("p99_ms"),
+            "latency_error": during.get("error")}
+
+
 def phase_rebalance(ctx, workdir, args, out):
     """Three brokers holding --rebalance-bytes on a 12-partition RF 3 topic;
     two brokers join and `skiff-operator rebalance` moves partitions onto
     them (unthrottled). Reports the time the rebalance took and a paced
     acks=all producer's latency before and during it (issue #7)."""
     import subprocess
-    import threading
     c = skiff.Cluster(workdir / "rebalance", n=5)
     try:
         c.start_first(3)
         topic, lat_topic = "bench-rebalance", "bench-rebalance-latency"
         skiff.create_topic(skiff.admin_client(c[1]), topic, 12, replication_factor=3)
         skiff.create_topic(skiff.admin_client(c[1]), lat_topic, args.partitions, replication_factor=3)
-        fill = run_procs(ctx, [(_producer_worker_acks_all,
-                                (c.bootstrap, topic, args.rebalance_bytes, 3600.0, 100 * 1024, 0))],
-                         timeout=3900)[0]
-        log(f"rebalance: filled {fill['bytes'] / GB:.2f} GB in {fill['seconds']:.0f} s")
-        os.sync()
-        base = measure_latency(ctx, c.bootstrap, lat_topic, args.partitions,
-                               args.rebalance_latency_rate, args.latency_seconds)
+        fill, base = _fill_then_baseline(ctx, c, topic, args.rebalance_bytes, lat_topic, args,
+                                         "rebalance")
         for b in c.brokers[3:]:
             b.start()
         c.wait_converged()
         operator = Path(skiff.broker_bin()).parent / "skiff-operator"
-        during = {}
-        probe = threading.Thread(target=_latency_in_thread, daemon=True, args=(
-            ctx, c.bootstrap, lat_topic, args.partitions, args.rebalance_latency_rate,
-            args.latency_seconds, during))
-        probe.start()
+        probe, during = _probe_during(ctx, c, lat_topic, args)
         t0 = time.monotonic()
         run = subprocess.run([str(operator), "rebalance", "--bootstrap-server", c[1].bootstrap,
                               "--batch-size", "100", "--batch-timeout-seconds", "3600"],
@@ -500,10 +522,7 @@ def phase_rebalance(ctx, workdir, args, out):
             raise RuntimeError(f"rebalance failed: {run.stderr[-2000:]}")
         moved = sum(1 for line in run.stdout.splitlines() if " move " in line)
         out["scale_rebalance"] = {"bytes": fill["bytes"], "seconds": took, "partitions_moved": moved,
-                            "p99_before_ms": base.get("p99_ms"), "p50_before_ms": base.get("p50_ms"),
-                            "p99_during_ms": during.get("result", {}).get("p99_ms"),
-                            "p50_during_ms": during.get("result", {}).get("p50_ms"),
-                            "latency_error": during.get("error"), "rate": args.rebalance_latency_rate}
+                                  "rate": args.rebalance_latency_rate, **_latencies(base, during)}
         log(f"rebalance 3 -> 5 brokers of {fill['bytes'] / GB:.2f} GB: {took:.1f} s, {moved} partitions "
             f"moved; p99 {base.get('p99_ms')} -> {out['scale_rebalance']['p99_during_ms']} ms")
     finally:
@@ -516,7 +535,6 @@ def phase_throttle(ctx, workdir, args, out):
     --throttle-rate: how long the catch-up took against bytes / rate, and a
     paced acks=all producer's latency on another topic before and during
     it (issue #7: within 20 % of the rate, p99 within 2x)."""
-    import threading
     from kafka import TopicPartition as KTopicPartition
     from kafka.admin import KafkaAdminClient
     c = skiff.Cluster(workdir / "throttle", n=4,
@@ -528,25 +546,16 @@ def phase_throttle(ctx, workdir, args, out):
         admin = skiff.admin_client(c[1])
         skiff.create_topic(admin, topic, 1, replication_factor=3)
         skiff.create_topic(admin, lat_topic, args.partitions, replication_factor=3)
-        fill = run_procs(ctx, [(_producer_worker_acks_all,
-                                (c.bootstrap, topic, args.throttle_bytes, 3600.0, 100 * 1024, 0))],
-                         timeout=3900)[0]
-        log(f"throttle: filled {fill['bytes'] / GB:.2f} GB in {fill['seconds']:.0f} s")
-        os.sync()
-        base = measure_latency(ctx, c.bootstrap, lat_topic, args.partitions,
-                               args.rebalance_latency_rate, args.latency_seconds)
+        fill, base = _fill_then_baseline(ctx, c, topic, args.throttle_bytes, lat_topic, args,
+                                         "throttle")
         kadmin = KafkaAdminClient(bootstrap_servers=c.bootstrap.split(","), request_timeout_ms=30000)
         md = skiff.raw_metadata(c[1].bootstrap, [topic])["topics"][topic]
         _leader, replicas, _isr = md[0]
         (spare,) = {1, 2, 3, 4} - set(replicas)
         target = list(replicas[:2]) + [spare]
-        during = {}
-        probe = threading.Thread(target=_latency_in_thread, daemon=True, args=(
-            ctx, c.bootstrap, lat_topic, args.partitions, args.rebalance_latency_rate,
-            args.latency_seconds, during))
         t0 = time.monotonic()
         kadmin.alter_partition_reassignments({KTopicPartition(topic, 0): target})
-        probe.start()
+        probe, during = _probe_during(ctx, c, lat_topic, args)
         while kadmin.list_partition_reassignments():
             if time.monotonic() - t0 > 3600:
                 raise RuntimeError("the throttled reassignment did not finish within an hour")
@@ -556,10 +565,7 @@ def phase_throttle(ctx, workdir, args, out):
         expected = fill["bytes"] / args.throttle_rate
         out["throttle"] = {"bytes": fill["bytes"], "rate": args.throttle_rate, "seconds": took,
                            "expected_s": expected, "probe_rate": args.rebalance_latency_rate,
-                           "p50_before_ms": base.get("p50_ms"), "p99_before_ms": base.get("p99_ms"),
-                           "p50_during_ms": during.get("result", {}).get("p50_ms"),
-                           "p99_during_ms": during.get("result", {}).get("p99_ms"),
-                           "latency_error": during.get("error")}
+                           **_latencies(base, during)}
         log(f"throttle: {fill['bytes'] / GB:.2f} GB moved in {took:.1f} s at a "
             f"{args.throttle_rate / MB:.0f} MB/s throttle (expected {expected:.1f} s); p99 "
             f"{base.get('p99_ms')} -> {out['throttle']['p99_during_ms']} ms")

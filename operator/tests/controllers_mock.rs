@@ -2094,17 +2094,6 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
         json!({"metadataVoters": [0, 1, 2], "replicas": 4}),
     );
     world.lock().expect("world").probe = Some(b0.clone());
-    let registered = |id: i32| {
-        let cluster = &cluster;
-        async move {
-            cluster
-                .info(0)
-                .await
-                .expect("metadata")
-                .brokers
-                .contains(&id)
-        }
-    };
 
     // The drain starts; the StatefulSet keeps its four brokers.
     let t = turn(&world).await;
@@ -2118,7 +2107,7 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
     );
     assert!(t.event_reasons().contains(&"Draining".to_string()));
     assert!(t.claims_deleted().is_empty());
-    assert!(registered(3).await);
+    assert!(cluster.is_registered(3).await);
     let mut turns = vec![t];
 
     // Each later operator waits for the moves, then shrinks once the
@@ -2144,7 +2133,10 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
             assert!(message.starts_with("waiting for "), "{message}");
         }
         assert!(t.claims_deleted().is_empty());
-        assert!(registered(3).await, "unregistered before the shrink");
+        assert!(
+            cluster.is_registered(3).await,
+            "unregistered before the shrink"
+        );
         turns.push(t);
         assert!(
             std::time::Instant::now() < deadline,
@@ -2157,7 +2149,7 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
     assert_eq!(world.lock().expect("world").held_at_shrink, [(3, 0)]);
     // The same reconcile unregistered it and deleted its volume claim,
     // after the StatefulSet shrank.
-    assert!(!registered(3).await, "broker 3 still registered");
+    assert!(!cluster.is_registered(3).await, "broker 3 still registered");
     let shrink_at = shrunk
         .seen
         .iter()
@@ -2211,18 +2203,7 @@ async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and
                "scale": {"phase": "Draining", "targetReplicas": 1, "message": "draining brokers [1]"}}),
     );
     world.lock().expect("world").claims = BTreeSet::from([0, 1]);
-    let registered = |id: i32| {
-        let cluster = &cluster;
-        async move {
-            cluster
-                .info(0)
-                .await
-                .expect("metadata")
-                .brokers
-                .contains(&id)
-        }
-    };
-    assert!(registered(1).await);
+    assert!(cluster.is_registered(1).await);
 
     // Broker 0's pod restarts meanwhile: the scale waits for it, and is
     // still a scale-down.
@@ -2234,7 +2215,7 @@ async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and
         "waiting for brokers [0] to be ready and registered"
     );
     assert!(!t.event_reasons().contains(&"Growing".to_string()));
-    assert!(registered(1).await);
+    assert!(cluster.is_registered(1).await);
     world.lock().expect("world").ready.insert(0);
     let mut turns = vec![t];
 
@@ -2248,7 +2229,7 @@ async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and
     assert!(message.starts_with("removing brokers [1]: "), "{message}");
     assert!(t.event_reasons().contains(&"ScaleStalled".to_string()));
     assert!(!t.event_reasons().contains(&"BrokersRemoved".to_string()));
-    assert!(registered(1).await);
+    assert!(cluster.is_registered(1).await);
     turns.push(t);
 
     // The next one unregisters it; its claim stays (deleteClaim is off).
@@ -2258,7 +2239,7 @@ async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and
     assert_eq!(t.message(), "removed brokers [1]");
     assert_eq!(t.condition("Degraded").1, "AsExpected");
     assert!(t.event_reasons().contains(&"BrokersRemoved".to_string()));
-    assert!(!registered(1).await);
+    assert!(!cluster.is_registered(1).await);
     turns.push(t);
 
     let t = turn(&world).await;

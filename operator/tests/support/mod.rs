@@ -268,6 +268,11 @@ impl Cluster {
         admin.cluster_info().await.ok()
     }
 
+    /// Whether broker 0 lists `id` as registered now.
+    pub async fn is_registered(&self, id: i32) -> bool {
+        self.info(0).await.expect("metadata").brokers.contains(&id)
+    }
+
     /// Waits until broker 0 lists every one of `ids` as registered and
     /// knows the metadata leader.
     pub async fn wait_registered(&self, ids: &[i32]) {
