@@ -128,19 +128,20 @@ impl RefusedBatches {
     /// Refuses `h` if it would be written past a refused batch of its
     /// producer; a resend of the refused batch (or of an earlier one) or a
     /// new epoch ends the memory. Only for a producer the log does not know
-    /// (`known`): once it has batches in the log (written here or through
-    /// another leader), the sequence check sees any gap.
+    /// (`known`, asked only when there is a refusal to weigh): once it has
+    /// batches in the log (written here or through another leader), the
+    /// sequence check sees any gap.
     ///
     /// # Errors
     /// `OutOfOrderSequence`.
-    pub fn check(&mut self, h: &BatchHeader, known: bool) -> Result<()> {
-        if known {
-            self.refused.remove(&h.producer_id);
-            return Ok(());
-        }
+    pub fn check(&mut self, h: &BatchHeader, known: impl FnOnce() -> bool) -> Result<()> {
         let Some(&(epoch, seq)) = self.refused.get(&h.producer_id) else {
             return Ok(());
         };
+        if known() {
+            self.refused.remove(&h.producer_id);
+            return Ok(());
+        }
         if h.producer_epoch == epoch && h.base_sequence > seq {
             return Err(BrokerError::OutOfOrderSequence(format!(
                 "producer {} epoch {epoch}: a batch at sequence {} follows the one at {seq}, which was refused and not written",
@@ -663,26 +664,26 @@ mod tests {
         // in sync yet); its second, a moment later, must not be written.
         r.remember(&header(7, 0, 0, 2));
         assert!(matches!(
-            r.check(&header(7, 0, 2, 3), false),
+            r.check(&header(7, 0, 2, 3), || false),
             Err(BrokerError::OutOfOrderSequence(_))
         ));
         // Another producer is not concerned.
-        assert!(r.check(&header(8, 0, 5, 1), false).is_ok());
+        assert!(r.check(&header(8, 0, 5, 1), || false).is_ok());
         // The resend of the refused batch goes, and so does what follows.
-        assert!(r.check(&header(7, 0, 0, 2), false).is_ok());
-        assert!(r.check(&header(7, 0, 2, 3), false).is_ok());
+        assert!(r.check(&header(7, 0, 0, 2), || false).is_ok());
+        assert!(r.check(&header(7, 0, 2, 3), || false).is_ok());
         // A new epoch starts afresh.
         r.remember(&header(7, 0, 5, 1));
-        assert!(r.check(&header(7, 1, 0, 1), false).is_ok());
-        assert!(r.check(&header(7, 0, 9, 1), false).is_ok());
+        assert!(r.check(&header(7, 1, 0, 1), || false).is_ok());
+        assert!(r.check(&header(7, 0, 9, 1), || false).is_ok());
         // Once the log knows the producer (the refused batch was written
         // through another leader, say), the memory is dropped: the
         // sequence check sees gaps from there.
         r.remember(&header(7, 0, 20, 1));
-        assert!(r.check(&header(7, 0, 30, 1), true).is_ok());
-        assert!(r.check(&header(7, 0, 30, 1), false).is_ok());
+        assert!(r.check(&header(7, 0, 30, 1), || true).is_ok());
+        assert!(r.check(&header(7, 0, 30, 1), || false).is_ok());
         // Batches without a producer id are never remembered.
         r.remember(&header(-1, -1, -1, 1));
-        assert!(r.check(&header(-1, -1, 4, 1), false).is_ok());
+        assert!(r.check(&header(-1, -1, 4, 1), || false).is_ok());
     }
 }

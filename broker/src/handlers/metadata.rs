@@ -136,7 +136,7 @@ fn lookup(
         // local topics not yet following it: the topic may well exist, so
         // a retriable error, not UNKNOWN_TOPIC_OR_PARTITION, which a
         // subscribed consumer reports as an error to the application.
-        if !meta.caught_up() || meta.state().topics.values().any(|t| t.name == name) {
+        if !meta.caught_up() || meta.state().topics.contains_key(name) {
             return Err(BrokerError::LeaderNotAvailable(format!(
                 "this broker is catching up on the cluster metadata; topic {name:?}"
             )));

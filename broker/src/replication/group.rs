@@ -315,8 +315,9 @@ impl PartitionGroup {
             TimestampMode::CreateTime => None,
         };
         if let Some(h) = &producer {
-            let known = self.store.knows_producer(h.producer_id);
-            self.refused.lock().check(h, known)?;
+            self.refused
+                .lock()
+                .check(h, || self.store.knows_producer(h.producer_id))?;
         }
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
