@@ -254,6 +254,19 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_OFFSETS_TOPIC_NUM_PARTITIONS", default_value_t = 50)]
     pub offsets_topic_num_partitions: i32,
 
+    /// Replicas of each `__consumer_offsets` partition in a cluster, when
+    /// the topic is created (at the first FindCoordinator). Capped at the
+    /// number of metadata voters, so a cluster of one or two brokers gets
+    /// one it can hold; until that many brokers have registered, groups get
+    /// COORDINATOR_NOT_AVAILABLE (clients retry), so the topic is never
+    /// created with fewer replicas because the first broker came up alone.
+    #[arg(
+        long,
+        env = "SKIFF_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    pub offsets_topic_replication_factor: i16,
+
     /// Segment size of `__consumer_offsets`, bytes.
     #[arg(
         long,
@@ -565,6 +578,11 @@ impl BrokerConfig {
         if self.num_partitions < 1 {
             return Err(ConfigError::Invalid(
                 "num.partitions must be at least 1".into(),
+            ));
+        }
+        if !(1..=16).contains(&self.offsets_topic_replication_factor) {
+            return Err(ConfigError::Invalid(
+                "offsets.topic.replication.factor must be between 1 and 16".into(),
             ));
         }
         if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
