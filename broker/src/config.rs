@@ -53,6 +53,14 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS")]
     pub advertised_listeners: Option<String>,
 
+    /// A file of `NAME://host:port` entries (commas or lines) that replace the
+    /// `--advertised-listeners` entries of the same name; a host-less entry
+    /// (`NAME://:31234`) changes only the port. The broker waits at start
+    /// until the file exists and is not empty. On Kubernetes the operator
+    /// writes it once a broker's LoadBalancer/NodePort address is known.
+    #[arg(long, env = "SKIFF_ADVERTISED_LISTENERS_FILE")]
+    pub advertised_listeners_file: Option<PathBuf>,
+
     /// Kafka's `NAME:PROTOCOL` pairs, comma-separated (e.g. `INTERNAL:SASL_SSL,EXTERNAL:SSL`),
     /// for listeners whose name is not itself a security protocol.
     #[arg(long, env = "SKIFF_LISTENER_SECURITY_PROTOCOL_MAP")]
@@ -511,8 +519,12 @@ impl BrokerConfig {
         T: Into<std::ffi::OsString> + Clone,
     {
         let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
-        let first = Self::try_parse_from(&args)?;
+        let mut first = Self::try_parse_from(&args)?;
         let Some(path) = first.config.clone() else {
+            first.advertised_listeners = crate::advertised::resolve(
+                first.advertised_listeners.take(),
+                first.advertised_listeners_file.as_deref(),
+            )?;
             first.validate()?;
             return Ok(first);
         };
@@ -546,7 +558,11 @@ impl BrokerConfig {
         }
         let mut merged = args.clone();
         merged.extend(extra);
-        let config = Self::try_parse_from(merged)?;
+        let mut config = Self::try_parse_from(merged)?;
+        config.advertised_listeners = crate::advertised::resolve(
+            config.advertised_listeners.take(),
+            config.advertised_listeners_file.as_deref(),
+        )?;
         config.validate()?;
         Ok(config)
     }

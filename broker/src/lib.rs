@@ -1,6 +1,7 @@
 //! The Skiff broker: a Kafka-compatible broker.
 //!
-//! - [`config`]: flags, environment and properties file.
+//! - [`config`]: flags, environment and properties file; [`advertised`]:
+//!   advertised addresses from a file written after start (Kubernetes).
 //! - [`server`]: start-up, listeners, shutdown; [`connection`]: one client
 //!   connection's frames; [`handlers`]: one module per Kafka API and the table
 //!   that drives dispatch and ApiVersions.
@@ -21,6 +22,7 @@
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
 pub mod acl;
+pub mod advertised;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
