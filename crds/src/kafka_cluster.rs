@@ -224,7 +224,8 @@ pub struct Listener {
 
     /// How the listener is reachable: `internal` (cluster DNS only),
     /// `NodePort` or `LoadBalancer` (a bootstrap Service plus one Service per
-    /// broker).
+    /// broker; each broker advertises its own Service's address, and waits
+    /// at start until that Service has one).
     #[serde(default)]
     pub exposure: Exposure,
 }
@@ -342,7 +343,9 @@ pub struct Autoscaling {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterStatus {
-    /// `Ready`, `Progressing` and `Degraded`, with reasons.
+    /// `Ready`, `Progressing` and `Degraded`, with reasons; with an external
+    /// listener also `ExternalAddresses` (`Pending` while a Service waits
+    /// for its address, which is normal for a while, `Assigned` after).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
@@ -357,7 +360,10 @@ pub struct KafkaClusterStatus {
     /// Label selector of the broker pods, for the `/scale` subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Bootstrap address of each listener.
+    /// Bootstrap address of each listener: internal listeners first, then
+    /// each external listener once its bootstrap Service has an address
+    /// (LoadBalancer: the ingress IP or hostname and the listener port;
+    /// NodePort: the node port on each node a broker runs on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bootstrap_servers: Vec<ListenerAddress>,
     /// State of each broker.

@@ -1411,6 +1411,12 @@ struct World {
     probe: Option<String>,
     /// (broker, replicas it held) at each such patch.
     held_at_shrink: Vec<(i32, usize)>,
+    /// The cluster's Services as a list answers them.
+    services: Vec<Value>,
+    /// The ConfigMap as last applied.
+    config_map: Option<Value>,
+    /// Annotations patched onto each broker pod.
+    pod_annotations: BTreeMap<i32, Value>,
 }
 
 type Shared = Arc<std::sync::Mutex<World>>;
@@ -1433,6 +1439,9 @@ impl World {
             unexpected: Vec::new(),
             probe: None,
             held_at_shrink: Vec::new(),
+            services: Vec::new(),
+            config_map: None,
+            pod_annotations: BTreeMap::new(),
         }))
     }
 
@@ -1458,8 +1467,11 @@ impl World {
                 } else {
                     "False"
                 };
-                json!({"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r1"}},
-                       "status": {"conditions": [{"type": "Ready", "status": ready}]}})
+                let annotations = self.pod_annotations.get(&i).cloned().unwrap_or(json!({}));
+                json!({"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r1"},
+                                    "annotations": annotations},
+                       "status": {"conditions": [{"type": "Ready", "status": ready}],
+                                  "hostIP": format!("10.0.0.{}", i + 1)}})
             })
             .collect();
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
@@ -1495,14 +1507,36 @@ impl World {
                        "data": {"password": "cHc=", "bootstrap-users": "eA=="}}),
             ),
             ("PATCH", p) if p.contains("/serviceaccounts/") => (200, ok("ServiceAccount", "v1")),
-            ("PATCH", p) if p.contains("/configmaps/") => (200, ok("ConfigMap", "v1")),
+            ("PATCH", p) if p.contains("/configmaps/") => {
+                self.config_map = Some(body.clone());
+                (200, body.clone())
+            }
+            ("GET", p) if p.ends_with("/configmaps/kafka-config") => match &self.config_map {
+                Some(cm) => (200, cm.clone()),
+                None => (404, not_found()),
+            },
+            ("PATCH", p) if p.contains("/pods/kafka-") => {
+                let id = p.rsplit('-').next().and_then(|id| id.parse::<i32>().ok());
+                match id {
+                    Some(id) if id < self.replicas => {
+                        let a = self.pod_annotations.entry(id).or_insert(json!({}));
+                        merge_patch(a, &body["metadata"]["annotations"]);
+                        (
+                            200,
+                            json!({"apiVersion": "v1", "kind": "Pod",
+                                     "metadata": {"name": format!("kafka-{id}")}}),
+                        )
+                    }
+                    _ => (404, not_found()),
+                }
+            }
             ("PATCH", p) if p.contains("/services/") => (200, ok("Service", "v1")),
             ("PATCH", p) if p.contains("/poddisruptionbudgets/") => {
                 (200, ok("PodDisruptionBudget", "policy/v1"))
             }
             ("GET", p) if p.ends_with("/services") => (
                 200,
-                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": []}),
+                json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": self.services}),
             ),
             ("DELETE", p) if p.contains("/horizontalpodautoscalers/") => (404, not_found()),
             ("POST", p) if p.ends_with("/events") => (201, event_ok()),
@@ -2354,4 +2388,178 @@ async fn a_scale_down_below_the_replication_factor_in_use_is_refused_not_taken_f
         "a refused scale moved replicas"
     );
     assert_eq!(holding(&b0).await.expect("metadata").get(&1), Some(&2));
+}
+
+/// A LoadBalancer Service of the cluster `kafka` (uid `c-1`) with these
+/// ingress IPs.
+fn load_balancer(name: &str, port_name: &str, ingress: &[&str]) -> Value {
+    let mut svc = owned_service(name, "c-1");
+    svc["spec"] = json!({"type": "LoadBalancer",
+        "ports": [{"name": port_name, "port": 9094, "nodePort": 30000, "protocol": "TCP"}]});
+    let ingress: Vec<Value> = ingress.iter().map(|ip| json!({"ip": ip})).collect();
+    svc["status"] = json!({"loadBalancer": {"ingress": ingress}});
+    svc
+}
+
+#[tokio::test]
+async fn a_load_balancer_address_reaches_the_status_and_its_broker_and_a_change_restarts_only_that_broker()
+ {
+    // Nothing listens there: the roll cannot ask the brokers and waits.
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .to_string();
+    let world = World::new(
+        json!({"replicas": 2, "listeners": [
+            {"name": "plain", "port": 9092},
+            {"name": "lb", "port": 9094, "exposure": "LoadBalancer"}
+        ]}),
+        &unreachable,
+        2,
+        2,
+        json!({"metadataVoters": [0, 1]}),
+    );
+    let advertised = |w: &Shared, id: i32| -> Option<String> {
+        w.lock().expect("world").config_map.as_ref().and_then(|cm| {
+            cm["data"][format!("advertised-{id}")]
+                .as_str()
+                .map(String::from)
+        })
+    };
+    let config_hash = |t: &Turn| -> String {
+        t.seen
+            .iter()
+            .find(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+            .map(|s| {
+                s.body["spec"]["template"]["metadata"]["annotations"]["skiff.dev/config-hash"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .expect("the StatefulSet is applied")
+    };
+
+    // The Services are new: no load balancer has an address. The brokers
+    // wait at start for theirs (not ready), and nothing is Degraded.
+    {
+        let mut w = world.lock().expect("world");
+        w.ready.clear();
+        w.services = vec![
+            load_balancer("kafka-lb-bootstrap", "lb", &[]),
+            load_balancer("kafka-0-lb", "lb", &[]),
+            load_balancer("kafka-1-lb", "lb", &[]),
+        ];
+    }
+    let first = turn(&world).await;
+    let (status, reason, message) = first.condition("ExternalAddresses");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Pending"));
+    assert!(
+        message.contains("kafka-lb-bootstrap") && message.contains("kafka-1-lb"),
+        "{message}"
+    );
+    assert_eq!(
+        first.condition("Ready").1,
+        "ExternalAddressPending",
+        "{:?}",
+        first.condition("Ready")
+    );
+    assert_ne!(first.condition("Degraded").0, "True");
+    assert_eq!(advertised(&world, 0), None);
+    assert_eq!(
+        first.status["bootstrapServers"],
+        json!([{"name": "plain", "address": "kafka-bootstrap.kafka.svc.cluster.local:9092"}])
+    );
+    let env = first
+        .seen
+        .iter()
+        .find(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+        .map(|s| s.body["spec"]["template"]["spec"]["containers"][0]["env"].clone())
+        .expect("the StatefulSet is applied");
+    assert!(
+        env.as_array().is_some_and(|e| e
+            .iter()
+            .any(|v| v["name"] == "SKIFF_ADVERTISED_LISTENERS_FILE"
+                && v["value"] == "/etc/skiff/advertised-$(SKIFF_NODE_ID)")),
+        "{env}"
+    );
+
+    // The load balancers get their addresses: every broker's file is
+    // written, the status lists the external bootstrap address, and the
+    // pod template is the same (no roll for a first address).
+    {
+        let mut w = world.lock().expect("world");
+        w.services = vec![
+            load_balancer("kafka-lb-bootstrap", "lb", &["203.0.113.1"]),
+            load_balancer("kafka-0-lb", "lb", &["203.0.113.10"]),
+            load_balancer("kafka-1-lb", "lb", &["203.0.113.11"]),
+        ];
+        w.ready = BTreeSet::from([0, 1]);
+    }
+    let second = turn(&world).await;
+    assert_eq!(second.condition("ExternalAddresses").0, "True");
+    assert_eq!(
+        advertised(&world, 0).as_deref(),
+        Some("LB://203.0.113.10:9094\n")
+    );
+    assert_eq!(
+        advertised(&world, 1).as_deref(),
+        Some("LB://203.0.113.11:9094\n")
+    );
+    assert_eq!(
+        second.status["bootstrapServers"][1],
+        json!({"name": "lb", "address": "203.0.113.1:9094"})
+    );
+    assert_eq!(config_hash(&first), config_hash(&second));
+    assert_eq!(second.condition("Ready").0, "True");
+    assert!(world.lock().expect("world").pod_annotations.is_empty());
+
+    // Broker 1's load balancer is re-created with another address: its file
+    // follows and its pod (only) is marked for the roll, which waits here
+    // because the brokers cannot be asked.
+    world.lock().expect("world").services[2] = load_balancer("kafka-1-lb", "lb", &["203.0.113.99"]);
+    let third = turn(&world).await;
+    assert_eq!(
+        advertised(&world, 1).as_deref(),
+        Some("LB://203.0.113.99:9094\n")
+    );
+    assert_eq!(
+        advertised(&world, 0).as_deref(),
+        Some("LB://203.0.113.10:9094\n")
+    );
+    {
+        let w = world.lock().expect("world");
+        assert_eq!(
+            w.pod_annotations.keys().copied().collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(
+            w.pod_annotations[&1]["skiff.dev/restart"],
+            "advertised-address-changed"
+        );
+    }
+    assert_eq!(third.event_reasons(), vec!["ExternalAddressChanged"]);
+    let (progressing, why, _) = third.condition("Progressing");
+    assert_eq!(
+        (progressing.as_str(), why.as_str()),
+        ("True", "ClusterUnreachable")
+    );
+    assert_eq!(config_hash(&third), config_hash(&first));
+
+    // The load balancer loses its status for a while: the broker keeps its
+    // last address, the status says the address is pending again, and the
+    // pod is not marked twice.
+    world.lock().expect("world").services[2] = load_balancer("kafka-1-lb", "lb", &[]);
+    let fourth = turn(&world).await;
+    assert_eq!(
+        advertised(&world, 1).as_deref(),
+        Some("LB://203.0.113.99:9094\n")
+    );
+    assert_eq!(fourth.condition("ExternalAddresses").1, "Pending");
+    assert!(
+        !fourth
+            .seen
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path.contains("/pods/")),
+        "the pod is already marked"
+    );
 }

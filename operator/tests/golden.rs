@@ -2,7 +2,10 @@
 //! reviewed by a person. `UPDATE_GOLDEN=1 cargo test -p skiff-operator`
 //! rewrites them; review the diff before committing.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Service;
 
 use serde::Serialize;
 use skiff_crds::KafkaCluster;
@@ -116,6 +119,103 @@ fn a_full_cluster_renders_the_golden_objects() {
     )
     .expect("renders");
     assert_golden("full.yaml", &yaml_of(&r));
+}
+
+const EXTERNAL: &str = r#"
+apiVersion: skiff.dev/v1alpha1
+kind: KafkaCluster
+metadata: { name: edge }
+spec:
+  replicas: 2
+  listeners:
+    - { name: internal, port: 9092 }
+    - { name: lb, port: 9094, exposure: LoadBalancer }
+    - { name: np, port: 9095, exposure: NodePort }
+"#;
+
+/// A Service of an external listener as the API server holds it once it
+/// has a node port and, for a load balancer, these ingress IPs.
+fn external_service(
+    name: &str,
+    type_: &str,
+    port: &str,
+    node_port: i32,
+    ingress: &[&str],
+) -> Service {
+    let ingress: Vec<serde_json::Value> = ingress
+        .iter()
+        .map(|ip| serde_json::json!({"ip": ip}))
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "kafka"},
+        "spec": {"type": type_, "ports": [{"name": port, "port": 1, "nodePort": node_port}]},
+        "status": {"loadBalancer": {"ingress": ingress}}
+    }))
+    .expect("service")
+}
+
+#[test]
+fn external_listeners_render_the_golden_objects_with_each_brokers_addresses() {
+    let kc = cluster(EXTERNAL);
+    let ctx = RenderContext::default();
+    let plain = render::render(&kc, &ctx, Topology::new(2)).expect("renders");
+    // Broker 0's Services have their addresses; broker 1's load balancer
+    // has none yet, so broker 1 gets no file and waits.
+    let services = vec![
+        external_service("edge-0-lb", "LoadBalancer", "lb", 30100, &["203.0.113.10"]),
+        external_service("edge-0-np", "NodePort", "np", 31000, &[]),
+        external_service("edge-1-lb", "LoadBalancer", "lb", 30101, &[]),
+        external_service("edge-1-np", "NodePort", "np", 31001, &[]),
+    ];
+    let now = render::external::broker_addresses(&kc, 2, &services).expect("renders");
+    assert_eq!(now.pending, vec!["edge-1-lb"]);
+    let files = render::external::files(&kc, 2, &now.files, &BTreeMap::new());
+    let mut r = plain.clone();
+    r.add_advertised(&files.files);
+    assert_golden("external.yaml", &yaml_of(&r));
+
+    let data = r.config_map.data.clone().expect("data");
+    assert_eq!(
+        data["advertised-0"],
+        "LB://203.0.113.10:9094\nNP://:31000\n"
+    );
+    assert!(!data.contains_key("advertised-1"));
+    // The files are not part of the pod template: an address appearing
+    // restarts no broker.
+    assert_eq!(plain.stateful_set, r.stateful_set);
+
+    let env = pod_spec(&r).containers[0].env.clone().expect("env");
+    let pos = |name: &str| env.iter().position(|e| e.name == name).expect(name);
+    assert!(pos("SKIFF_NODE_ID") < pos("SKIFF_ADVERTISED_LISTENERS_FILE"));
+    assert!(pos("HOST_IP") < pos("SKIFF_ADVERTISED_LISTENERS"));
+    assert_eq!(
+        env[pos("SKIFF_ADVERTISED_LISTENERS_FILE")].value.as_deref(),
+        Some("/etc/skiff/advertised-$(SKIFF_NODE_ID)")
+    );
+    assert_eq!(
+        env[pos("HOST_IP")]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("status.hostIP")
+    );
+    assert_eq!(
+        env[pos("SKIFF_ADVERTISED_LISTENERS")].value.as_deref(),
+        Some(
+            "INTERNAL://$(POD_NAME).edge-brokers.kafka.svc.cluster.local:9092,\
+             LB://$(POD_NAME)-lb.kafka.svc.cluster.local:9094,\
+             NP://$(HOST_IP):9095,\
+             OPERATOR://$(POD_NAME).edge-brokers.kafka.svc.cluster.local:19093"
+        )
+    );
+    // An internal-only cluster has neither.
+    let small = render::render(&cluster(MINIMAL), &ctx, Topology::new(1)).expect("renders");
+    let env = pod_spec(&small).containers[0].env.clone().expect("env");
+    assert!(
+        !env.iter()
+            .any(|e| e.name == "HOST_IP" || e.name == "SKIFF_ADVERTISED_LISTENERS_FILE")
+    );
 }
 
 #[test]

@@ -172,6 +172,117 @@ async fn delete_stale_services(
     Ok(stale)
 }
 
+/// The condition reporting whether external listeners have their
+/// addresses.
+pub const EXTERNAL_ADDRESSES: &str = "ExternalAddresses";
+
+/// What the controller learnt of a cluster's external listeners before
+/// applying.
+struct External {
+    /// The cluster's Services as they were.
+    services: Vec<Service>,
+    /// Per-broker Services without an address yet.
+    pending: Vec<String>,
+    /// Brokers with no advertised-addresses file: they wait at start.
+    waiting: Vec<i32>,
+}
+
+/// Reads the cluster's Services and its ConfigMap as they are, and adds to
+/// `rendered` the advertised-addresses file of each broker that has one
+/// (see [`render::external`]).
+async fn observe_external(
+    ctx: &Context,
+    ns: &str,
+    kc: &KafkaCluster,
+    brokers: i32,
+    rendered: &mut Rendered,
+) -> Result<External, Error> {
+    let name = kc.name_any();
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let before: std::collections::BTreeMap<i32, String> = cm_api
+        .get_opt(&render::names::config_map(&name))
+        .await?
+        .and_then(|cm| cm.data)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((render::external::advertised_key_id(&k)?, v)))
+        .collect();
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let services = svc_api
+        .list(&ListParams::default().labels(&render::selector_string(&name)))
+        .await?
+        .items;
+    let now = render::external::broker_addresses(kc, brokers, &services)?;
+    let files = render::external::files(kc, brokers, &now.files, &before);
+    // Marked before the ConfigMap changes: should the operator stop in
+    // between, the next reconcile still sees the change and marks again,
+    // whereas marking after could be lost and leave an old address
+    // advertised.
+    if !files.changed.is_empty() {
+        let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        let pods = pods_api
+            .list(&ListParams::default().labels(&render::selector_string(&name)))
+            .await?
+            .items;
+        mark_for_restart(ctx, kc, &pods_api, &pods, &files.changed).await?;
+    }
+    rendered.add_advertised(&files.files);
+    Ok(External {
+        services,
+        pending: now.pending,
+        waiting: (0..brokers)
+            .filter(|id| !files.files.contains_key(id))
+            .collect(),
+    })
+}
+
+/// Marks the pods of brokers whose external address is about to change
+/// (annotation [`render::external::RESTART_ANNOTATION`]), so the roll
+/// restarts them one at a time like pods of an old template.
+async fn mark_for_restart(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    pods_api: &Api<Pod>,
+    pods: &[Pod],
+    changed: &std::collections::BTreeSet<i32>,
+) -> Result<(), Error> {
+    let name = kc.name_any();
+    for p in pods {
+        let Some(pod) = p.metadata.name.clone() else {
+            continue;
+        };
+        let Some(id) = broker_id(&name, &pod) else {
+            continue;
+        };
+        if !changed.contains(&id)
+            || p.annotations()
+                .contains_key(render::external::RESTART_ANNOTATION)
+        {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            render::external::RESTART_ANNOTATION: render::external::RESTART_ADVERTISED
+        }}});
+        match pods_api
+            .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            // Gone already: its successor reads the new file.
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        ctx.event(
+            kc,
+            EventType::Normal,
+            "ExternalAddressChanged",
+            format!("broker {id}'s external address changed; pod {pod} restarts to advertise the new one"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
 /// The broker id of a pod `<cluster>-<ordinal>`.
 pub fn broker_id(cluster: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(cluster)?.strip_prefix('-')?.parse().ok()
@@ -185,7 +296,8 @@ fn pod_ready(p: &Pod) -> bool {
 }
 
 /// The roll's view of the pods: ready, and up to date when the pod's
-/// `controller-revision-hash` is the StatefulSet's update revision.
+/// `controller-revision-hash` is the StatefulSet's update revision and the
+/// operator has not marked it for a restart (a changed external address).
 pub fn broker_pods(cluster: &str, pods: &[Pod], update_revision: Option<&str>) -> Vec<BrokerPod> {
     let mut out: Vec<BrokerPod> = pods
         .iter()
@@ -195,11 +307,16 @@ pub fn broker_pods(cluster: &str, pods: &[Pod], update_revision: Option<&str>) -
                 .labels()
                 .get("controller-revision-hash")
                 .map(String::as_str);
+            // Marked by the operator: started with an external address that
+            // has changed since (the template is shared, the address not).
+            let marked = p
+                .annotations()
+                .contains_key(render::external::RESTART_ANNOTATION);
             Some(BrokerPod {
                 id,
                 ready: pod_ready(p) && p.metadata.deletion_timestamp.is_none(),
                 // Without a revision yet nothing is known to be stale.
-                up_to_date: update_revision.is_none() || rev == update_revision,
+                up_to_date: (update_revision.is_none() || rev == update_revision) && !marked,
             })
         })
         .collect();
@@ -261,7 +378,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let topology = render::Topology::decide(brokers, current.as_ref(), kc.status.as_ref());
     status.metadata_voters = topology.voter_ids();
 
-    let rendered = match render::render(kc, &ctx.render, topology) {
+    let mut rendered = match render::render(kc, &ctx.render, topology) {
         Ok(r) => r,
         Err(e) => {
             set_condition(
@@ -277,6 +394,15 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
                 .await;
             return Ok(Action::requeue(RESYNC));
         }
+    };
+    // External listeners: each broker's addresses go into the ConfigMap
+    // with the rest, read from the Services as they are before this apply
+    // (a new Service's address shows up at a later reconcile: Services are
+    // watched).
+    let external = if render::external::has_external(kc) {
+        Some(observe_external(ctx, &ns, kc, brokers, &mut rendered).await?)
+    } else {
+        None
     };
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
     apply_all(&ctx.client, &ns, &rendered).await?;
@@ -328,6 +454,41 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     status.replicas = sts_status.as_ref().map_or(0, |s| s.replicas);
     status.ready_replicas = view.iter().filter(|p| p.ready).count() as i32;
     status.bootstrap_servers = render::internal_bootstrap_servers(kc, &ctx.render)?;
+    let mut brokers_waiting = Vec::new();
+    if let Some(x) = &external {
+        let hosts: std::collections::BTreeSet<String> = pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.host_ip.clone())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let (known, mut pending) = render::external::bootstrap_servers(kc, &x.services, &hosts)?;
+        status.bootstrap_servers.extend(known);
+        pending.extend(x.pending.iter().cloned());
+        // Normal for a while (a load balancer takes its time): reported,
+        // never Degraded.
+        if pending.is_empty() {
+            set_condition(
+                &mut status.conditions,
+                EXTERNAL_ADDRESSES,
+                true,
+                "Assigned",
+                "every external listener's Services have addresses",
+                generation,
+            );
+        } else {
+            set_condition(
+                &mut status.conditions,
+                EXTERNAL_ADDRESSES,
+                false,
+                "Pending",
+                format!("waiting for the addresses of {}", pending.join(", ")),
+                generation,
+            );
+        }
+        brokers_waiting = x.waiting.clone();
+    } else {
+        status.conditions.retain(|c| c.type_ != EXTERNAL_ADDRESSES);
+    }
 
     // Ask the brokers for health only when a roll needs it.
     let needs_roll = view.iter().any(|p| !p.up_to_date);
@@ -358,14 +519,18 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
                 "Progressing",
                 true,
                 "Rolling",
-                format!("restarting broker {broker} (pod {pod}) for a new config or image"),
+                format!(
+                    "restarting broker {broker} (pod {pod}) for a new config, image or external address"
+                ),
                 generation,
             );
             ctx.event(
                 kc,
                 EventType::Normal,
                 "RollingBroker",
-                format!("deleted pod {pod} so it restarts with the new config or image"),
+                format!(
+                    "deleted pod {pod} so it restarts with the new config, image or external address"
+                ),
             )
             .await;
         }
@@ -491,7 +656,16 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         let (reason, msg) = if needs_roll || restarting.is_some() {
             (
                 "Rolling",
-                "brokers are being restarted one at a time for a new config or image".to_string(),
+                "brokers are being restarted one at a time for a new config, image or external address"
+                    .to_string(),
+            )
+        } else if !brokers_waiting.is_empty() {
+            (
+                "ExternalAddressPending",
+                format!(
+                    "{} of {brokers} broker(s) ready; brokers {brokers_waiting:?} wait at start for their external address",
+                    status.ready_replicas
+                ),
             )
         } else {
             (
@@ -1028,5 +1202,20 @@ mod tests {
         );
         assert_eq!(broker_id("kafka-a", "kafka-a-12"), Some(12));
         assert_eq!(broker_id("kafka", "kafka-a-12"), None);
+    }
+
+    #[test]
+    fn a_pod_marked_for_its_changed_external_address_is_out_of_date() {
+        let mut marked = pod("kafka-1", true, "new");
+        marked.annotations_mut().insert(
+            render::external::RESTART_ANNOTATION.into(),
+            render::external::RESTART_ADVERTISED.into(),
+        );
+        let pods = vec![pod("kafka-0", true, "new"), marked];
+        let v = broker_pods("kafka", &pods, Some("new"));
+        assert!(v[0].up_to_date);
+        assert!(!v[1].up_to_date);
+        // Even before the StatefulSet reports a revision.
+        assert!(!broker_pods("kafka", &pods, None)[1].up_to_date);
     }
 }

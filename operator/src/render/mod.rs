@@ -4,7 +4,7 @@
 //!
 //! | function | object |
 //! |---|---|
-//! | [`config::config_map`] | ConfigMap `<name>-config` with `server.properties` |
+//! | [`config::config_map`] | ConfigMap `<name>-config` with `server.properties` (and, per broker, the external addresses of [`external`]) |
 //! | [`services::headless_service`] | Service `<name>-brokers` (headless; pod DNS names) |
 //! | [`services::bootstrap_service`] | Service `<name>-bootstrap` (ClusterIP, every listener) |
 //! | [`services::external_services`] | per external listener: `<name>-<listener>-bootstrap` and one `<name>-<id>-<listener>` per broker |
@@ -18,6 +18,7 @@
 //! deletes them.
 
 pub mod config;
+pub mod external;
 pub mod policy;
 pub mod services;
 pub mod stateful_set;
@@ -241,6 +242,18 @@ pub struct Rendered {
     pub horizontal_pod_autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
+impl Rendered {
+    /// Adds each broker's external-addresses file (see [`external`]) to the
+    /// ConfigMap. The pod template does not change: the files are not part
+    /// of the config hash.
+    pub fn add_advertised(&mut self, files: &BTreeMap<i32, String>) {
+        let data = self.config_map.data.get_or_insert_with(BTreeMap::new);
+        for (id, file) in files {
+            data.insert(external::advertised_key(*id), file.clone());
+        }
+    }
+}
+
 /// Renders every object of `kc`.
 ///
 /// `topology.brokers` is how many broker pods to run. The scaling logic
@@ -408,7 +421,7 @@ pub fn security_protocol(l: &Listener) -> Result<&'static str, RenderError> {
 
 /// In-cluster bootstrap address of each internal listener, for
 /// `status.bootstrapServers`. External listeners' addresses are known only
-/// once their Services have them, so they are not listed here.
+/// once their Services have them: see [`external::bootstrap_servers`].
 ///
 /// # Errors
 /// A KafkaCluster without name or namespace.

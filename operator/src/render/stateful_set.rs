@@ -14,7 +14,12 @@
 //! - **Advertised listeners** use Kubernetes' own `$(VAR)` expansion in env
 //!   values: `SKIFF_ADVERTISED_LISTENERS` is
 //!   `NAME://$(POD_NAME).<name>-brokers.<ns>.svc.<domain>:<port>` for an
-//!   internal listener, where `POD_NAME` comes from the downward API.
+//!   internal listener, where `POD_NAME` comes from the downward API. An
+//!   external listener's address is known only once its per-broker Service
+//!   has one, so with any external listener the broker also reads
+//!   `SKIFF_ADVERTISED_LISTENERS_FILE`, the ConfigMap key
+//!   `advertised-$(SKIFF_NODE_ID)` the controller writes (see
+//!   [`super::external`]), and waits at start until it exists.
 //! - **The operator's identity**: a listener of its own (`OPERATOR`,
 //!   SASL_PLAINTEXT on port 19093) and the bootstrap users file from the
 //!   cluster's operator Secret (`SKIFF_SCRAM_BOOTSTRAP_USERS_FILE`), so the
@@ -51,7 +56,7 @@ use skiff_crds::kafka_cluster::{Exposure, HTTP_PORT, OPERATOR_PORT, RPC_PORT};
 use super::{
     CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, METADATA_VOTERS_ANNOTATION,
     OPERATOR_LISTENER, OPERATOR_SECRET_MOUNT, OPERATOR_USERS_KEY, PROPERTIES_KEY, RenderContext,
-    RenderError, Topology, cluster_id, common_labels, controller_quorum_voters, identity,
+    RenderError, Topology, cluster_id, common_labels, controller_quorum_voters, external, identity,
     kafka_listener_name, names, owned_meta, security_protocol, selector_labels,
 };
 
@@ -75,13 +80,14 @@ pub fn listeners_flag(kc: &KafkaCluster) -> Result<String, RenderError> {
     Ok(out.join(","))
 }
 
-/// The `SKIFF_ADVERTISED_LISTENERS` value, with `$(POD_NAME)` for Kubernetes
-/// to expand. An internal listener advertises the pod's DNS name under the
-/// headless Service. An external listener advertises its per-broker Service
-/// (`$(POD_NAME)-<listener>`), which resolves inside the cluster; the
-/// node/load-balancer address an outside client needs is known only once
-/// that Service has one, and writing it in is the controller's job (not
-/// done yet).
+/// The `SKIFF_ADVERTISED_LISTENERS` value, with `$(POD_NAME)` and
+/// `$(HOST_IP)` for Kubernetes to expand. An internal listener advertises
+/// the pod's DNS name under the headless Service. An external listener's
+/// entry is a stand-in that the broker's advertised-listeners file replaces
+/// before the broker serves (it waits for the file): the per-broker
+/// Service's in-cluster name for a LoadBalancer listener, the pod's node
+/// (`$(HOST_IP)`) for a NodePort listener, whose file gives only the node
+/// port and keeps this host.
 ///
 /// # Errors
 /// A KafkaCluster without name or namespace.
@@ -97,9 +103,8 @@ pub fn advertised_listeners(kc: &KafkaCluster, ctx: &RenderContext) -> Result<St
         .map(|l| {
             let host = match l.exposure {
                 Exposure::Internal => pod_host.clone(),
-                Exposure::NodePort | Exposure::LoadBalancer => {
-                    format!("$(POD_NAME)-{}.{ns}.svc.{domain}", l.name)
-                }
+                Exposure::LoadBalancer => format!("$(POD_NAME)-{}.{ns}.svc.{domain}", l.name),
+                Exposure::NodePort => "$(HOST_IP)".to_string(),
             };
             format!("{}://{host}:{}", kafka_listener_name(l), l.port)
         })
@@ -235,12 +240,28 @@ pub fn stateful_set(
         ..ContainerPort::default()
     });
 
-    let env = vec![
+    // `$(VAR)` expands only variables defined earlier in the list.
+    let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env(
             "SKIFF_NODE_ID",
             &format!("metadata.labels['{POD_INDEX_LABEL}']"),
         ),
+    ];
+    if external::has_node_port(kc) {
+        env.push(field_env("HOST_IP", "status.hostIP"));
+    }
+    if external::has_external(kc) {
+        env.push(EnvVar {
+            name: "SKIFF_ADVERTISED_LISTENERS_FILE".to_string(),
+            value: Some(format!(
+                "{CONFIG_MOUNT}/{}$(SKIFF_NODE_ID)",
+                external::ADVERTISED_KEY_PREFIX
+            )),
+            ..EnvVar::default()
+        });
+    }
+    env.extend([
         EnvVar {
             name: "SKIFF_ADVERTISED_LISTENERS".to_string(),
             value: Some(advertised_listeners(kc, ctx)?),
@@ -257,7 +278,7 @@ pub fn stateful_set(
             value: Some(format!("{OPERATOR_SECRET_MOUNT}/{OPERATOR_USERS_KEY}")),
             ..EnvVar::default()
         },
-    ];
+    ]);
 
     let container = Container {
         name: "broker".to_string(),
