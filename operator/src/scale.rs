@@ -10,6 +10,14 @@
 //! StatefulSet and unregister them. Never below the largest replication
 //! factor in use; never two operations at once (moves under way are waited
 //! for first); nothing is guessed while the brokers cannot be asked.
+//!
+//! The moves of a scale are throttled ([`throttle_step`], [`ensure_throttle`]):
+//! before a batch starts, the cluster-wide dynamic broker config
+//! `leader.replication.throttled.rate` is made the spec's rate, and once the
+//! scale no longer moves data it is deleted. The status records that the
+//! operator set it (before setting it), and only a value so recorded is
+//! ever changed or deleted: one found set without the record is a
+//! person's.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -224,6 +232,84 @@ pub fn decide(f: &Facts) -> Step {
         return Step::Rebalance;
     }
     Step::Steady
+}
+
+/// What a scale step does about the cluster-wide replication throttle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Leave it as it is (nothing asked of the brokers).
+    Keep,
+    /// Make sure it is `rate` before anything more moves.
+    Ensure { rate: u64 },
+    /// Delete the value the operator set.
+    Remove,
+}
+
+/// When to set and clear the throttle. `wanted` is the spec's rate (0: no
+/// throttle), `applied` the rate the status records the operator set.
+///
+/// A step that starts moves needs the throttle first; while the moves run
+/// it follows a changed spec; a scale that waits for brokers (or cannot
+/// reach them) keeps it for the moves still to come; a scale that is over,
+/// refused, or past its last move (the shrink) deletes it. Nothing the
+/// operator has not recorded is ever removed, and without a record a
+/// waiting step sets nothing: moves under way then are not this scale's
+/// throttled ones.
+pub fn throttle_step(step: &Step, wanted: u64, applied: Option<u64>) -> Throttle {
+    let owned = applied.is_some();
+    match step {
+        Step::Rebalance | Step::Drain { .. } if wanted > 0 => Throttle::Ensure { rate: wanted },
+        Step::WaitForMoves { .. } if owned && wanted > 0 && applied != Some(wanted) => {
+            Throttle::Ensure { rate: wanted }
+        }
+        Step::Steady | Step::Refuse { .. } | Step::Shrink { .. } if owned => Throttle::Remove,
+        // Turned off in the spec while a scale runs.
+        Step::Rebalance
+        | Step::Drain { .. }
+        | Step::WaitForMoves { .. }
+        | Step::WaitForBrokers { .. }
+        | Step::Grow { .. }
+            if owned && wanted == 0 =>
+        {
+            Throttle::Remove
+        }
+        _ => Throttle::Keep,
+    }
+}
+
+/// What making sure of the throttle takes, given the cluster-wide value
+/// the brokers hold now (`current`) and the rate the status records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnsureThrottle {
+    /// It is set at `rate` and the operator's: nothing to send.
+    InPlace,
+    /// Set it. `record_first`: the operator does not own it yet, so the
+    /// status records it before it is set (a restart in between then finds
+    /// the record, not an unrecorded value it would take for a person's).
+    Set { record_first: bool },
+    /// A person set a cluster-wide value: it stays in force, the operator
+    /// neither changes nor later deletes it, and the moves go ahead under it.
+    HandSet { value: String },
+}
+
+/// See [`EnsureThrottle`].
+pub fn ensure_throttle(current: Option<&str>, applied: Option<u64>, rate: u64) -> EnsureThrottle {
+    match (applied, current) {
+        (Some(_), Some(v))
+            if v.trim().parse::<u64>().ok() == Some(rate) && applied == Some(rate) =>
+        {
+            EnsureThrottle::InPlace
+        }
+        // Owned: made the spec's rate, whatever it holds now (a person
+        // changes it through the spec while the operator owns it).
+        (Some(_), _) => EnsureThrottle::Set {
+            record_first: false,
+        },
+        (None, None) => EnsureThrottle::Set { record_first: true },
+        (None, Some(v)) => EnsureThrottle::HandSet {
+            value: v.to_string(),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -527,5 +613,157 @@ mod tests {
             decide(&facts(5, 5, &[0, 1, 2, 3, 4], Phase::Idle, Some(c))),
             Step::Steady
         );
+    }
+
+    fn every_step() -> Vec<Step> {
+        vec![
+            Step::Steady,
+            Step::Grow { to: 4 },
+            Step::WaitForBrokers {
+                brokers: vec![3],
+                phase: Phase::Growing,
+            },
+            Step::Rebalance,
+            Step::Drain { brokers: vec![3] },
+            Step::WaitForMoves {
+                moving: 1,
+                phase: Phase::Draining,
+            },
+            Step::Shrink {
+                to: 3,
+                unregister: vec![3],
+            },
+            Step::Refuse {
+                reason: "ScaleDownWouldLoseData",
+                message: String::new(),
+            },
+            Step::Unknown,
+        ]
+    }
+
+    #[test]
+    fn the_throttle_is_set_before_moves_and_removed_once_the_scale_moves_nothing_more() {
+        let rate = 20_000_000;
+        for step in [Step::Rebalance, Step::Drain { brokers: vec![3] }] {
+            for applied in [None, Some(rate), Some(1)] {
+                assert_eq!(
+                    throttle_step(&step, rate, applied),
+                    Throttle::Ensure { rate },
+                    "{step:?} {applied:?}"
+                );
+            }
+        }
+        let ending = [
+            Step::Steady,
+            Step::Shrink {
+                to: 3,
+                unregister: vec![3],
+            },
+            Step::Refuse {
+                reason: "ScaleDownBelowReplicationFactor",
+                message: String::new(),
+            },
+        ];
+        for step in &ending {
+            assert_eq!(throttle_step(step, rate, Some(rate)), Throttle::Remove);
+            // Nothing recorded: nothing to remove, and the brokers are not
+            // even asked.
+            assert_eq!(throttle_step(step, rate, None), Throttle::Keep);
+        }
+        // Waiting keeps it for the moves to come; unreachable brokers
+        // could not be told anyway.
+        for step in [
+            Step::WaitForMoves {
+                moving: 2,
+                phase: Phase::Rebalancing,
+            },
+            Step::WaitForBrokers {
+                brokers: vec![3],
+                phase: Phase::Draining,
+            },
+            Step::Grow { to: 5 },
+            Step::Unknown,
+        ] {
+            assert_eq!(throttle_step(&step, rate, Some(rate)), Throttle::Keep);
+            assert_eq!(throttle_step(&step, rate, None), Throttle::Keep);
+        }
+    }
+
+    #[test]
+    fn a_spec_change_during_the_moves_is_followed_and_zero_turns_the_throttle_off() {
+        let waiting = Step::WaitForMoves {
+            moving: 2,
+            phase: Phase::Draining,
+        };
+        assert_eq!(
+            throttle_step(&waiting, 50, Some(20)),
+            Throttle::Ensure { rate: 50 }
+        );
+        // Not the operator's moves (or unthrottled ones): left alone.
+        assert_eq!(throttle_step(&waiting, 50, None), Throttle::Keep);
+        for step in every_step() {
+            let expected = match step {
+                Step::Unknown => Throttle::Keep,
+                _ => Throttle::Remove,
+            };
+            assert_eq!(throttle_step(&step, 0, Some(20)), expected, "{step:?}");
+            assert_eq!(throttle_step(&step, 0, None), Throttle::Keep, "{step:?}");
+        }
+    }
+
+    #[test]
+    fn a_throttle_set_by_hand_is_never_taken_over_and_the_operators_own_is_recorded_first() {
+        // Nothing set: the record goes first, then the value.
+        assert_eq!(
+            ensure_throttle(None, None, 20),
+            EnsureThrottle::Set { record_first: true }
+        );
+        // Set before the scale by a person, whatever its value: theirs.
+        for v in ["20", "5", "junk"] {
+            assert_eq!(
+                ensure_throttle(Some(v), None, 20),
+                EnsureThrottle::HandSet { value: v.into() }
+            );
+        }
+        // The operator's, at the rate: nothing to send (a restarted
+        // operator re-reading the status decides the same).
+        assert_eq!(
+            ensure_throttle(Some("20"), Some(20), 20),
+            EnsureThrottle::InPlace
+        );
+        // Recorded but not there (the operator stopped between recording
+        // and setting), at another rate, or changed behind its back: set.
+        for (current, applied) in [(None, 20), (Some("20"), 10), (Some("7"), 20)] {
+            assert_eq!(
+                ensure_throttle(current, Some(applied), 20),
+                EnsureThrottle::Set {
+                    record_first: false
+                },
+                "{current:?} {applied}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scale_throttles_every_batch_and_clears_the_throttle_at_its_end_across_restarts() {
+        // The simulated scales, with the throttle state the status would
+        // carry from one (restarted) reconcile to the next.
+        for (desired, running) in [(5, 3), (3, 5)] {
+            let (steps, _, _) = simulate(desired, running, 3);
+            let mut applied: Option<u64> = None;
+            let mut set_before_moves = true;
+            for step in &steps {
+                match throttle_step(step, 20, applied) {
+                    Throttle::Ensure { rate } => applied = Some(rate),
+                    Throttle::Remove => applied = None,
+                    Throttle::Keep => {}
+                }
+                if matches!(step, Step::Rebalance | Step::Drain { .. }) {
+                    set_before_moves &= applied == Some(20);
+                }
+            }
+            assert!(set_before_moves, "{steps:?}");
+            assert_eq!(applied, None, "left behind after {steps:?}");
+        }
     }
 }

@@ -29,8 +29,16 @@ use super::{AdminClient, AdminError, codes};
 
 /// Config resource type of a topic.
 pub const RESOURCE_TOPIC: i8 = 2;
+/// Config resource type of a broker: resource name `"<id>"` for one
+/// broker, `""` for the cluster-wide default of every broker.
+pub const RESOURCE_BROKER: i8 = 4;
 /// DescribeConfigs source of a value set on the topic itself.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+/// DescribeConfigs source of a cluster-wide dynamic broker value.
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+/// The dynamic broker config capping, per leader, the bytes per second sent
+/// to replicas a reassignment is adding (Kafka's name).
+pub const LEADER_REPLICATION_THROTTLED_RATE: &str = "leader.replication.throttled.rate";
 /// IncrementalAlterConfigs operations.
 pub const OP_SET: i8 = 0;
 pub const OP_DELETE: i8 = 1;
@@ -220,9 +228,69 @@ pub fn alter_topic_config_request(
     name: &str,
     changes: &[ConfigChange],
 ) -> IncrementalAlterConfigsRequest {
+    alter_config_request(RESOURCE_TOPIC, name, changes)
+}
+
+/// The resource name of a broker's configs: its id, or `""` for the
+/// cluster-wide default.
+fn broker_resource(broker: Option<i32>) -> String {
+    broker.map(|b| b.to_string()).unwrap_or_default()
+}
+
+/// IncrementalAlterConfigs applying `changes` to one broker's dynamic
+/// configs, or (`None`) to the cluster-wide ones every broker inherits.
+pub fn alter_broker_config_request(
+    broker: Option<i32>,
+    changes: &[ConfigChange],
+) -> IncrementalAlterConfigsRequest {
+    alter_config_request(RESOURCE_BROKER, &broker_resource(broker), changes)
+}
+
+/// DescribeConfigs of one key of a broker (or, `None`, of the cluster-wide
+/// default), with synonyms: a broker reports where each value comes from,
+/// so the cluster-wide one is found whichever level wins.
+pub fn describe_broker_config_request(broker: Option<i32>, key: &str) -> DescribeConfigsRequest {
+    DescribeConfigsRequest::default()
+        .with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_BROKER)
+                .with_resource_name(s(&broker_resource(broker)))
+                .with_configuration_keys(Some(vec![s(key)])),
+        ])
+        .with_include_synonyms(true)
+}
+
+/// The cluster-wide dynamic value of `key` in a DescribeConfigs answer:
+/// the entry itself when that is where it comes from (Kafka describes the
+/// `""` resource so), else its synonym of that source (a broker describing
+/// itself lists every level). `None`: not set cluster-wide.
+pub fn cluster_wide_value(
+    result: &messages::describe_configs_response::DescribeConfigsResult,
+    key: &str,
+) -> Option<String> {
+    result
+        .configs
+        .iter()
+        .filter(|c| c.name.as_str() == key)
+        .find_map(|c| {
+            if c.config_source == SOURCE_DYNAMIC_DEFAULT_BROKER {
+                return c.value.as_ref().map(ToString::to_string);
+            }
+            c.synonyms
+                .iter()
+                .find(|s| s.source == SOURCE_DYNAMIC_DEFAULT_BROKER)
+                .and_then(|s| s.value.as_ref().map(ToString::to_string))
+        })
+}
+
+fn alter_config_request(
+    resource_type: i8,
+    name: &str,
+    changes: &[ConfigChange],
+) -> IncrementalAlterConfigsRequest {
     IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_type(resource_type)
             .with_resource_name(s(name))
             .with_configs(
                 changes
@@ -639,6 +707,49 @@ impl AdminClient {
         Ok(())
     }
 
+    /// The cluster-wide dynamic value of a broker config (`None`: not set
+    /// cluster-wide; a per-broker or static value does not count).
+    ///
+    /// # Errors
+    /// I/O, or the brokers' refusal.
+    pub async fn cluster_wide_broker_config(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<String>, AdminError> {
+        let (_, resp) = self
+            .send(&describe_broker_config_request(None, key))
+            .await?;
+        let mut value = None;
+        for r in &resp.results {
+            kafka_err("DescribeConfigs", r.error_code, r.error_message.as_ref())?;
+            value = value.or_else(|| cluster_wide_value(r, key));
+        }
+        Ok(value)
+    }
+
+    /// Applies config changes to every broker at once (the cluster-wide
+    /// dynamic configs; a broker's own value still wins on that broker).
+    ///
+    /// # Errors
+    /// I/O, or the brokers' refusal (INVALID_CONFIG for a key they do not
+    /// take at run time).
+    pub async fn alter_cluster_wide_broker_config(
+        &mut self,
+        changes: &[ConfigChange],
+    ) -> Result<(), AdminError> {
+        let (_, resp) = self
+            .send(&alter_broker_config_request(None, changes))
+            .await?;
+        for r in &resp.responses {
+            kafka_err(
+                "IncrementalAlterConfigs",
+                r.error_code,
+                r.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Whether the user has a SCRAM-SHA-512 credential.
     ///
     /// # Errors
@@ -981,6 +1092,96 @@ mod tests {
         encodes(
             &describe_topics_key_request(&["a".into(), "b".into()], "min.insync.replicas"),
             4,
+        );
+    }
+
+    #[test]
+    fn broker_config_requests_name_the_broker_or_the_cluster_wide_default() {
+        let set = alter_broker_config_request(
+            None,
+            &[ConfigChange::Set(
+                LEADER_REPLICATION_THROTTLED_RATE.into(),
+                "20000000".into(),
+            )],
+        );
+        let r = &set.resources[0];
+        assert_eq!(r.resource_type, 4);
+        assert_eq!(r.resource_name.as_str(), "");
+        assert_eq!(
+            r.configs[0].name.as_str(),
+            "leader.replication.throttled.rate"
+        );
+        assert_eq!(r.configs[0].config_operation, OP_SET);
+        assert_eq!(r.configs[0].value.as_deref(), Some("20000000"));
+        let delete = alter_broker_config_request(
+            Some(3),
+            &[ConfigChange::Delete(
+                LEADER_REPLICATION_THROTTLED_RATE.into(),
+            )],
+        );
+        let r = &delete.resources[0];
+        assert_eq!(r.resource_name.as_str(), "3");
+        assert_eq!(r.configs[0].config_operation, OP_DELETE);
+        assert_eq!(r.configs[0].value, None);
+        for v in 0..=1 {
+            encodes(&set, v);
+            encodes(&delete, v);
+        }
+        // The bytes Kafka reads at v0: one resource of type 4, name "",
+        // one config SET with its value, validate_only false.
+        let mut b = bytes::BytesMut::new();
+        set.encode(&mut b, 0).expect("encodes");
+        let mut want = vec![0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 1, 0, 33];
+        want.extend_from_slice(b"leader.replication.throttled.rate");
+        want.extend_from_slice(&[0, 0, 8]);
+        want.extend_from_slice(b"20000000");
+        want.push(0);
+        assert_eq!(&b[..], &want[..]);
+
+        let d = describe_broker_config_request(None, LEADER_REPLICATION_THROTTLED_RATE);
+        assert_eq!(d.resources[0].resource_type, RESOURCE_BROKER);
+        assert_eq!(d.resources[0].resource_name.as_str(), "");
+        assert!(d.include_synonyms);
+        for v in 1..=4 {
+            encodes(&d, v);
+        }
+    }
+
+    #[test]
+    fn the_cluster_wide_value_is_found_as_the_entry_or_as_its_synonym() {
+        use messages::describe_configs_response::{
+            DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+        };
+        let key = LEADER_REPLICATION_THROTTLED_RATE;
+        let syn = |v: &str, source: i8| {
+            DescribeConfigsSynonym::default()
+                .with_name(s(key))
+                .with_value(Some(s(v)))
+                .with_source(source)
+        };
+        let result = |value: &str, source: i8, synonyms: Vec<DescribeConfigsSynonym>| {
+            DescribeConfigsResult::default().with_configs(vec![
+                DescribeConfigsResourceResult::default()
+                    .with_name(s(key))
+                    .with_value(Some(s(value)))
+                    .with_config_source(source)
+                    .with_synonyms(synonyms),
+            ])
+        };
+        // Kafka describing the "" resource.
+        assert_eq!(
+            cluster_wide_value(&result("5", 3, vec![]), key).as_deref(),
+            Some("5")
+        );
+        // A broker whose own value wins over the cluster-wide one.
+        let r = result("9", 2, vec![syn("9", 2), syn("5", 3), syn("1", 5)]);
+        assert_eq!(cluster_wide_value(&r, key).as_deref(), Some("5"));
+        // Only the static or built-in default: nothing cluster-wide.
+        let r = result("7", 4, vec![syn("7", 4), syn("1", 5)]);
+        assert_eq!(cluster_wide_value(&r, key), None);
+        assert_eq!(
+            cluster_wide_value(&DescribeConfigsResult::default(), key),
+            None
         );
     }
 

@@ -22,11 +22,14 @@ use skiff_crds::{KafkaCluster, KafkaClusterStatus, ScaleStatus};
 
 use super::{Context, Error, RESYNC, measured, object_key, patch_status, set_condition};
 use crate::admin::reassign::Reassignment;
-use crate::admin::requests::below_min_isr_if_restarted;
+use crate::admin::requests::{
+    ConfigChange, LEADER_REPLICATION_THROTTLED_RATE, below_min_isr_if_restarted,
+};
+use crate::admin::{AdminClient, AdminError};
 use crate::rebalance;
 use crate::render::{self, FIELD_MANAGER, Rendered};
 use crate::roll::{self, BrokerPod, ClusterHealth, RollStep, WaitReason};
-use crate::scale::{self, ClusterView, Facts, Phase, Step as ScaleStep};
+use crate::scale::{self, ClusterView, EnsureThrottle, Facts, Phase, Step as ScaleStep, Throttle};
 use crate::tenancy;
 
 /// How often a cluster is looked at while it rolls or is not ready.
@@ -692,10 +695,9 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     patch_status(&api, &name, &patch).await?;
     // A scale under way waits on the brokers (moves, registrations), which
     // no watched object reports.
-    let scaling_now = status
-        .scale
-        .as_ref()
-        .is_some_and(|s| s.phase != Phase::Idle.as_str());
+    let scaling_now = status.scale.as_ref().is_some_and(|s| {
+        s.phase != Phase::Idle.as_str() || s.applied_replication_throttle.is_some()
+    });
     let settled = matches!(step, RollStep::Done) && all_ready && !scaling_now;
     Ok(Action::requeue(if settled { RESYNC } else { ROLL_POLL }))
 }
@@ -705,12 +707,15 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
 /// partition below its `min.insync.replicas`. `None` when they cannot be
 /// asked (the roll then waits).
 /// Degraded reasons a scale sets (cleared when the scale moves on).
-const SCALE_REASONS: [&str; 5] = [
-    "ScaleStalled",
+const SCALE_REASONS: [&str; 8] = [
+    STALLED,
     "ScaleDownBelowMetadataVoters",
     "ScaleDownBelowReplicationFactor",
     "ScaleDownWouldLoseData",
     "ScaleDownUnsupported",
+    THROTTLE_NOT_SET,
+    THROTTLE_NOT_REMOVED,
+    INVALID_THROTTLE,
 ];
 
 /// Partitions moved at once by a scale (a batch; the next goes once these
@@ -881,7 +886,21 @@ async fn carry_out_scale(
     let generation = kc.metadata.generation;
     let name = kc.name_any();
     let target = kc.spec.replicas;
-    let (message, failed) = match &scaling.step {
+    let wanted = kc.spec.scaling.replication_throttle_bytes();
+    // What the status says the operator set; carried into the new status.
+    let mut applied = kc
+        .status
+        .as_ref()
+        .and_then(|s| s.scale.as_ref())
+        .and_then(|s| s.applied_replication_throttle)
+        .and_then(|r| u64::try_from(r).ok());
+    let throttle = match &wanted {
+        Ok(w) => scale::throttle_step(&scaling.step, *w, applied),
+        // An unusable spec changes nothing: moves wait (below), a throttle
+        // already set stays until the spec can be read.
+        Err(_) => Throttle::Keep,
+    };
+    let (message, mut failed): (String, Option<(&'static str, String)>) = match &scaling.step {
         ScaleStep::Steady => (String::new(), None),
         ScaleStep::Grow { to } => (format!("starting brokers up to {to}"), None),
         ScaleStep::WaitForBrokers { brokers, .. } => (
@@ -903,33 +922,70 @@ async fn carry_out_scale(
                 ScaleStep::Drain { brokers } => format!("draining brokers {brokers:?}"),
                 _ => "rebalancing onto the brokers".to_string(),
             };
-            let result = match &scaling.moves {
-                Err(why) => Err(format!("no plan: {why}")),
-                Ok(_) => match ctx.admin(kc).await {
-                    Ok(mut admin) => admin.reassign(&batch).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+            // The throttle goes on the connection that starts the moves, and
+            // nothing moves unless it is in force.
+            let result = match (&scaling.moves, &wanted) {
+                (Err(why), _) => Err((STALLED, format!("no plan: {why}"))),
+                (Ok(_), Err(e)) => Err((
+                    INVALID_THROTTLE,
+                    format!(
+                        "spec.scaling.replicationThrottle {e}; the moves wait rather than run unthrottled"
+                    ),
+                )),
+                (Ok(_), Ok(_)) => match ctx.admin(kc).await {
+                    Ok(mut admin) => {
+                        let throttled = match throttle {
+                            Throttle::Ensure { rate } => {
+                                set_throttle(ctx, kc, scaling.phase, &mut admin, rate, &mut applied)
+                                    .await
+                                    .map_err(|e| (THROTTLE_NOT_SET, e))
+                            }
+                            Throttle::Remove => remove_throttle(ctx, kc, &mut admin, &mut applied)
+                                .await
+                                .map(|()| None)
+                                .map_err(|e| (THROTTLE_NOT_REMOVED, e.to_string())),
+                            Throttle::Keep => Ok(None),
+                        };
+                        match throttled {
+                            Ok(note) => admin
+                                .reassign(&batch)
+                                .await
+                                .map(|refused| (refused, note))
+                                .map_err(|e| (STALLED, e.to_string())),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err((STALLED, e.to_string())),
                 },
             };
             match result {
-                Ok(refused) if refused.is_empty() => (
+                Ok((refused, note)) if refused.is_empty() => (
                     format!(
-                        "{what}: moving {} of {} partitions",
+                        "{what}: moving {} of {} partitions{}",
                         batch.len(),
-                        moves.len()
+                        moves.len(),
+                        note.map(|n| format!(" ({n})")).unwrap_or_default()
                     ),
                     None,
                 ),
-                Ok(refused) => {
+                Ok((refused, _)) => {
                     let why: Vec<String> = refused
                         .iter()
                         .map(|(m, e)| format!("{}-{}: {e}", m.topic, m.partition))
                         .collect();
                     (
                         format!("{what}: the brokers refused moves"),
-                        Some(why.join("; ")),
+                        Some((STALLED, why.join("; "))),
                     )
                 }
-                Err(e) => (format!("{what}: the moves could not be started"), Some(e)),
+                Err((reason, e)) if reason == STALLED => (
+                    format!("{what}: the moves could not be started"),
+                    Some((reason, e)),
+                ),
+                Err((reason, e)) => (
+                    format!("{what}: the replication throttle could not be set, so nothing moves"),
+                    Some((reason, e)),
+                ),
             }
         }
         ScaleStep::Shrink { to, unregister } => {
@@ -960,11 +1016,39 @@ async fn carry_out_scale(
             } else {
                 (
                     format!("removing brokers {unregister:?}"),
-                    Some(errors.join("; ")),
+                    Some((STALLED, errors.join("; "))),
                 )
             }
         }
     };
+    // Steps that start no moves: the throttle follows the spec while moves
+    // run and goes once the scale moves nothing more. A step that failed is
+    // retried first; its throttle is dealt with then.
+    let moving_step = matches!(scaling.step, ScaleStep::Rebalance | ScaleStep::Drain { .. });
+    let mut message = message;
+    if failed.is_none() && !moving_step && throttle != Throttle::Keep {
+        let outcome = match ctx.admin(kc).await {
+            Err(e) => Err(e.to_string()),
+            Ok(mut admin) => match throttle {
+                Throttle::Ensure { rate } => {
+                    set_throttle(ctx, kc, scaling.phase, &mut admin, rate, &mut applied)
+                        .await
+                        .map(|_| ())
+                }
+                _ => remove_throttle(ctx, kc, &mut admin, &mut applied)
+                    .await
+                    .map_err(|e| e.to_string()),
+            },
+        };
+        if let Err(e) = outcome {
+            let (reason, what) = match throttle {
+                Throttle::Ensure { .. } => (THROTTLE_NOT_SET, "changing"),
+                _ => (THROTTLE_NOT_REMOVED, "removing"),
+            };
+            message = format!("{what} the replication throttle");
+            failed = Some((reason, e));
+        }
+    }
     let before = status.scale.as_ref().map(|s| s.phase.clone());
     let refused = matches!(scaling.step, ScaleStep::Refuse { .. });
     if failed.is_none()
@@ -984,27 +1068,24 @@ async fn carry_out_scale(
             generation,
         );
     }
+    // A scale whose throttle is still to be removed is not over: it keeps
+    // its phase, so the next reconcile asks the brokers again.
     let phase = if failed.is_some() {
         scaling.phase
     } else {
         scaling.step.phase(scaling.phase)
     };
-    if let Some(why) = &failed {
+    if let Some((reason, why)) = &failed {
         set_condition(
             &mut status.conditions,
             "Degraded",
             true,
-            "ScaleStalled",
+            reason,
             format!("{message}: {why}"),
             generation,
         );
-        ctx.event(
-            kc,
-            EventType::Warning,
-            "ScaleStalled",
-            format!("{message}: {why}"),
-        )
-        .await;
+        ctx.event(kc, EventType::Warning, reason, format!("{message}: {why}"))
+            .await;
     }
     if let ScaleStep::Refuse { reason, message } = &scaling.step
         && before.as_deref() != Some("Idle")
@@ -1021,11 +1102,126 @@ async fn carry_out_scale(
         )
         .await;
     }
-    status.scale = (phase != Phase::Idle || !message.is_empty()).then(|| ScaleStatus {
+    // The record outlives the phase until the throttle is gone.
+    status.scale =
+        (phase != Phase::Idle || !message.is_empty() || applied.is_some()).then(|| ScaleStatus {
+            phase: phase.as_str().to_string(),
+            target_replicas: target,
+            message,
+            applied_replication_throttle: applied.and_then(|r| i64::try_from(r).ok()),
+        });
+}
+
+/// Degraded reason of a scale step that failed or was refused by the
+/// brokers.
+const STALLED: &str = "ScaleStalled";
+/// The throttle could not be set: the moves wait.
+const THROTTLE_NOT_SET: &str = "ReplicationThrottleNotSet";
+/// The scale is over but its throttle could not be removed yet.
+const THROTTLE_NOT_REMOVED: &str = "ReplicationThrottleNotRemoved";
+/// `spec.scaling.replicationThrottle` is no byte quantity: the moves wait.
+const INVALID_THROTTLE: &str = "InvalidReplicationThrottle";
+
+/// Makes the cluster-wide `leader.replication.throttled.rate` `rate`
+/// before moves start ([`scale::ensure_throttle`] decides from what the
+/// brokers hold and the status records). Returns a note when a value set by
+/// a person stays in force instead.
+async fn set_throttle(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    phase: Phase,
+    admin: &mut AdminClient,
+    rate: u64,
+    applied: &mut Option<u64>,
+) -> Result<Option<String>, String> {
+    let current = admin
+        .cluster_wide_broker_config(LEADER_REPLICATION_THROTTLED_RATE)
+        .await
+        .map_err(|e| e.to_string())?;
+    match scale::ensure_throttle(current.as_deref(), *applied, rate) {
+        EnsureThrottle::InPlace => Ok(None),
+        EnsureThrottle::HandSet { value } => Ok(Some(format!(
+            "under the cluster-wide {LEADER_REPLICATION_THROTTLED_RATE} {value} set outside the operator, which it leaves alone"
+        ))),
+        EnsureThrottle::Set { record_first } => {
+            if record_first {
+                record_throttle(ctx, kc, phase, rate)
+                    .await
+                    .map_err(|e| format!("cannot record it in the status first: {e}"))?;
+            }
+            *applied = Some(rate);
+            admin
+                .alter_cluster_wide_broker_config(&[ConfigChange::Set(
+                    LEADER_REPLICATION_THROTTLED_RATE.to_string(),
+                    rate.to_string(),
+                )])
+                .await
+                .map_err(|e| e.to_string())?;
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "ReplicationThrottleSet",
+                format!(
+                    "{LEADER_REPLICATION_THROTTLED_RATE} set cluster-wide to {rate} bytes/s for the moves of this scale"
+                ),
+            )
+            .await;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes into the status, ahead of setting it, that the operator owns the
+/// cluster-wide throttle. Without this an operator stopped between setting
+/// the value and its final status patch would next find a value it has no
+/// record of, take it for a person's, and leave it behind for good.
+async fn record_throttle(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    phase: Phase,
+    rate: u64,
+) -> Result<(), Error> {
+    let ns = kc.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // The whole object: `phase` and `targetReplicas` are required, and the
+    // scale may not be recorded yet.
+    let scale = ScaleStatus {
         phase: phase.as_str().to_string(),
-        target_replicas: target,
-        message,
-    });
+        target_replicas: kc.spec.replicas,
+        message: "setting the replication throttle".to_string(),
+        applied_replication_throttle: i64::try_from(rate).ok(),
+    };
+    patch_status(&api, &kc.name_any(), &serde_json::json!({ "scale": scale })).await?;
+    Ok(())
+}
+
+/// Deletes the cluster-wide throttle the operator set (it owns the value
+/// while the record exists, whatever it holds now) and drops the record.
+async fn remove_throttle(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    admin: &mut AdminClient,
+    applied: &mut Option<u64>,
+) -> Result<(), AdminError> {
+    let current = admin
+        .cluster_wide_broker_config(LEADER_REPLICATION_THROTTLED_RATE)
+        .await?;
+    if current.is_some() {
+        admin
+            .alter_cluster_wide_broker_config(&[ConfigChange::Delete(
+                LEADER_REPLICATION_THROTTLED_RATE.to_string(),
+            )])
+            .await?;
+        ctx.event(
+            kc,
+            EventType::Normal,
+            "ReplicationThrottleRemoved",
+            format!("the scale moves nothing more: {LEADER_REPLICATION_THROTTLED_RATE} removed"),
+        )
+        .await;
+    }
+    *applied = None;
+    Ok(())
 }
 
 /// Deletes the volume claim of a removed broker (`storage.deleteClaim`).
