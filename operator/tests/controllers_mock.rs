@@ -1848,6 +1848,251 @@ impl Drop for Gate {
     }
 }
 
+/// The brokers' dynamic BROKER configs, kept by the test: a proxy in front
+/// of a broker that answers DescribeConfigs and IncrementalAlterConfigs on
+/// BROKER resources itself and forwards every other request, so the scale
+/// tests see what the operator does with the replication throttle whether
+/// or not the broker under test serves it. It logs every API key it sees,
+/// in order, with the throttle operations spelled out.
+struct BrokerConfigs {
+    addr: String,
+    state: Arc<std::sync::Mutex<ConfigState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ConfigState {
+    /// The cluster-wide `leader.replication.throttled.rate`.
+    throttle: Option<String>,
+    /// Answer INVALID_CONFIG to every change, as a broker that does not take
+    /// the throttle at run time does.
+    refuse: bool,
+    /// What the operator asked, in order: `SET <v>`, `DELETE`, `Describe`,
+    /// or the API key of a forwarded request.
+    log: Vec<String>,
+}
+
+/// AlterPartitionReassignments in [`ConfigState::log`].
+const REASSIGN: &str = "45";
+
+impl BrokerConfigs {
+    async fn to(broker: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let state = Arc::new(std::sync::Mutex::new(ConfigState::default()));
+        let broker = broker.to_string();
+        let task = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let (broker, state) = (broker.clone(), state.clone());
+                    tokio::spawn(async move {
+                        let _ = serve_configs(inbound, &broker, &state).await;
+                    });
+                }
+            })
+        };
+        Self { addr, state, task }
+    }
+
+    fn throttle(&self) -> Option<String> {
+        self.state.lock().expect("state").throttle.clone()
+    }
+
+    fn set_throttle(&self, v: Option<&str>) {
+        self.state.lock().expect("state").throttle = v.map(String::from);
+    }
+
+    fn refuse(&self, refuse: bool) {
+        self.state.lock().expect("state").refuse = refuse;
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.state.lock().expect("state").log.clone()
+    }
+}
+
+impl Drop for BrokerConfigs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_frame(s: &mut tokio::net::TcpStream) -> std::io::Result<bytes::Bytes> {
+    use tokio::io::AsyncReadExt;
+    let len = usize::try_from(s.read_i32().await?).map_err(std::io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf.into())
+}
+
+async fn write_frame(s: &mut tokio::net::TcpStream, body: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let len = i32::try_from(body.len()).map_err(std::io::Error::other)?;
+    s.write_all(&len.to_be_bytes()).await?;
+    s.write_all(body).await
+}
+
+/// One client connection: each request answered here or by the broker.
+async fn serve_configs(
+    mut inbound: tokio::net::TcpStream,
+    broker: &str,
+    state: &std::sync::Mutex<ConfigState>,
+) -> std::io::Result<()> {
+    use kafka_protocol::messages::{
+        ApiKey, DescribeConfigsRequest, IncrementalAlterConfigsRequest, RequestHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let mut outbound = tokio::net::TcpStream::connect(broker).await?;
+    loop {
+        let frame = read_frame(&mut inbound).await?;
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
+        let answer = if key == ApiKey::IncrementalAlterConfigs as i16 {
+            let mut buf = frame.clone();
+            let h = RequestHeader::decode(
+                &mut buf,
+                IncrementalAlterConfigsRequest::header_version(version),
+            )
+            .map_err(std::io::Error::other)?;
+            let req = IncrementalAlterConfigsRequest::decode(&mut buf, version)
+                .map_err(std::io::Error::other)?;
+            alter_configs(&req, state).map(|r| encode_answer(&h, &r, version))
+        } else if key == ApiKey::DescribeConfigs as i16 {
+            let mut buf = frame.clone();
+            let h =
+                RequestHeader::decode(&mut buf, DescribeConfigsRequest::header_version(version))
+                    .map_err(std::io::Error::other)?;
+            let req =
+                DescribeConfigsRequest::decode(&mut buf, version).map_err(std::io::Error::other)?;
+            describe_configs(&req, state).map(|r| encode_answer(&h, &r, version))
+        } else {
+            None
+        };
+        match answer {
+            Some(body) => write_frame(&mut inbound, &body).await?,
+            None => {
+                state.lock().expect("state").log.push(key.to_string());
+                write_frame(&mut outbound, &frame).await?;
+                let reply = read_frame(&mut outbound).await?;
+                write_frame(&mut inbound, &reply).await?;
+            }
+        }
+    }
+}
+
+fn encode_answer<R>(h: &kafka_protocol::messages::RequestHeader, r: &R, version: i16) -> Vec<u8>
+where
+    R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion,
+{
+    use kafka_protocol::messages::ResponseHeader;
+    use kafka_protocol::protocol::Encodable;
+    let mut b = bytes::BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(h.correlation_id)
+        .encode(&mut b, R::header_version(version))
+        .expect("header");
+    r.encode(&mut b, version).expect("response");
+    b.to_vec()
+}
+
+const THROTTLE_KEY: &str = "leader.replication.throttled.rate";
+
+/// The answer to a change of cluster-wide configs; `None` (forwarded) for
+/// anything else.
+fn alter_configs(
+    req: &kafka_protocol::messages::IncrementalAlterConfigsRequest,
+    state: &std::sync::Mutex<ConfigState>,
+) -> Option<kafka_protocol::messages::IncrementalAlterConfigsResponse> {
+    use kafka_protocol::messages::IncrementalAlterConfigsResponse;
+    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+    use kafka_protocol::protocol::StrBytes;
+    let [r] = req.resources.as_slice() else {
+        return None;
+    };
+    if r.resource_type != 4 || !r.resource_name.is_empty() {
+        return None;
+    }
+    let mut st = state.lock().expect("state");
+    let mut answer = AlterConfigsResourceResponse::default()
+        .with_resource_type(4)
+        .with_resource_name(r.resource_name.clone());
+    if st.refuse {
+        st.log.push("refused".into());
+        answer = answer
+            .with_error_code(40)
+            .with_error_message(Some(StrBytes::from_static_str(
+                "broker config \"leader.replication.throttled.rate\" cannot be changed at run time",
+            )));
+    } else {
+        for c in &r.configs {
+            assert_eq!(c.name.as_str(), THROTTLE_KEY, "only the throttle is set");
+            match c.config_operation {
+                0 => {
+                    let v = c.value.as_ref().map(ToString::to_string);
+                    st.log
+                        .push(format!("SET {}", v.clone().unwrap_or_default()));
+                    st.throttle = v;
+                }
+                1 => {
+                    st.log.push("DELETE".into());
+                    st.throttle = None;
+                }
+                op => panic!("operation {op}"),
+            }
+        }
+    }
+    Some(IncrementalAlterConfigsResponse::default().with_responses(vec![answer]))
+}
+
+/// The answer to a description of cluster-wide configs, as Kafka gives it
+/// for the `""` resource; `None` (forwarded) for anything else.
+fn describe_configs(
+    req: &kafka_protocol::messages::DescribeConfigsRequest,
+    state: &std::sync::Mutex<ConfigState>,
+) -> Option<kafka_protocol::messages::DescribeConfigsResponse> {
+    use kafka_protocol::messages::DescribeConfigsResponse;
+    use kafka_protocol::messages::describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let [r] = req.resources.as_slice() else {
+        return None;
+    };
+    if r.resource_type != 4 || !r.resource_name.is_empty() {
+        return None;
+    }
+    let mut st = state.lock().expect("state");
+    st.log.push("Describe".into());
+    let configs = st
+        .throttle
+        .iter()
+        .map(|v| {
+            DescribeConfigsResourceResult::default()
+                .with_name(StrBytes::from_static_str(THROTTLE_KEY))
+                .with_value(Some(StrBytes::from_string(v.clone())))
+                .with_config_source(3)
+        })
+        .collect();
+    Some(DescribeConfigsResponse::default().with_results(vec![
+            DescribeConfigsResult::default()
+                .with_resource_type(4)
+                .with_resource_name(r.resource_name.clone())
+                .with_configs(configs),
+        ]))
+}
+
+/// The log entries that change the throttle, with the index of each.
+fn throttle_changes(log: &[String]) -> Vec<(usize, String)> {
+    log.iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("SET ") || l.as_str() == "DELETE")
+        .map(|(i, l)| (i, l.clone()))
+        .collect()
+}
+
 /// Polls `f` until it answers `Some`, for at most `secs`.
 async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
@@ -1943,7 +2188,8 @@ async fn scaling_up_grows_the_stateful_set_waits_for_the_ready_broker_then_moves
     let mut cluster = support::Cluster::start(4, 3, 3).await;
     let b0 = cluster.bootstrap(0);
     replicated_topic(&b0, "orders", 6, 3).await;
-    let gate = Gate::to(&b0).await;
+    let configs = BrokerConfigs::to(&b0).await;
+    let gate = Gate::to(&configs.addr).await;
     let world = World::new(
         json!({"replicas": 4}),
         &gate.addr,
@@ -2029,6 +2275,14 @@ async fn scaling_up_grows_the_stateful_set_waits_for_the_ready_broker_then_moves
     assert!(!t.event_reasons().contains(&"Rebalancing".to_string()));
     assert!(in_flight(&b0).await.is_empty());
     assert_eq!(held_by(3).await, 0);
+    // The throttle went on before the moves were asked for (the default
+    // rate), and the status says the operator owns it.
+    assert_eq!(configs.throttle().as_deref(), Some("20000000"));
+    assert_eq!(t.status["scale"]["appliedReplicationThrottle"], 20_000_000);
+    assert!(
+        t.event_reasons()
+            .contains(&"ReplicationThrottleSet".to_string())
+    );
     turns.push(t);
 
     // The broker starts again and registers; the next operator waits for it
@@ -2059,6 +2313,13 @@ async fn scaling_up_grows_the_stateful_set_waits_for_the_ready_broker_then_moves
         "the stall is cleared"
     );
     assert!(t.event_reasons().contains(&"Rebalancing".to_string()));
+    // Already in force: not set again.
+    let changes: Vec<String> = throttle_changes(&configs.log())
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(changes, ["SET 20000000"]);
+    assert_eq!(configs.throttle().as_deref(), Some("20000000"));
     turns.push(t);
     eventually(60, "replicas on broker 3", || async {
         (held_by(3).await > 0).then_some(())
@@ -2090,6 +2351,23 @@ async fn scaling_up_grows_the_stateful_set_waits_for_the_ready_broker_then_moves
     }
     assert!(in_flight(&b0).await.is_empty(), "Idle with moves under way");
     assert_eq!(phases(&turns), ["Growing", "Rebalancing", "Idle"]);
+    // Set once before the first move, deleted after the last one.
+    let log = configs.log();
+    let changes = throttle_changes(&log);
+    let moves: Vec<usize> = (0..log.len()).filter(|i| log[*i] == REASSIGN).collect();
+    assert_eq!(
+        changes.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["SET 20000000", "DELETE"],
+        "{log:?}"
+    );
+    assert!(changes[0].0 < moves[0] && changes[1].0 > moves[moves.len() - 1]);
+    assert_eq!(configs.throttle(), None);
+    let last = turns.last().expect("turns");
+    assert_eq!(last.status.get("scale"), None, "{}", last.status);
+    assert!(
+        last.event_reasons()
+            .contains(&"ReplicationThrottleRemoved".to_string())
+    );
 
     // Balanced over four brokers, every partition still with 3 replicas.
     let held = holding(&b0).await.expect("metadata");
@@ -2120,17 +2398,49 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
         before.get(&3).copied().unwrap_or(0) > 0,
         "broker 3 must hold replicas for the drain to mean anything: {before:?}"
     );
+    let configs = BrokerConfigs::to(&b0).await;
     let world = World::new(
-        json!({"replicas": 3, "storage": {"deleteClaim": true}}),
-        &b0,
+        json!({"replicas": 3, "storage": {"deleteClaim": true},
+               "scaling": {"replicationThrottle": "50Mi"}}),
+        &configs.addr,
         4,
         3,
         json!({"metadataVoters": [0, 1, 2], "replicas": 4}),
     );
     world.lock().expect("world").probe = Some(b0.clone());
 
+    // The brokers refuse the throttle: nothing moves unthrottled, and the
+    // refusal is reported.
+    configs.refuse(true);
+    let t = turn(&world).await;
+    assert_eq!(t.sizes_applied(), vec![4]);
+    let (status, reason, message) = t.condition("Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ReplicationThrottleNotSet")
+    );
+    assert!(
+        message.starts_with(
+            "draining brokers [3]: the replication throttle could not be set, so nothing moves: "
+        ) && message.contains("INVALID_CONFIG"),
+        "{message}"
+    );
+    assert!(
+        t.event_reasons()
+            .contains(&"ReplicationThrottleNotSet".to_string())
+    );
+    assert!(!t.event_reasons().contains(&"Draining".to_string()));
+    assert!(in_flight(&b0).await.is_empty(), "moved unthrottled");
+    assert_eq!(holding(&b0).await.expect("metadata"), before);
+    assert!(!configs.log().iter().any(|l| l == REASSIGN));
+    // Recorded before it was tried, so a later removal is the operator's.
+    assert_eq!(t.status["scale"]["appliedReplicationThrottle"], 52_428_800);
+    configs.refuse(false);
+
     // The drain starts; the StatefulSet keeps its four brokers.
     let t = turn(&world).await;
+    assert_eq!(configs.throttle().as_deref(), Some("52428800"));
+    assert_eq!(t.condition("Degraded").1, "AsExpected");
     assert_eq!(t.sizes_applied(), vec![4]);
     assert_eq!(t.phase(), "Draining");
     assert_eq!(t.status["scale"]["targetReplicas"], 3);
@@ -2181,6 +2491,21 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
     };
     // What broker 3 held when the StatefulSet was told to drop it.
     assert_eq!(world.lock().expect("world").held_at_shrink, [(3, 0)]);
+    // The throttle was on for every move and went with the shrink.
+    let log = configs.log();
+    let changes = throttle_changes(&log);
+    let moves: Vec<usize> = (0..log.len()).filter(|i| log[*i] == REASSIGN).collect();
+    assert_eq!(
+        changes.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["SET 52428800", "DELETE"],
+        "{log:?}"
+    );
+    assert!(changes[0].0 < moves[0] && changes[1].0 > moves[moves.len() - 1]);
+    assert_eq!(configs.throttle(), None);
+    assert_eq!(
+        shrunk.status["scale"].get("appliedReplicationThrottle"),
+        None
+    );
     // The same reconcile unregistered it and deleted its volume claim,
     // after the StatefulSet shrank.
     assert!(!cluster.is_registered(3).await, "broker 3 still registered");
@@ -2216,6 +2541,65 @@ async fn scaling_down_drains_the_highest_broker_before_the_stateful_set_shrinks_
     let held = holding(&b0).await.expect("metadata");
     assert_eq!(held.keys().copied().collect::<Vec<_>>(), [0, 1, 2]);
     assert_eq!(held.values().sum::<usize>(), 24);
+}
+
+#[tokio::test]
+async fn a_throttle_set_by_hand_before_a_scale_stays_in_force_and_is_not_removed_after_it() {
+    // Broker 0 is the only metadata voter; broker 2 leaves.
+    let mut cluster = support::Cluster::start(3, 1, 3).await;
+    let b0 = cluster.bootstrap(0);
+    replicated_topic(&b0, "orders", 6, 2).await;
+    let configs = BrokerConfigs::to(&b0).await;
+    configs.set_throttle(Some("5000000"));
+    let world = World::new(
+        json!({"replicas": 2}),
+        &configs.addr,
+        3,
+        1,
+        json!({"metadataVoters": [0], "replicas": 3}),
+    );
+    let t = turn(&world).await;
+    assert_eq!(t.phase(), "Draining");
+    assert!(
+        t.message().starts_with("draining brokers [2]: moving ")
+            && t.message().contains(
+                "under the cluster-wide leader.replication.throttled.rate 5000000 set outside the operator"
+            ),
+        "{}",
+        t.message()
+    );
+    assert_eq!(t.status["scale"].get("appliedReplicationThrottle"), None);
+    let mut turns = vec![t];
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let t = turn(&world).await;
+        let shrunk = t.sizes_applied() == [2];
+        turns.push(t);
+        if shrunk {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "broker 2 not drained in 90 s: {:?}",
+            phases(&turns)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    cluster.kill(2);
+    turns.push(turn(&world).await);
+    assert_eq!(phases(&turns), ["Draining", "Idle"]);
+    // Never set, changed or deleted by the operator.
+    assert!(
+        throttle_changes(&configs.log()).is_empty(),
+        "{:?}",
+        configs.log()
+    );
+    assert_eq!(configs.throttle().as_deref(), Some("5000000"));
+    assert!(turns.iter().all(|t| {
+        !t.event_reasons()
+            .iter()
+            .any(|r| r.starts_with("ReplicationThrottle"))
+    }));
 }
 
 #[tokio::test]

@@ -686,11 +686,17 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         );
     }
     let mut patch = serde_json::json!(&status);
-    if status.scale.is_none() {
+    match &status.scale {
         // An empty `scale` is left out of the status, and a merge patch keeps
         // whatever it leaves out: a scale that is over would stay recorded
         // (and its phase be read back by the next reconcile).
-        patch["scale"] = serde_json::Value::Null;
+        None => patch["scale"] = serde_json::Value::Null,
+        // Likewise a removed throttle's record, which would otherwise have
+        // the next reconcile delete the throttle again, or a person's.
+        Some(s) if s.applied_replication_throttle.is_none() => {
+            patch["scale"]["appliedReplicationThrottle"] = serde_json::Value::Null;
+        }
+        Some(_) => {}
     }
     patch_status(&api, &name, &patch).await?;
     // A scale under way waits on the brokers (moves, registrations), which
