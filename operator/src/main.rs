@@ -91,6 +91,12 @@ struct RebalanceArgs {
     /// Brokers to empty (repeatable or comma-separated).
     #[arg(long, value_delimiter = ',')]
     drain: Vec<i32>,
+    /// Cap, in bytes per second per leading broker, on the data the moves
+    /// copy (the cluster-wide `leader.replication.throttled.rate`, as
+    /// kafka-reassign-partitions --throttle sets it): set before the first
+    /// batch, put back as it was after the last or after a failure.
+    #[arg(long, value_name = "BYTES_PER_SEC", value_parser = clap::value_parser!(u64).range(1..=i64::MAX as u64))]
+    throttle: Option<u64>,
     /// Print Kafka's reassignment JSON (kafka-reassign-partitions format) on
     /// stdout; the summary goes to stderr.
     #[arg(long)]
@@ -227,7 +233,13 @@ async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
         batch: args.batch_size.max(1),
         batch_timeout: std::time::Duration::from_secs(args.batch_timeout_seconds.max(1)),
         poll: std::time::Duration::from_millis(500),
+        throttle: args.throttle,
     };
+    if let Some(rate) = args.throttle {
+        eprintln!(
+            "Throttling the moves to {rate} bytes/s per leading broker (cluster-wide leader.replication.throttled.rate) until they are done."
+        );
+    }
     rebalance::execute(&opts, &plan, how, |done, total| {
         eprintln!("moved {done}/{total} partitions");
     })

@@ -22,7 +22,7 @@ use serde_json::json;
 use skiff_balance::{Broker, MoveKind, Options as PlanOptions, Partition, Plan, Tolerance};
 
 use crate::admin::reassign::Reassignment;
-use crate::admin::requests::metadata_request;
+use crate::admin::requests::{ConfigChange, LEADER_REPLICATION_THROTTLED_RATE, metadata_request};
 use crate::admin::{AdminClient, AdminCredentials, codes, error_name};
 
 /// Topics each broker keeps for itself: never moved.
@@ -410,6 +410,10 @@ pub struct Execution {
     /// under way carry on in the brokers).
     pub batch_timeout: Duration,
     pub poll: Duration,
+    /// Bytes per second each leader may send to the replicas being added
+    /// (the cluster-wide `leader.replication.throttled.rate`) while the plan
+    /// runs; `None`: unthrottled.
+    pub throttle: Option<u64>,
 }
 
 /// Carries out `plan`: its moves in batches, each started with
@@ -417,18 +421,87 @@ pub struct Execution {
 /// until none of it is under way. `progress` hears (moved, total) after each
 /// batch.
 ///
+/// With `how.throttle`, the cluster-wide `leader.replication.throttled.rate`
+/// is set before the first batch and put back as it was (deleted, or a
+/// value set before restored) after the last, and after a failure, unless
+/// moves of the plan are still under way then: they keep it, and the error
+/// says how to remove it.
+///
 /// # Errors
 /// A move refused (the reason per partition), a batch past its timeout,
-/// the cluster unreachable. Moves already under way carry on in the
-/// brokers; a new run plans from where they got.
+/// the cluster unreachable, the throttle refused (nothing moves then).
+/// Moves already under way carry on in the brokers; a new run plans from
+/// where they got.
 pub async fn execute(
     opts: &Options,
     plan: &Plan,
     how: Execution,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<()> {
     let moves = reassignments(plan);
     let mut admin = AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
+    let Some(rate) = how.throttle else {
+        return run_batches(&mut admin, &moves, how, progress).await;
+    };
+    let before = admin
+        .cluster_wide_broker_config(LEADER_REPLICATION_THROTTLED_RATE)
+        .await?;
+    admin
+        .alter_cluster_wide_broker_config(&[ConfigChange::Set(
+            LEADER_REPLICATION_THROTTLED_RATE.to_string(),
+            rate.to_string(),
+        )])
+        .await
+        .map_err(|e| anyhow::anyhow!("the throttle could not be set, so nothing moved: {e}"))?;
+    let result = run_batches(&mut admin, &moves, how, progress).await;
+    // The connection may be what failed: the clean-up gets its own.
+    let restored = async {
+        let mut admin =
+            AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
+        let pending = admin.reassignments_in_progress().await?;
+        if moves
+            .iter()
+            .any(|m| pending.contains(&(m.topic.clone(), m.partition)))
+        {
+            return Ok(false);
+        }
+        let change = match &before {
+            Some(v) => ConfigChange::Set(LEADER_REPLICATION_THROTTLED_RATE.to_string(), v.clone()),
+            None => ConfigChange::Delete(LEADER_REPLICATION_THROTTLED_RATE.to_string()),
+        };
+        admin.alter_cluster_wide_broker_config(&[change]).await?;
+        Ok::<_, crate::admin::AdminError>(true)
+    }
+    .await;
+    let undo = match &before {
+        Some(v) => format!(
+            "--alter --entity-type brokers --entity-default --add-config {LEADER_REPLICATION_THROTTLED_RATE}={v}"
+        ),
+        None => format!(
+            "--alter --entity-type brokers --entity-default --delete-config {LEADER_REPLICATION_THROTTLED_RATE}"
+        ),
+    };
+    let left = match restored {
+        Ok(true) => return result,
+        Ok(false) => "the throttle stays on for the moves still under way".to_string(),
+        Err(e) => format!("the throttle could not be put back ({e})"),
+    };
+    let note = format!(
+        "{left}; once they are done: kafka-configs --bootstrap-server {} {undo}",
+        opts.bootstrap
+    );
+    match result {
+        Ok(()) => Err(anyhow::anyhow!("every move is done, but {note}")),
+        Err(e) => Err(e.context(note)),
+    }
+}
+
+async fn run_batches(
+    admin: &mut AdminClient,
+    moves: &[Reassignment],
+    how: Execution,
+    mut progress: impl FnMut(usize, usize),
+) -> anyhow::Result<()> {
     let mut done = 0;
     for batch in moves.chunks(how.batch.max(1)) {
         let refused = admin.reassign(batch).await?;

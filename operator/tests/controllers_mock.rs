@@ -2602,6 +2602,64 @@ async fn a_throttle_set_by_hand_before_a_scale_stays_in_force_and_is_not_removed
     }));
 }
 
+// Not a controller, but the same stand-in: `skiff-operator rebalance
+// --throttle`.
+#[tokio::test]
+async fn the_rebalance_command_throttles_its_moves_and_puts_back_the_throttle_it_found() {
+    use skiff_operator::rebalance;
+    let cluster = support::Cluster::start(3, 1, 3).await;
+    let b0 = cluster.bootstrap(0);
+    replicated_topic(&b0, "orders", 6, 2).await;
+    let configs = BrokerConfigs::to(&b0).await;
+    configs.set_throttle(Some("5000000"));
+    let opts = rebalance::Options {
+        bootstrap: configs.addr.clone(),
+        credentials: None,
+        drain: vec![2],
+        tolerance: skiff_balance::Tolerance::default(),
+    };
+    let snap = rebalance::read_cluster(&opts).await.expect("the cluster");
+    let plan = rebalance::plan(&snap, opts.tolerance).expect("a plan");
+    assert!(!plan.moves.is_empty());
+    let how = rebalance::Execution {
+        batch: 2,
+        batch_timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(200),
+        throttle: Some(8_000_000),
+    };
+    rebalance::execute(&opts, &plan, how, |_, _| {})
+        .await
+        .expect("the plan carried out");
+    let log = configs.log();
+    let changes = throttle_changes(&log);
+    let moves: Vec<usize> = (0..log.len()).filter(|i| log[*i] == REASSIGN).collect();
+    assert_eq!(moves.len(), plan.moves.len().div_ceil(2), "{log:?}");
+    assert_eq!(
+        changes.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["SET 8000000", "SET 5000000"],
+        "{log:?}"
+    );
+    assert!(changes[0].0 < moves[0] && changes[1].0 > moves[moves.len() - 1]);
+    assert_eq!(configs.throttle().as_deref(), Some("5000000"));
+
+    // Refused: nothing moves, and the error says why.
+    configs.refuse(true);
+    let err = rebalance::execute(&opts, &plan, how, |_, _| {})
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .starts_with("the throttle could not be set, so nothing moved: ")
+            && err.to_string().contains("INVALID_CONFIG"),
+        "{err:#}"
+    );
+    assert!(in_flight(&b0).await.is_empty());
+    assert_eq!(
+        configs.log().iter().filter(|l| *l == REASSIGN).count(),
+        moves.len()
+    );
+}
+
 #[tokio::test]
 async fn an_operator_restarted_after_the_shrink_still_unregisters_the_broker_and_keeps_its_claim_when_told_to()
  {
