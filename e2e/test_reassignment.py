@@ -45,6 +45,13 @@ from kafka.errors import (
 )
 
 from confluent_kafka import Consumer, ElectionType, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    ResourceType,
+)
 
 import skiff
 from test_replication import Workload, create, read_all
@@ -322,9 +329,49 @@ def test_bad_reassignments_get_kafkas_errors_and_a_cancel_restores_the_replicas(
         c.close()
 
 
+def set_cluster_throttle(bootstrap: str, rate: int | None):
+    """Sets (or, with None, deletes) the cluster-wide dynamic
+    `leader.replication.throttled.rate` as Kafka's `kafka-configs
+    --entity-default` and the operator do: IncrementalAlterConfigs v0 on the
+    BROKER resource "". Raw, because librdkafka and kafka-python both refuse
+    a BROKER resource without a broker id."""
+    def s16(v: str) -> bytes:
+        return struct.pack(">h", len(v)) + v.encode()
+    name = "leader.replication.throttled.rate"
+    entry = s16(name) + (struct.pack(">b", 0) + s16(str(rate)) if rate is not None
+                         else struct.pack(">bh", 1, -1))
+    body = (struct.pack(">i", 1) + struct.pack(">b", 4) + s16("")
+            + struct.pack(">i", 1) + entry + struct.pack(">b", 0))
+    resp = skiff.raw_call(bootstrap, 44, 0, body, flexible=False, timeout=30)
+    # throttle_time_ms, one response: error_code first.
+    (n,) = struct.unpack_from(">i", resp, 4)
+    (code,) = struct.unpack_from(">h", resp, 8)
+    assert n == 1 and code == 0, (n, code, resp)
+
+
+def set_broker_throttle(broker, rate: int):
+    """The same for one broker (BROKER resource "<id>"), through librdkafka."""
+    admin = skiff.admin_client(broker.bootstrap)
+    res = ConfigResource(ResourceType.BROKER, str(broker.node_id), incremental_configs=[
+        ConfigEntry("leader.replication.throttled.rate", str(rate),
+                    incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res], request_timeout=30)[res].result(timeout=30)
+
+
+def throttle_seen_by(broker) -> tuple[str, object]:
+    admin = skiff.admin_client(broker.bootstrap)
+    res = ConfigResource(ResourceType.BROKER, str(broker.node_id))
+    entries = admin.describe_configs([res], request_timeout=30)[res].result(timeout=30)
+    e = entries["leader.replication.throttled.rate"]
+    return e.value, e.source
+
+
 def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
+    """The throttle is a dynamic config, as in Kafka: set cluster-wide
+    through one broker, it applies on every broker (the partition's leader
+    may be any of them), and deleting it lifts it."""
     rate = 8_000_000  # bytes per second
-    c = skiff.Cluster(tmp_path, n=4, args=["--leader-replication-throttled-rate", str(rate)])
+    c = skiff.Cluster(tmp_path, n=4)
     try:
         c.start()
         topic = "heavy"
@@ -341,6 +388,16 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
             except BufferError:
                 p.poll(0.1)
         assert p.flush(120) == 0
+        # Cluster-wide through broker 1, then the partition's leader's own
+        # value (which wins) through librdkafka: the leader sends the catch-up.
+        set_cluster_throttle(c[1].bootstrap, 4 * rate)
+        dynamic_default = ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+        for b in c.brokers:
+            skiff.wait_until(lambda: throttle_seen_by(b) == (str(4 * rate), dynamic_default), 30,
+                             interval=0.2, what=f"broker {b.node_id} to apply the throttle")
+        leader = c[leaders_of(c, topic)[0]]
+        set_broker_throttle(leader, rate)
+        assert throttle_seen_by(leader) == (str(rate), ConfigSource.DYNAMIC_BROKER_CONFIG.value)
         admin = kadmin(c)
         (spare,) = {1, 2, 3, 4} - set(before)
         target = before[:2] + [spare]
@@ -353,6 +410,20 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
               f"(expected {expected:.1f} s)")
         assert 0.8 * expected <= took <= 1.2 * expected + 2.0, (took, expected)
         settled(c, topic, lambda r: sorted(r[0]) == sorted(target))
+
+        # Deleted, the throttle is lifted: the same move back is fast.
+        set_broker_throttle(leader, 2**63 - 1)
+        set_cluster_throttle(c[2].bootstrap, None)
+        for b in c.brokers:
+            skiff.wait_until(lambda: throttle_seen_by(b)[0] == "9223372036854775807", 30,
+                             interval=0.2, what=f"broker {b.node_id} to lift the throttle")
+        started = time.monotonic()
+        assert reassign(c, admin, topic, {0: before})[0] is None
+        wait_reassigned(admin, timeout=120)
+        back = time.monotonic() - started
+        print(f"moved back unthrottled in {back:.1f} s")
+        assert back < 0.5 * expected, (back, expected)
+        settled(c, topic, lambda r: sorted(r[0]) == sorted(before))
     finally:
         c.close()
 

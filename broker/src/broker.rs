@@ -10,6 +10,7 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::broker_dynamic;
 use crate::cluster::meta_store::MetaStore;
 use crate::cluster::topic_table::{Topic, TopicTable};
 use crate::config::{BrokerConfig, Listener};
@@ -36,6 +37,9 @@ pub struct Broker {
     /// Dynamic broker-level configs (broker-level names), set by
     /// (Incremental)AlterConfigs on a BROKER resource.
     dynamic: RwLock<DynamicConfig>,
+    /// The reassignment throttle (`leader.replication.throttled.rate`,
+    /// dynamic), shared with the partition groups this broker leads.
+    pub replication_throttle: Arc<crate::rpc::throttle::CatchUpThrottle>,
     ready: AtomicBool,
 }
 
@@ -127,6 +131,9 @@ impl Broker {
             security,
             authorizer,
             quotas,
+            replication_throttle: Arc::new(crate::rpc::throttle::CatchUpThrottle::new(
+                broker_dynamic::throttle_rate(&config, &dynamic),
+            )),
             dynamic: RwLock::new(dynamic),
             ready: AtomicBool::new(false),
             config,
@@ -159,6 +166,10 @@ impl Broker {
         validate_only: bool,
     ) -> Result<()> {
         for (k, v) in &new {
+            if let Some(checked) = broker_dynamic::validate(k, v) {
+                checked.map_err(|e| BrokerError::InvalidConfig(format!("{k}: {e}")))?;
+                continue;
+            }
             let def = topic_config::def_by_broker_name(k).ok_or_else(|| {
                 BrokerError::InvalidConfig(format!(
                     "broker config {k:?} cannot be changed at run time"
@@ -185,6 +196,8 @@ impl Broker {
         } else {
             dynamic.broker = new;
         }
+        self.replication_throttle
+            .set_rate(broker_dynamic::throttle_rate(&self.config, &dynamic));
         self.topics
             .set_defaults(effective_defaults(&self.config, &dynamic))?;
         Ok(())
@@ -207,6 +220,8 @@ impl Broker {
             return Ok(());
         }
         *dynamic = fresh;
+        self.replication_throttle
+            .set_rate(broker_dynamic::throttle_rate(&self.config, &dynamic));
         self.topics
             .set_defaults(effective_defaults(&self.config, &dynamic))
     }

@@ -363,8 +363,9 @@ pub struct BrokerConfig {
 
     /// Bytes per second this broker sends, over all partitions it leads, to
     /// the replicas a reassignment is adding while they catch up (Kafka's
-    /// `leader.replication.throttled.rate`, here a static setting). The
-    /// default, 9223372036854775807, means no limit.
+    /// `leader.replication.throttled.rate`). The default, 9223372036854775807,
+    /// means no limit. Also a dynamic broker config: a value set with
+    /// (Incremental)AlterConfigs for this broker, or cluster-wide, wins.
     #[arg(
         long,
         env = "SKIFF_LEADER_REPLICATION_THROTTLED_RATE",

@@ -123,6 +123,22 @@ pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
             }
         })
         .collect();
+    for d in crate::broker_dynamic::BROKER_DYNAMIC_CONFIGS {
+        let mut statics = BTreeMap::new();
+        if let Some(v) = crate::broker_dynamic::static_value(&broker.config, d.name) {
+            statics.insert(d.name.to_string(), v);
+        }
+        let (value, source, synonyms) = broker_level(broker, d.name, d.default, &statics);
+        out.push(Entry {
+            name: d.name.to_string(),
+            value: Some(value),
+            source,
+            read_only: false,
+            kind: d.kind,
+            doc: d.doc,
+            synonyms,
+        });
+    }
     let c = &broker.config;
     let mut fixed: Vec<(&str, String, ConfigType, &'static str)> = vec![
         (

@@ -25,6 +25,7 @@ pub mod acl;
 pub mod advertised;
 pub mod auth;
 pub mod broker;
+pub mod broker_dynamic;
 pub mod cluster;
 pub mod config;
 pub mod config_entries;

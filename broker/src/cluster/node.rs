@@ -105,13 +105,13 @@ pub fn spawn_background(
             heartbeat_ms: broker.config.partition_raft_heartbeat_ms,
             election_timeout_min_ms: broker.config.partition_raft_election_timeout_ms,
             election_timeout_max_ms: broker.config.partition_raft_election_timeout_ms * 2,
-            throttled_rate: broker.config.leader_replication_throttled_rate,
             auto_leader_rebalance: broker.config.auto_leader_rebalance_enable.then(|| {
                 std::time::Duration::from_secs(
                     broker.config.leader_imbalance_check_interval_seconds.max(1),
                 )
             }),
         },
+        broker.replication_throttle.clone(),
     )?;
     tokio::spawn(host.clone().run(broker.clone(), shutdown.clone()));
     let me = BrokerRegistration {

@@ -45,8 +45,6 @@ pub struct HostSettings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// `leader.replication.throttled.rate`, bytes per second.
-    pub throttled_rate: u64,
     /// `auto.leader.rebalance.enable` and its check interval.
     pub auto_leader_rebalance: Option<Duration>,
 }
@@ -81,6 +79,7 @@ impl ReplicaHost {
         meta: Arc<MetadataGroup>,
         cluster_id: &str,
         settings: HostSettings,
+        throttle: Arc<CatchUpThrottle>,
     ) -> anyhow::Result<Arc<Self>> {
         let config = openraft::Config {
             cluster_name: cluster_id.to_string(),
@@ -107,7 +106,7 @@ impl ReplicaHost {
             hosted: tokio::sync::Mutex::new(HashMap::new()),
             kick: Notify::new(),
             reporting: Arc::new(AtomicBool::new(false)),
-            throttle: Arc::new(CatchUpThrottle::new(settings.throttled_rate)),
+            throttle,
             driving: Arc::new(parking_lot::Mutex::new(HashSet::new())),
             leaders_checked: parking_lot::Mutex::new(Instant::now()),
         }))

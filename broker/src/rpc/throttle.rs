@@ -12,6 +12,7 @@
 //! nor logged as failing.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,9 +25,14 @@ use super::GroupId;
 const BURST: Duration = Duration::from_millis(200);
 
 pub struct CatchUpThrottle {
-    /// Bytes per second; `None`: unlimited.
-    rate: Option<u64>,
+    /// Bytes per second; 0: unlimited. A dynamic config: changes at run time.
+    rate: AtomicU64,
     state: Mutex<State>,
+}
+
+/// 0 or `i64::MAX` (Kafka's default) means no throttle.
+fn limit(rate: u64) -> u64 {
+    if rate >= i64::MAX as u64 { 0 } else { rate }
 }
 
 struct State {
@@ -40,15 +46,24 @@ impl CatchUpThrottle {
     /// `rate` in bytes per second; 0 or `i64::MAX` (Kafka's default) means
     /// no throttle.
     pub fn new(rate: u64) -> Self {
-        let rate = (rate > 0 && rate < i64::MAX as u64).then_some(rate);
         Self {
-            rate,
+            rate: AtomicU64::new(limit(rate)),
             state: Mutex::new(State {
                 throttled: HashSet::new(),
                 tokens: 0.0,
                 refilled: Instant::now(),
             }),
         }
+    }
+
+    /// Changes the rate (a dynamic broker config was set or removed).
+    pub fn set_rate(&self, rate: u64) {
+        self.rate.store(limit(rate), Ordering::Relaxed);
+    }
+
+    /// Bytes per second; `None`: unlimited.
+    pub fn rate(&self) -> Option<u64> {
+        Some(self.rate.load(Ordering::Relaxed)).filter(|&r| r > 0)
     }
 
     /// Throttles what `group` sends to `targets` (replicas catching up).
@@ -63,14 +78,14 @@ impl CatchUpThrottle {
     }
 
     pub fn applies(&self, group: GroupId, target: u64) -> bool {
-        self.rate.is_some() && self.state.lock().throttled.contains(&(group, target))
+        self.rate().is_some() && self.state.lock().throttled.contains(&(group, target))
     }
 
     /// How many of the entries of `sizes` (bytes each) may go now, taking
     /// their bytes: while there is credit, one more; none when in debt
     /// (then, how long until there is credit).
     fn try_take(&self, sizes: &[usize]) -> Result<usize, Duration> {
-        let Some(rate) = self.rate else {
+        let Some(rate) = self.rate() else {
             return Ok(sizes.len());
         };
         let rate = rate as f64;
