@@ -310,6 +310,10 @@ impl Broker {
         let mut producer_expiry = tokio::time::interval(Duration::from_millis(
             self.config.producer_id_expiration_check_interval_ms.max(10),
         ));
+        // How soon a broker that came to lead an offsets partition starts
+        // coordinating its groups.
+        let mut coordination = tokio::time::interval(Duration::from_millis(100));
+        coordination.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         producer_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         offsets_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,8 +331,12 @@ impl Broker {
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.expire_producers()).await;
                 }
+                _ = coordination.tick() => {
+                    let b = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.groups.follow_leadership(&b.topics)).await;
+                }
                 _ = offsets_expiry.tick() => {
-                    self.groups.expire_offsets().await;
+                    self.groups.expire_offsets(&self.topics).await;
                 }
                 _ = flush.tick() => {
                     let b = self.clone();

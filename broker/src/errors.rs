@@ -71,6 +71,10 @@ pub enum BrokerError {
     GroupSubscribedToTopic,
     #[error("{0}")]
     CoordinatorNotAvailable(String),
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    #[error("the coordinator is loading the group's offsets")]
+    CoordinatorLoadInProgress,
     #[error("producer {producer_id} epoch {got} is older than the current epoch {current}")]
     InvalidProducerEpoch {
         producer_id: i64,
@@ -134,6 +138,8 @@ impl BrokerError {
             OffsetMetadataTooLarge { .. } => ResponseError::OffsetMetadataTooLarge,
             GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             CoordinatorNotAvailable(_) => ResponseError::CoordinatorNotAvailable,
+            NotCoordinator => ResponseError::NotCoordinator,
+            CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
             InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
             InvalidTxnState(_) => ResponseError::InvalidTxnState,
@@ -188,6 +194,8 @@ impl BrokerError {
             OffsetMetadataTooLarge { .. } => "offset_metadata_too_large",
             GroupSubscribedToTopic => "group_subscribed_to_topic",
             CoordinatorNotAvailable(_) => "coordinator_not_available",
+            NotCoordinator => "not_coordinator",
+            CoordinatorLoadInProgress => "coordinator_load_in_progress",
             InvalidProducerEpoch { .. } => "invalid_producer_epoch",
             OutOfOrderSequence(_) => "out_of_order_sequence_number",
             InvalidTxnState(_) => "invalid_txn_state",

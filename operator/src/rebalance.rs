@@ -9,9 +9,8 @@
 //! batch followed through ListPartitionReassignments until it is done.
 //!
 //! Only replicated partitions move (each is a Raft group that changes its
-//! members): single-replica partitions and the brokers' own
-//! `__consumer_offsets` are left out of the plan, and the table says how
-//! many.
+//! members; `__consumer_offsets` is one too): single-replica partitions
+//! are left out of the plan, and the table says how many.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -24,9 +23,6 @@ use skiff_balance::{Broker, MoveKind, Options as PlanOptions, Partition, Plan, T
 use crate::admin::reassign::Reassignment;
 use crate::admin::requests::{ConfigChange, LEADER_REPLICATION_THROTTLED_RATE, metadata_request};
 use crate::admin::{AdminClient, AdminCredentials, codes, error_name};
-
-/// Topics each broker keeps for itself: never moved.
-const LOCAL_TOPICS: [&str; 1] = ["__consumer_offsets"];
 
 /// What to plan.
 #[derive(Debug, Clone)]
@@ -47,8 +43,7 @@ pub struct Snapshot {
     pub addresses: BTreeMap<i32, String>,
     /// Why partition sizes are unknown (then every size is 0).
     pub sizes_unknown: Option<String>,
-    /// Partitions left out because they cannot move: single replicas and
-    /// brokers' local topics.
+    /// Partitions left out because they cannot move: single replicas.
     pub immovable: usize,
     /// Replicas of partitions that cannot move (single replicas), by
     /// broker: a broker holding one cannot be drained.
@@ -99,10 +94,6 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
             t.error_code
         );
         for p in &t.partitions {
-            if LOCAL_TOPICS.contains(&name.as_str()) {
-                immovable += 1;
-                continue;
-            }
             if p.replica_nodes.len() < 2 {
                 immovable += 1;
                 for b in &p.replica_nodes {
@@ -279,7 +270,7 @@ pub fn render_table(snap: &Snapshot, plan: &Plan, tolerance: &Tolerance) -> Stri
     if snap.immovable > 0 {
         let _ = writeln!(
             out,
-            "note: {} partitions cannot move (a single replica, or a broker's own __consumer_offsets) and are left out",
+            "note: {} partitions cannot move (a single replica) and are left out",
             snap.immovable
         );
     }

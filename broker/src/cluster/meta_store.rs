@@ -65,11 +65,6 @@ pub struct MetaStore {
 
 const TOPIC_PREFIX: &str = "topic/";
 
-/// Topics each broker keeps for itself even in a cluster: the committed
-/// offsets of the groups it coordinates.
-pub fn is_local_only(topic: &str) -> bool {
-    topic == crate::groups::OFFSETS_TOPIC
-}
 const CLUSTER_ID: &str = "cluster_id";
 const BROKER_CONFIG: &str = "broker_config/";
 const PRODUCER_ID_BLOCK_END: &str = "producer_id_block_end";
@@ -160,7 +155,10 @@ impl MetaStore {
         for item in self.db.scan_prefix(TOPIC_PREFIX) {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            if replicated && !is_local_only(&key[TOPIC_PREFIX.len()..]) {
+            // In a cluster every topic is in the replicated metadata; a
+            // record here is a single broker's (or an older version's local
+            // `__consumer_offsets`, which the replicated one replaces).
+            if replicated {
                 continue;
             }
             out.push(
@@ -171,14 +169,9 @@ impl MetaStore {
         Ok(out)
     }
 
-    /// The metadata group, unless `topic` stays local to this broker.
-    fn group_for(&self, topic: &str) -> Option<&Arc<MetadataGroup>> {
-        self.group().filter(|_| !is_local_only(topic))
-    }
-
     /// Creates a topic: refused when the name is taken in the cluster.
     pub fn create_topic(&self, topic: &TopicRecord) -> Result<(), MetaStoreError> {
-        let Some(g) = self.group_for(&topic.name) else {
+        let Some(g) = self.group() else {
             return self.put_topic(topic);
         };
         match Self::replicate(g, MetaCommand::CreateTopic(topic.clone()))? {
@@ -189,7 +182,7 @@ impl MetaStore {
 
     /// Replaces a topic's record (partitions, configs).
     pub fn put_topic(&self, topic: &TopicRecord) -> Result<(), MetaStoreError> {
-        if let Some(g) = self.group_for(&topic.name) {
+        if let Some(g) = self.group() {
             return match Self::replicate(g, MetaCommand::UpdateTopic(topic.clone()))? {
                 MetaResponse::NoSuchTopic => Err(MetaStoreError::NoSuchTopic(topic.name.clone())),
                 _ => Ok(()),
@@ -203,7 +196,7 @@ impl MetaStore {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), MetaStoreError> {
-        if let Some(g) = self.group_for(name) {
+        if let Some(g) = self.group() {
             Self::replicate(
                 g,
                 MetaCommand::DeleteTopic {

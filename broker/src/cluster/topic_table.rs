@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::assignment::{BrokerSlot, assign};
-use super::meta_store::{MetaStore, MetaStoreError, TopicRecord, is_local_only};
+use super::meta_store::{MetaStore, MetaStoreError, TopicRecord};
 use crate::errors::{BrokerError, Result};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfig};
@@ -127,17 +127,11 @@ enum Placement {
     Absent,
 }
 
-fn placement(
-    store: &MetaStore,
-    name: &str,
-    rf: i16,
-    assignments: &[Vec<i32>],
-    index: i32,
-) -> Placement {
+fn placement(store: &MetaStore, rf: i16, assignments: &[Vec<i32>], index: i32) -> Placement {
     let Some(me) = store.group().map(|g| g.node_id()) else {
         return Placement::Local;
     };
-    if rf < 2 || is_local_only(name) || assignments.is_empty() {
+    if rf < 2 || assignments.is_empty() {
         return Placement::Local;
     }
     let replicas = usize::try_from(index)
@@ -206,13 +200,7 @@ impl TopicTable {
             let mut partitions = Vec::new();
             for index in 0..rec.partitions {
                 let dir = partition_dir(&logs_dir, &rec.name, index);
-                let place = placement(
-                    &store,
-                    &rec.name,
-                    rec.replication_factor,
-                    &rec.assignments,
-                    index,
-                );
+                let place = placement(&store, rec.replication_factor, &rec.assignments, index);
                 let opened = open_log(&dir, &config, &place)
                     .map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
                 let log = opened.map(|(log, truncated)| {
@@ -401,7 +389,7 @@ impl TopicTable {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| BrokerError::Storage(e.to_string()))?;
         }
-        let place = placement(&self.store, name, rf, assignments, index);
+        let place = placement(&self.store, rf, assignments, index);
         let log = open_log(&dir, config, &place)?.map(|(log, _)| log);
         wrap_log(name, id, index, place, log)
     }
@@ -551,7 +539,7 @@ impl TopicTable {
     /// Replicas for partitions `first..first + count` of a topic: over the
     /// registered brokers in a cluster; none (this broker holds all) alone.
     fn assign(&self, name: &str, first: i32, count: i32, rf: i16) -> Result<Vec<Vec<i32>>> {
-        let Some(group) = self.store.group().filter(|_| !is_local_only(name)) else {
+        let Some(group) = self.store.group() else {
             if rf > 1 {
                 return Err(BrokerError::InvalidReplicationFactor(format!(
                     "replication factor {rf} is larger than the number of brokers (1)"
@@ -594,7 +582,7 @@ impl TopicTable {
         for stale in self
             .all()
             .into_iter()
-            .filter(|t| !wanted.contains(t.name.as_ref()) && !is_local_only(&t.name))
+            .filter(|t| !wanted.contains(t.name.as_ref()))
         {
             self.drop_local(&stale);
         }
@@ -661,13 +649,7 @@ impl TopicTable {
     ) -> Result<()> {
         let name: Arc<str> = slot.topic.clone();
         let index = slot.index;
-        let place = placement(
-            &self.store,
-            &name,
-            rec.replication_factor,
-            &rec.assignments,
-            index,
-        );
+        let place = placement(&self.store, rec.replication_factor, &rec.assignments, index);
         match (&place, slot.replicated(), slot.is_absent()) {
             (Placement::Replica(replicas), Some(r), _) if r.replicas() != *replicas => {
                 r.set_replicas(replicas.clone());

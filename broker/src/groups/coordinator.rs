@@ -1069,6 +1069,12 @@ impl Coordinator {
         }
     }
 
+    /// Drops the groups `which` selects (their coordination moved to
+    /// another broker). Pending joins and syncs end; timers find nothing.
+    pub fn forget_groups(&self, which: impl Fn(&str) -> bool) {
+        self.groups.lock().retain(|id, _| !which(id));
+    }
+
     /// Committed offsets of a group; `None` lists all of them.
     pub fn fetch_offsets(
         &self,

@@ -6,13 +6,19 @@
 //!   `__consumer_offsets`, expiring offsets of empty groups.
 //! - [`log_format`]: the key/value formats of `__consumer_offsets` (Kafka's).
 //!
-//! This broker is the coordinator of every group. Committed offsets are
-//! durable in the internal topic `__consumer_offsets` (group → partition by
-//! Kafka's hash), written through the normal partition append path and
-//! fsynced before a commit is acknowledged; at start the broker replays that
-//! topic to rebuild them. The topic keeps its data forever
+//! - [`ownership`]: which groups this broker coordinates: all of them on a
+//!   single broker; in a cluster those whose `__consumer_offsets` partition
+//!   it leads, loaded from that partition when it comes to lead it.
+//!
+//! Committed offsets are durable in the internal topic `__consumer_offsets`
+//! (group → partition by Kafka's hash) before a commit is acknowledged. On
+//! a single broker it is a local topic, fsynced, replayed at start. In a
+//! cluster it is replicated like any topic (a Raft group per partition) and
+//! a commit is acknowledged once a quorum holds it, so committed offsets
+//! survive the loss of any minority of brokers and a group's coordinator
+//! moves with its partition's leadership. The topic keeps its data forever
 //! (`retention.ms=-1`): without compaction, retention would delete live
-//! offsets, so the log grows with every commit and replay time with it.
+//! offsets, so the log grows with every commit and load time with it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use skiff_log::TimestampMode;
 use tracing::{info, warn};
 
 use crate::broker::now_ms;
-use crate::cluster::topic_table::{Topic, TopicTable};
+use crate::cluster::topic_table::TopicTable;
 use crate::config::BrokerConfig;
 use crate::errors::{BrokerError, Result};
 use crate::partition::Partition;
@@ -35,6 +41,7 @@ use crate::partition::Partition;
 pub mod coordinator;
 pub mod log_format;
 pub mod offsets;
+pub mod ownership;
 
 pub use coordinator::{CommittedOffset, Coordinator, GroupConfig, GroupState};
 
@@ -44,9 +51,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// The group coordinator and its durable offset store.
 pub struct Groups {
     pub coordinator: Arc<Coordinator>,
-    topic: Arc<Topic>,
-    /// One per partition of the offsets topic: the order of records in the
-    /// log is the order in which they reach memory.
+    ownership: ownership::Ownership,
+    /// Serialize writes per offsets partition (by index modulo their
+    /// number): the order of records in the log is the order in which they
+    /// reach memory.
     write_locks: Vec<tokio::sync::Mutex<()>>,
     /// `offset.metadata.max.bytes`.
     pub metadata_max_bytes: usize,
@@ -63,8 +71,11 @@ pub struct ReplayReport {
 }
 
 impl Groups {
-    /// Opens (creating if missing) `__consumer_offsets` and rebuilds the
-    /// committed offsets from it.
+    /// The coordinator and its offset store. A single broker opens
+    /// (creating if missing) its local `__consumer_offsets` and rebuilds
+    /// every group from it; in a cluster nothing is loaded here: groups are
+    /// loaded per partition as this broker comes to lead them (see
+    /// [`ownership`]).
     ///
     /// # Errors
     /// The topic cannot be created, or a partition cannot be read.
@@ -73,40 +84,7 @@ impl Groups {
         topics: &TopicTable,
         rebalances: IntCounter,
     ) -> anyhow::Result<(Self, ReplayReport)> {
-        let topic = match topics.get(OFFSETS_TOPIC) {
-            Some(t) => {
-                if t.partitions.len() as i32 != config.offsets_topic_num_partitions {
-                    warn!(
-                        existing = t.partitions.len(),
-                        configured = config.offsets_topic_num_partitions,
-                        "{OFFSETS_TOPIC} exists with a different partition count; keeping it (groups map by its count)"
-                    );
-                }
-                t
-            }
-            None => {
-                let overrides: BTreeMap<String, String> = [
-                    ("retention.ms", "-1".to_string()),
-                    ("retention.bytes", "-1".to_string()),
-                    (
-                        "segment.bytes",
-                        config.offsets_topic_segment_bytes.to_string(),
-                    ),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect();
-                topics
-                    .create(
-                        OFFSETS_TOPIC,
-                        config.offsets_topic_num_partitions,
-                        1,
-                        overrides,
-                        false,
-                    )
-                    .map_err(|e| anyhow::anyhow!("creating {OFFSETS_TOPIC}: {e}"))?
-            }
-        };
+        let alone = topics.store().group().is_none();
         let coordinator = Coordinator::new(
             GroupConfig {
                 initial_rebalance_delay: Duration::from_millis(
@@ -119,17 +97,43 @@ impl Groups {
         );
         let groups = Self {
             coordinator,
-            write_locks: topic
-                .partitions
-                .iter()
+            ownership: ownership::Ownership::new(config.node_id, alone),
+            write_locks: (0..config.offsets_topic_num_partitions.max(1))
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            topic,
             metadata_max_bytes: config.offset_metadata_max_bytes,
             retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
         };
+        if !alone {
+            return Ok((groups, ReplayReport::default()));
+        }
+        let topic = match topics.get(OFFSETS_TOPIC) {
+            Some(t) => {
+                if t.partitions.len() as i32 != config.offsets_topic_num_partitions {
+                    warn!(
+                        existing = t.partitions.len(),
+                        configured = config.offsets_topic_num_partitions,
+                        "{OFFSETS_TOPIC} exists with a different partition count; keeping it (groups map by its count)"
+                    );
+                }
+                t
+            }
+            None => topics
+                .create(
+                    OFFSETS_TOPIC,
+                    config.offsets_topic_num_partitions,
+                    1,
+                    topic_overrides(config),
+                    false,
+                )
+                .map_err(|e| anyhow::anyhow!("creating {OFFSETS_TOPIC}: {e}"))?,
+        };
         let started = Instant::now();
-        let report = groups.replay()?;
+        let mut report = ReplayReport::default();
+        for p in &topic.partitions {
+            groups.replay(p, &mut report)?;
+        }
+        report.groups = groups.coordinator.list().len();
         info!(
             records = report.records,
             skipped = report.skipped,
@@ -140,22 +144,19 @@ impl Groups {
         Ok((groups, report))
     }
 
-    fn partition_index(&self, group: &str) -> usize {
-        log_format::partition_for(group, self.topic.partitions.len() as i32) as usize
-    }
-
-    fn partition(&self, group: &str) -> Result<&Arc<Partition>> {
-        self.topic
-            .partitions
-            .get(self.partition_index(group))
-            .ok_or_else(|| {
-                BrokerError::CoordinatorNotAvailable(format!("{OFFSETS_TOPIC} has no partitions"))
-            })
-    }
-
     /// Appends `records` (key, value or tombstone) for `group` as one batch
-    /// and fsyncs it. Returns once the records are durable.
-    pub async fn write(&self, group: &str, records: Vec<(Bytes, Option<Bytes>)>) -> Result<()> {
+    /// to its offsets partition. Returns once the records are durable:
+    /// fsynced on a single broker, committed by a quorum in a cluster.
+    ///
+    /// # Errors
+    /// NOT_COORDINATOR (or COORDINATOR_LOAD_IN_PROGRESS) when this broker
+    /// does not answer for `group` (any more); storage and replication.
+    pub async fn write(
+        &self,
+        topics: &TopicTable,
+        group: &str,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -189,12 +190,31 @@ impl Groups {
             },
         )
         .map_err(|e| BrokerError::Storage(format!("encoding offset records: {e}")))?;
-        let partition = self.partition(group)?.clone();
-        let lock = self
-            .write_locks
-            .get(self.partition_index(group))
+        self.check_coordinator(topics, group)?;
+        let (topic, index) = self.ownership.partition_of(topics, group)?;
+        let partition = topic
+            .partition(index)
+            .cloned()
+            .ok_or(BrokerError::NotCoordinator)?;
+        let lock = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.write_locks.get(i % self.write_locks.len().max(1)))
             .ok_or_else(|| BrokerError::CoordinatorNotAvailable("no write lock".into()))?;
         let _guard = lock.lock().await;
+        if let Some(group) = partition.replicated().and_then(|r| r.group()) {
+            let min_insync = usize::try_from(topic.config.min_insync_replicas).unwrap_or(1);
+            return match group
+                .produce(&mut buf, TimestampMode::CreateTime, -1, min_insync)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(BrokerError::NotLeaderOrFollower) => Err(BrokerError::NotCoordinator),
+                Err(e) => Err(e),
+            };
+        }
+        if partition.replicated().is_some() || partition.is_absent() {
+            return Err(BrokerError::NotCoordinator);
+        }
         tokio::task::spawn_blocking(move || -> Result<()> {
             partition.append(&mut buf, TimestampMode::CreateTime)?;
             partition.flush()
@@ -203,47 +223,45 @@ impl Groups {
         .map_err(|e| BrokerError::Storage(format!("offset write task failed: {e}")))?
     }
 
-    fn replay(&self) -> anyhow::Result<ReplayReport> {
-        let mut report = ReplayReport::default();
-        for p in &self.topic.partitions {
-            let mut offset = p.log_start_offset();
-            let end = p.high_watermark();
-            while offset < end {
-                let read = p
-                    .read(offset, 8 << 20, true)
-                    .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
-                if read.slice.is_empty() || read.slice.next_offset <= offset {
-                    break;
+    /// Applies the committed records of one offsets partition to the
+    /// coordinator, in log order.
+    fn replay(&self, p: &Partition, report: &mut ReplayReport) -> anyhow::Result<()> {
+        let mut offset = p.log_start_offset();
+        let end = p.high_watermark();
+        while offset < end {
+            let read = p
+                .read(offset, 8 << 20, true)
+                .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
+            if read.slice.is_empty() || read.slice.next_offset <= offset {
+                break;
+            }
+            offset = read.slice.next_offset;
+            let mut data = read
+                .slice
+                .load()
+                .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
+            let sets = match RecordBatchDecoder::decode_all(&mut data) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(partition = p.index, error = %e, "skipping undecodable batches in {OFFSETS_TOPIC}");
+                    report.skipped += 1;
+                    continue;
                 }
-                offset = read.slice.next_offset;
-                let mut data = read
-                    .slice
-                    .load()
-                    .map_err(|e| anyhow::anyhow!("reading {OFFSETS_TOPIC}-{}: {e}", p.index))?;
-                let sets = match RecordBatchDecoder::decode_all(&mut data) {
-                    Ok(s) => s,
+            };
+            for record in sets.into_iter().flat_map(|s| s.records) {
+                if record.control {
+                    continue;
+                }
+                match self.apply_record(&record) {
+                    Ok(()) => report.records += 1,
                     Err(e) => {
-                        warn!(partition = p.index, error = %e, "skipping undecodable batches in {OFFSETS_TOPIC}");
                         report.skipped += 1;
-                        continue;
-                    }
-                };
-                for record in sets.into_iter().flat_map(|s| s.records) {
-                    if record.control {
-                        continue;
-                    }
-                    match self.apply_record(&record) {
-                        Ok(()) => report.records += 1,
-                        Err(e) => {
-                            report.skipped += 1;
-                            warn!(partition = p.index, offset = record.offset, error = %e, "skipping unreadable record in {OFFSETS_TOPIC}");
-                        }
+                        warn!(partition = p.index, offset = record.offset, error = %e, "skipping unreadable record in {OFFSETS_TOPIC}");
                     }
                 }
             }
         }
-        report.groups = self.coordinator.list().len();
-        Ok(report)
+        Ok(())
     }
 
     fn apply_record(&self, record: &Record) -> std::result::Result<(), String> {
@@ -280,4 +298,19 @@ impl Groups {
         }
         Ok(())
     }
+}
+
+/// The offsets topic's configs: kept forever (see the module docs).
+fn topic_overrides(config: &BrokerConfig) -> BTreeMap<String, String> {
+    [
+        ("retention.ms", "-1".to_string()),
+        ("retention.bytes", "-1".to_string()),
+        (
+            "segment.bytes",
+            config.offsets_topic_segment_bytes.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }

@@ -38,6 +38,7 @@ impl Groups {
         instance_id: Option<&str>,
         entries: Vec<CommitRequest>,
     ) -> Result<Vec<Result<()>>> {
+        self.check_coordinator(topics, group_id)?;
         self.coordinator
             .check_commit(group_id, generation, member_id, instance_id)?;
         let now = now_ms();
@@ -81,18 +82,16 @@ impl Groups {
         if records.is_empty() {
             return Ok(results);
         }
-        match self.write(group_id, records).await {
+        match self.write(topics, group_id, records).await {
             Ok(()) => {
                 self.coordinator.apply_offsets(group_id, applied);
                 Ok(results)
             }
             Err(e) => {
                 warn!(group = group_id, error = %e, "offset commit could not be written");
-                let code = e.to_string();
-                Ok(results
-                    .into_iter()
-                    .map(|r| r.and(Err(BrokerError::Storage(code.clone()))))
-                    .collect())
+                // Kafka's code for the cause (NOT_COORDINATOR, a timeout,
+                // ...), so the client retries or looks the coordinator up.
+                Ok(results.into_iter().map(|r| r.and(Err(e.clone()))).collect())
             }
         }
     }
@@ -101,14 +100,16 @@ impl Groups {
     ///
     /// # Errors
     /// GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, INVALID_GROUP_ID, or a storage error.
-    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+    pub async fn delete_group(&self, topics: &TopicTable, group_id: &str) -> Result<()> {
+        super::coordinator::validate_group_id(group_id)?;
+        self.check_coordinator(topics, group_id)?;
         let offsets = self.coordinator.begin_delete(group_id)?;
         let mut records: Vec<(Bytes, Option<Bytes>)> = offsets
             .iter()
             .map(|(t, p)| (log_format::offset_key(group_id, t, *p), None))
             .collect();
         records.push((log_format::group_key(group_id), None));
-        let written = self.write(group_id, records).await;
+        let written = self.write(topics, group_id, records).await;
         self.coordinator.finish_delete(group_id, written.is_ok());
         if written.is_ok() {
             info!(group = group_id, offsets = offsets.len(), "deleted group");
@@ -123,10 +124,12 @@ impl Groups {
     /// A group-level error: GROUP_ID_NOT_FOUND, INVALID_GROUP_ID, storage.
     pub async fn delete_offsets(
         &self,
+        topics: &TopicTable,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<()>>> {
         super::coordinator::validate_group_id(group_id)?;
+        self.check_coordinator(topics, group_id)?;
         let (state, subscribed) = self.coordinator.subscriptions(group_id)?;
         if state == super::GroupState::Dead {
             return Err(BrokerError::GroupIdNotFound(group_id.to_string()));
@@ -144,7 +147,7 @@ impl Groups {
             results.push(Ok(()));
         }
         if !records.is_empty() {
-            self.write(group_id, records).await?;
+            self.write(topics, group_id, records).await?;
             self.coordinator.apply_offsets(group_id, applied);
         }
         Ok(results)
@@ -152,7 +155,7 @@ impl Groups {
 
     /// Expires offsets per `offsets.retention.minutes`: every offset of a
     /// group Empty for that long, and simple-commit offsets older than it.
-    pub async fn expire_offsets(&self) {
+    pub async fn expire_offsets(&self, topics: &TopicTable) {
         let retention = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(retention);
         for (group, parts) in self.coordinator.expired_offsets(cutoff) {
@@ -160,7 +163,7 @@ impl Groups {
                 .iter()
                 .map(|(t, p)| (log_format::offset_key(&group, t, *p), None))
                 .collect();
-            match self.write(&group, records).await {
+            match self.write(topics, &group, records).await {
                 Ok(()) => {
                     info!(group = %group, offsets = parts.len(), "expired committed offsets");
                     self.coordinator

@@ -11,7 +11,10 @@ pub async fn handle(ctx: &RequestContext<'_>, req: DeleteGroupsRequest) -> Delet
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
         let outcome = if ctx.authorize(Operation::Delete, ResourceType::Group, &id) {
-            ctx.broker.groups.delete_group(&id).await
+            ctx.broker
+                .groups
+                .delete_group(&ctx.broker.topics, &id)
+                .await
         } else {
             Err(BrokerError::GroupAuthorizationFailed)
         };

@@ -40,6 +40,10 @@ pub async fn handle(
                 super::count_error(ctx, "DescribeGroups", e.label());
                 return base.with_error_code(e.code());
             }
+            if let Err(e) = ctx.coordinates(&id) {
+                super::count_error(ctx, "DescribeGroups", e.label());
+                return base.with_error_code(e.code());
+            }
             let Some(d) = ctx.broker.groups.coordinator.describe(&id) else {
                 if v >= 6 {
                     let e = BrokerError::GroupIdNotFound(id.to_string());

@@ -1,15 +1,23 @@
 //! FindCoordinator: on a single broker it coordinates every group; in a
-//! cluster every broker names the same coordinator for a group (see
-//! `cluster::routing::group_coordinator`). Transactions do not exist here,
-//! so a transaction coordinator is never available.
+//! cluster a group's coordinator is the leader of its partition of
+//! `__consumer_offsets` (see `groups::ownership`), and the first
+//! FindCoordinator creates that topic. Transactions do not exist here, so a
+//! transaction coordinator is never available.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use std::sync::Arc;
+
+use tracing::debug;
+
 use super::RequestContext;
 use crate::acl::{Operation, ResourceType};
+use crate::cluster::routing::{self, BrokerEndpoint};
 use crate::errors::BrokerError;
+use crate::groups::OFFSETS_TOPIC;
+use crate::groups::log_format::partition_for;
 
 const GROUP: i8 = 0;
 
@@ -22,7 +30,7 @@ pub async fn handle(
     } else {
         vec![req.key.clone()]
     };
-    let brokers = crate::cluster::routing::brokers(ctx.broker, ctx.endpoint());
+    let brokers = routing::brokers(ctx.broker, ctx.endpoint());
     let answers: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
@@ -46,15 +54,12 @@ pub async fn handle(
                     "unknown coordinator key type {other}"
                 ))),
             };
-            match found {
-                Ok(()) => {
-                    let b = crate::cluster::routing::group_coordinator(&brokers, key.as_str());
-                    Coordinator::default()
-                        .with_key(key)
-                        .with_node_id(BrokerId(b.id))
-                        .with_host(StrBytes::from_string(b.host.clone()))
-                        .with_port(i32::from(b.port))
-                }
+            match found.and_then(|()| locate(ctx, key.as_str(), &brokers)) {
+                Ok(b) => Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(i32::from(b.port)),
                 Err(e) => {
                     super::count_error(ctx, "FindCoordinator", e.label());
                     Coordinator::default()
@@ -81,4 +86,48 @@ pub async fn handle(
         .with_node_id(c.node_id)
         .with_host(c.host)
         .with_port(c.port)
+}
+
+/// The broker coordinating `group`: this one alone; in a cluster the leader
+/// of the group's `__consumer_offsets` partition, once that topic exists.
+fn locate(
+    ctx: &RequestContext<'_>,
+    group: &str,
+    brokers: &[BrokerEndpoint],
+) -> Result<BrokerEndpoint, BrokerError> {
+    let broker = ctx.broker;
+    let me = || {
+        brokers
+            .iter()
+            .find(|b| b.id == broker.node_id())
+            .cloned()
+            .ok_or_else(|| BrokerError::CoordinatorNotAvailable("no listener".into()))
+    };
+    if broker.topics.store().group().is_none() {
+        return me();
+    }
+    let Some(topic) = broker.topics.get(OFFSETS_TOPIC) else {
+        if broker.groups.begin_creating_topic() {
+            let b = Arc::clone(broker);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = b.groups.create_topic(&b.topics, &b.config) {
+                    debug!(error = %e, "{OFFSETS_TOPIC} not created yet");
+                }
+            });
+        }
+        return Err(BrokerError::CoordinatorNotAvailable(format!(
+            "{OFFSETS_TOPIC} is being created"
+        )));
+    };
+    let index = partition_for(group, topic.partitions.len() as i32);
+    let leader = routing::route(broker, &topic, index).leader;
+    brokers
+        .iter()
+        .find(|b| b.id == leader)
+        .cloned()
+        .ok_or_else(|| {
+            BrokerError::CoordinatorNotAvailable(format!(
+                "the coordinator, broker {leader}, is not known here yet"
+            ))
+        })
 }

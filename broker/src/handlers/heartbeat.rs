@@ -12,6 +12,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: HeartbeatRequest) -> Heartbea
         if !ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
             return Err(BrokerError::GroupAuthorizationFailed);
         }
+        ctx.coordinates(&req.group_id)?;
         ctx.broker.groups.coordinator.heartbeat(
             &req.group_id,
             req.generation_id,

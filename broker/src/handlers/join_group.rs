@@ -29,11 +29,14 @@ pub async fn handle(ctx: &RequestContext<'_>, req: JoinGroupRequest) -> JoinGrou
         require_known_member_id: v >= 4,
         supports_skip_assignment: v >= 9,
     };
-    let outcome = if ctx.authorize(Operation::Read, ResourceType::Group, &params.group_id) {
-        let rx = ctx.broker.groups.coordinator.join(params);
-        rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress))
-    } else {
+    let outcome = if !ctx.authorize(Operation::Read, ResourceType::Group, &params.group_id) {
         Err(BrokerError::GroupAuthorizationFailed)
+    } else if let Err(e) = ctx.coordinates(&params.group_id) {
+        Err(e)
+    } else {
+        let rx = ctx.broker.groups.coordinator.join(params);
+        // Dropped when the group's coordination moved away meanwhile.
+        rx.await.unwrap_or(Err(BrokerError::NotCoordinator))
     };
     match outcome {
         Ok(j) => JoinGroupResponse::default()

@@ -13,7 +13,7 @@ use crate::groups::coordinator::validate_group_id;
 pub async fn handle(ctx: &RequestContext<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let valid = validate_group_id(&req.group_id).and_then(|()| {
         if ctx.authorize(Operation::Read, ResourceType::Group, &req.group_id) {
-            Ok(())
+            ctx.coordinates(&req.group_id)
         } else {
             Err(BrokerError::GroupAuthorizationFailed)
         }

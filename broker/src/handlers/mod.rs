@@ -142,6 +142,21 @@ impl RequestContext<'_> {
 
     /// Whether the caller may do `op` on (`rt`, `name`); a denial goes to
     /// the audit log and the denial counter.
+    /// Whether this broker coordinates `group` now (NOT_COORDINATOR or
+    /// COORDINATOR_LOAD_IN_PROGRESS otherwise).
+    ///
+    /// # Errors
+    /// As [`crate::groups::Groups::check_coordinator`].
+    pub fn coordinates(&self, group: &str) -> Result<(), crate::errors::BrokerError> {
+        if group.is_empty() {
+            // The API's own check answers INVALID_GROUP_ID.
+            return Ok(());
+        }
+        self.broker
+            .groups
+            .check_coordinator(&self.broker.topics, group)
+    }
+
     pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
         let authz = &self.broker.authorizer;
         if !authz.enabled {

@@ -35,7 +35,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: OffsetDeleteRequest) -> Offse
     let results = match ctx
         .broker
         .groups
-        .delete_offsets(&req.group_id, &wanted)
+        .delete_offsets(&ctx.broker.topics, &req.group_id, &wanted)
         .await
     {
         Ok(r) => r,

@@ -28,6 +28,10 @@ fn fetch(
         super::count_error(ctx, "OffsetFetch", e.label());
         return Err(e.code());
     }
+    if let Err(e) = ctx.coordinates(group) {
+        super::count_error(ctx, "OffsetFetch", e.label());
+        return Err(e.code());
+    }
     let explicit = wanted.is_some();
     let mut found = ctx
         .broker

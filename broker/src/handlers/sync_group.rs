@@ -27,9 +27,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: SyncGroupRequest) -> SyncGrou
         Err(BrokerError::InvalidGroupId(String::new()))
     } else if !ctx.authorize(Operation::Read, ResourceType::Group, &params.group_id) {
         Err(BrokerError::GroupAuthorizationFailed)
+    } else if let Err(e) = ctx.coordinates(&params.group_id) {
+        Err(e)
     } else {
         let rx = ctx.broker.groups.coordinator.sync(params);
-        rx.await.unwrap_or(Err(BrokerError::RebalanceInProgress))
+        // Dropped when the group's coordination moved away meanwhile.
+        rx.await.unwrap_or(Err(BrokerError::NotCoordinator))
     };
     match outcome {
         Ok(s) => {

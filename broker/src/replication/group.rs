@@ -176,6 +176,15 @@ impl PartitionGroup {
         self.in_sync_ids().len()
     }
 
+    /// Whether this replica leads and has applied its own term's first
+    /// entry (see [`Self::await_ready`]), so its log holds every committed
+    /// entry as committed.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state.is_leader() && m.current_leader == Some(self.node_id) && applied_own_term(&m)
+    }
+
     /// A new leader serves produces only once it applied its own term's
     /// first entry, hence every entry before it: its producer table then
     /// holds every committed batch, so a producer's retry of a batch the
@@ -189,9 +198,7 @@ impl PartitionGroup {
                 if !(m.state.is_leader() && m.current_leader == Some(self.node_id)) {
                     return Err(BrokerError::NotLeaderOrFollower);
                 }
-                if m.last_applied
-                    .is_some_and(|l| l.leader_id.term == m.current_term)
-                {
+                if applied_own_term(&m) {
                     return Ok(());
                 }
             }
@@ -464,4 +471,9 @@ impl PartitionGroup {
         })?;
         Ok(found)
     }
+}
+
+fn applied_own_term(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    m.last_applied
+        .is_some_and(|l| l.leader_id.term == m.current_term)
 }
