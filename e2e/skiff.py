@@ -501,6 +501,16 @@ def admin_client(broker, **extra):
     return AdminClient(conf)
 
 
+def broker_config(broker, name: str) -> tuple[str, int]:
+    """One config of a broker as DescribeConfigs (librdkafka) reports it:
+    (value, source), the source as Kafka's ConfigSource code."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = admin_client(broker)
+    res = ConfigResource(ResourceType.BROKER, str(broker.node_id))
+    e = admin.describe_configs([res], request_timeout=30)[res].result(timeout=30)[name]
+    return e.value, e.source
+
+
 def create_topic(admin, name: str, partitions: int = 1, config: dict | None = None,
                  timeout: float = 60.0, wait_metadata: bool = True, replication_factor: int = 1):
     """CreateTopics and wait until Metadata shows all partitions with a leader."""

@@ -361,12 +361,8 @@ def set_broker_throttle(broker, rate: int):
     admin.incremental_alter_configs([res], request_timeout=30)[res].result(timeout=30)
 
 
-def throttle_seen_by(broker) -> tuple[str, object]:
-    admin = skiff.admin_client(broker.bootstrap)
-    res = ConfigResource(ResourceType.BROKER, str(broker.node_id))
-    entries = admin.describe_configs([res], request_timeout=30)[res].result(timeout=30)
-    e = entries["leader.replication.throttled.rate"]
-    return e.value, e.source
+def throttle_seen_by(broker) -> tuple[str, int]:
+    return skiff.broker_config(broker, "leader.replication.throttled.rate")
 
 
 def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):

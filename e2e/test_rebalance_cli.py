@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import ConfigSource, NewTopic
 
 import skiff
 from test_replication import read_all
@@ -206,8 +206,27 @@ def test_executing_fills_the_new_broker_then_a_drain_empties_it(grown_cluster):
     again = rebalance(c[1].bootstrap, "--dry-run")
     assert "No moves" in again.stdout, again.stdout
 
-    drain = rebalance(c[1].bootstrap, "--drain", "3")
-    assert drain.returncode == 0, drain.stderr
+    # The drain throttled, as kafka-reassign-partitions --throttle does:
+    # the cluster-wide dynamic leader.replication.throttled.rate is set
+    # while the moves run, and removed after.
+    rate = "300000"
+    name = "leader.replication.throttled.rate"
+    cluster_wide = ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+    proc = subprocess.Popen([operator_bin(), "rebalance", "--bootstrap-server", c[1].bootstrap,
+                             "--drain", "3", "--throttle", rate],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = set()
+    while proc.poll() is None:
+        try:
+            seen.add(skiff.broker_config(c[2], name))
+        except KafkaException:
+            pass
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert (rate, cluster_wide) in seen, (seen, err)
+    for n in (1, 2, 3):
+        value, source = skiff.broker_config(c[n], name)
+        assert source != cluster_wide and value == "9223372036854775807", (n, value, source)
     after = assignment(c, 1, MOVABLE)
     assert all(3 not in r for r in after.values()), after
 
