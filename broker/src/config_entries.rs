@@ -107,37 +107,29 @@ pub fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> V
 /// static settings (read-only).
 pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
     let statics = static_defaults(broker);
-    let mut out: Vec<Entry> = TOPIC_CONFIGS
-        .iter()
-        .map(|d| {
-            let (value, source, synonyms) =
-                broker_level(broker, d.broker_name, d.default, &statics);
-            Entry {
-                name: d.broker_name.to_string(),
-                value: Some(value),
-                source,
-                read_only: false,
-                kind: d.kind,
-                doc: d.doc,
-                synonyms,
-            }
-        })
-        .collect();
-    for d in crate::broker_dynamic::BROKER_DYNAMIC_CONFIGS {
-        let mut statics = BTreeMap::new();
-        if let Some(v) = crate::broker_dynamic::static_value(&broker.config, d.name) {
-            statics.insert(d.name.to_string(), v);
-        }
-        let (value, source, synonyms) = broker_level(broker, d.name, d.default, &statics);
-        out.push(Entry {
-            name: d.name.to_string(),
+    let changeable = |name: &str, default: &str, kind, doc, statics: &BTreeMap<String, String>| {
+        let (value, source, synonyms) = broker_level(broker, name, default, statics);
+        Entry {
+            name: name.to_string(),
             value: Some(value),
             source,
             read_only: false,
-            kind: d.kind,
-            doc: d.doc,
+            kind,
+            doc,
             synonyms,
-        });
+        }
+    };
+    let mut out: Vec<Entry> = TOPIC_CONFIGS
+        .iter()
+        .map(|d| changeable(d.broker_name, d.default, d.kind, d.doc, &statics))
+        .collect();
+    for d in crate::broker_dynamic::BROKER_DYNAMIC_CONFIGS {
+        let statics: BTreeMap<String, String> =
+            crate::broker_dynamic::static_value(&broker.config, d.name)
+                .map(|v| (d.name.to_string(), v))
+                .into_iter()
+                .collect();
+        out.push(changeable(d.name, d.default, d.kind, d.doc, &statics));
     }
     let c = &broker.config;
     let mut fixed: Vec<(&str, String, ConfigType, &'static str)> = vec![

@@ -694,9 +694,16 @@ impl AdminClient {
         name: &str,
         changes: &[ConfigChange],
     ) -> Result<(), AdminError> {
-        let (_, resp) = self
-            .send(&alter_topic_config_request(name, changes))
-            .await?;
+        self.alter_configs(&alter_topic_config_request(name, changes))
+            .await
+    }
+
+    /// Sends an IncrementalAlterConfigs; an error for any resource fails it.
+    async fn alter_configs(
+        &mut self,
+        req: &IncrementalAlterConfigsRequest,
+    ) -> Result<(), AdminError> {
+        let (_, resp) = self.send(req).await?;
         for r in &resp.responses {
             kafka_err(
                 "IncrementalAlterConfigs",
@@ -737,17 +744,8 @@ impl AdminClient {
         &mut self,
         changes: &[ConfigChange],
     ) -> Result<(), AdminError> {
-        let (_, resp) = self
-            .send(&alter_broker_config_request(None, changes))
-            .await?;
-        for r in &resp.responses {
-            kafka_err(
-                "IncrementalAlterConfigs",
-                r.error_code,
-                r.error_message.as_ref(),
-            )?;
-        }
-        Ok(())
+        self.alter_configs(&alter_broker_config_request(None, changes))
+            .await
     }
 
     /// Whether the user has a SCRAM-SHA-512 credential.
