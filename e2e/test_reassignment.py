@@ -39,6 +39,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import (
     InvalidReplicationAssignmentError,
     KafkaConnectionError,
+    NodeNotReadyError,
     NoReassignmentInProgressError,
     ReassignmentInProgressError,
     UnknownTopicOrPartitionError,
@@ -88,10 +89,18 @@ def reassign(c: skiff.Cluster, admin: KafkaAdminClient, topic: str, targets: dic
     return {tp.partition: err for tp, err in res.items()}
 
 
-def wait_reassigned(admin: KafkaAdminClient, timeout: float = 180.0):
+def wait_reassigned(c: skiff.Cluster, admin: KafkaAdminClient, timeout: float = 180.0):
+    """Until no reassignment is listed. A client stuck on a stopped broker
+    (kafka-python keeps the controller it learned, and a stopped broker
+    stays listed in Metadata) is replaced by a new one."""
+    clients = [admin]
+
     def done():
-        pending = admin.list_partition_reassignments()
-        return not pending
+        try:
+            return not clients[-1].list_partition_reassignments()
+        except (KafkaConnectionError, NodeNotReadyError):
+            clients.append(kadmin(c))
+            return False
     skiff.wait_until(done, timeout, interval=0.5, what="every reassignment to complete")
 
 
@@ -234,7 +243,7 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
         all5 = [1, 2, 3, 4, 5]
         errors = reassign(c, admin, topic, spread(PARTITIONS, all5))
         assert errors == {p: None for p in range(PARTITIONS)}, errors
-        wait_reassigned(admin)
+        wait_reassigned(c, admin)
         reps = settled(c, topic, lambda r: r == spread(PARTITIONS, all5))
         counts = Counter(r for rs in reps.values() for r in rs)
         assert within_one(counts, all5), counts
@@ -253,7 +262,7 @@ def test_grow_3_to_5_then_drain_back_under_traffic_loses_nothing(tmp_path):
         # Drain brokers 4 and 5: every replica back onto 1-3.
         errors = reassign(c, admin, topic, spread(PARTITIONS, [1, 2, 3]))
         assert errors == {p: None for p in range(PARTITIONS)}, errors
-        wait_reassigned(admin)
+        wait_reassigned(c, admin)
         settled(c, topic, lambda reps: all(sorted(r) == [1, 2, 3] for r in reps.values()))
         work.wait_progress(500)
 
@@ -322,7 +331,7 @@ def test_bad_reassignments_get_kafkas_errors_and_a_cancel_restores_the_replicas(
 
         # Cancel: back to the original replicas; the spare never joined.
         assert reassign(c, admin, topic, {0: None})[0] is None
-        wait_reassigned(admin, timeout=60)
+        wait_reassigned(c, admin, timeout=60)
         settled(c, topic, lambda r: r[0] == before[0])
         # Still serving with the original replicas.
         p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
@@ -402,7 +411,7 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
         target = before[:2] + [spare]
         started = time.monotonic()
         assert reassign(c, admin, topic, {0: target})[0] is None
-        wait_reassigned(admin, timeout=120)
+        wait_reassigned(c, admin, timeout=120)
         took = time.monotonic() - started
         expected = total / rate
         print(f"moved {total / 1e6:.0f} MB in {took:.1f} s at a {rate / 1e6:.0f} MB/s throttle "
@@ -418,7 +427,7 @@ def test_the_catch_up_of_a_new_replica_keeps_to_the_throttle(tmp_path):
                              interval=0.2, what=f"broker {b.node_id} to lift the throttle")
         started = time.monotonic()
         assert reassign(c, admin, topic, {0: before})[0] is None
-        wait_reassigned(admin, timeout=120)
+        wait_reassigned(c, admin, timeout=120)
         back = time.monotonic() - started
         print(f"moved back unthrottled in {back:.1f} s")
         assert back < 0.5 * expected, (back, expected)
@@ -504,7 +513,7 @@ def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_p
         c.kill(leader)
         work.wait_progress(200)
         c.start_one(leader)
-        wait_reassigned(admin, timeout=120)
+        wait_reassigned(c, admin, timeout=120)
         settled(c, topic, lambda r: sorted(r[0]) == sorted(target))
         skiff.wait_until(lambda: not holds_data(c[gone], topic, 0), 30, interval=0.2,
                          what=f"broker {gone} to delete the replica it no longer holds")
@@ -523,7 +532,7 @@ def test_a_broker_dying_mid_reassignment_neither_stalls_nor_loses_anything(tmp_p
         work.wait_progress(300)
         assert adding() == [gone], "a move onto a dead broker completed"
         assert reassign(c, admin, topic, {0: None})[0] is None
-        wait_reassigned(admin, timeout=60)
+        wait_reassigned(c, admin, timeout=60)
         settled(c, topic, lambda r: r[0] == current)
         c.start_one(gone)
         skiff.wait_until(lambda: not holds_data(c[gone], topic, 0), 30, interval=0.2,
