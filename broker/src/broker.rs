@@ -311,7 +311,8 @@ impl Broker {
             self.config.producer_id_expiration_check_interval_ms.max(10),
         ));
         // How soon a broker that came to lead an offsets partition starts
-        // coordinating its groups.
+        // coordinating its groups (in a cluster: a single broker coordinates
+        // every group from the start).
         let mut coordination = tokio::time::interval(Duration::from_millis(100));
         coordination.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         producer_expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -331,7 +332,7 @@ impl Broker {
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.expire_producers()).await;
                 }
-                _ = coordination.tick() => {
+                _ = coordination.tick(), if self.topics.store().group().is_some() => {
                     let b = self.clone();
                     let _ = tokio::task::spawn_blocking(move || b.groups.follow_leadership(&b.topics)).await;
                 }

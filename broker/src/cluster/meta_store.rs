@@ -147,20 +147,16 @@ impl MetaStore {
     }
 
     pub fn topics(&self) -> Result<Vec<TopicRecord>, MetaStoreError> {
-        let mut out: Vec<TopicRecord> = match self.group() {
-            Some(g) => g.state().topics.values().cloned().collect(),
-            None => Vec::new(),
-        };
-        let replicated = self.group().is_some();
+        // In a cluster every topic is in the replicated metadata; a record in
+        // the local store is a single broker's (or an older version's local
+        // `__consumer_offsets`, which the replicated one replaces).
+        if let Some(g) = self.group() {
+            return Ok(g.state().topics.values().cloned().collect());
+        }
+        let mut out = Vec::new();
         for item in self.db.scan_prefix(TOPIC_PREFIX) {
             let (k, v) = item?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            // In a cluster every topic is in the replicated metadata; a
-            // record here is a single broker's (or an older version's local
-            // `__consumer_offsets`, which the replicated one replaces).
-            if replicated {
-                continue;
-            }
             out.push(
                 serde_json::from_slice(&v)
                     .map_err(|source| MetaStoreError::Decode { key, source })?,
