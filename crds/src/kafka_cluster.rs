@@ -167,7 +167,7 @@ fn default_listeners() -> Vec<Listener> {
 /// Each broker's persistent volume.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.storageClass) == has(oldSelf.storageClass) && (!has(self.storageClass) || self.storageClass == oldSelf.storageClass)").message("storageClass is immutable"))]
+#[x_kube(validation = Rule::new("has(self.storageClass) ? has(oldSelf.storageClass) && self.storageClass == oldSelf.storageClass : !has(oldSelf.storageClass)").message("storageClass is immutable"))]
 pub struct Storage {
     /// Size of each broker's volume, e.g. `100Gi`.
     #[serde(default = "default_storage_size")]
@@ -326,7 +326,7 @@ pub struct Listener {
     /// Name of the listener: lower-case letters and digits, starting with a
     /// letter. It names the Service port and, upper-cased, the Kafka
     /// listener (`plaintext` → `PLAINTEXT`).
-    #[schemars(regex(pattern = r"^[a-z][a-z0-9]{0,14}$"))]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9]{0,14}$"), length(max = 15))]
     pub name: String,
 
     /// Container port of the listener (1024-65535; brokers do not run as
@@ -426,7 +426,7 @@ pub struct Tenancy {
     /// accepted, without a prefix.
     #[serde(default)]
     #[schemars(length(max = 200))]
-    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.namespace == t.namespace))").message("each namespace is listed once"))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.__namespace__ == t.__namespace__))").message("each namespace is listed once"))]
     pub tenants: Vec<Tenant>,
 }
 

@@ -84,8 +84,8 @@ pub struct QuotaSpec {
 /// Whom a quota limits.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(self.type == 'user' || self.type == 'userAndClientId') == has(self.user)").message("user is set exactly when type is user or userAndClientId"))]
-#[x_kube(validation = Rule::new("(self.type == 'clientId' || self.type == 'userAndClientId') == has(self.clientId)").message("clientId is set exactly when type is clientId or userAndClientId"))]
+#[x_kube(validation = Rule::new("(self.type == 'user' || self.type == 'userAndClientId') ? has(self.user) : !has(self.user)").message("user is set exactly when type is user or userAndClientId"))]
+#[x_kube(validation = Rule::new("(self.type == 'clientId' || self.type == 'userAndClientId') ? has(self.clientId) : !has(self.clientId)").message("clientId is set exactly when type is clientId or userAndClientId"))]
 pub struct QuotaTarget {
     /// `user` (a User of this namespace), `clientId`, `userAndClientId`,
     /// `defaults` (every user without a quota of its own; only from the

@@ -44,7 +44,7 @@ use crate::common::ClusterRef;
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.topicName) == has(oldSelf.topicName) && (!has(self.topicName) || self.topicName == oldSelf.topicName)").message("topicName is immutable"))]
+#[x_kube(validation = Rule::new("has(self.topicName) ? has(oldSelf.topicName) && self.topicName == oldSelf.topicName : !has(oldSelf.topicName)").message("topicName is immutable"))]
 pub struct TopicSpec {
     /// The KafkaCluster this topic lives in. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable"))]
@@ -54,7 +54,7 @@ pub struct TopicSpec {
     /// tenant namespace it must start with the tenant's prefix, and the
     /// default gets the prefix added. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9._-]{1,249}$"))]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9._-]{1,249}$"), length(max = 249))]
     pub topic_name: Option<String>,
 
     /// Number of partitions. It can grow (which changes which partition a
