@@ -5,6 +5,7 @@
 //! - [`roll`]: which broker a roll restarts next;
 //! - [`admin`]: a small Kafka Admin client;
 //! - [`converge`]: Topic/User/Quota specs → Admin API calls;
+//! - [`pki`]: the cluster CA and the broker and user certificates it issues;
 //! - [`rebalance`]: `skiff-operator rebalance`, the balancer's plan of a
 //!   live cluster;
 //! - [`controllers`]: the kube-rs controllers and their shared context;
@@ -14,6 +15,7 @@ pub mod admin;
 pub mod controllers;
 pub mod converge;
 pub mod oneshot;
+pub mod pki;
 pub mod rebalance;
 pub mod render;
 pub mod roll;

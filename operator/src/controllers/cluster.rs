@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skiff_crds::kafka_cluster::{BrokerState, BrokerStatus};
 use skiff_crds::{KafkaCluster, KafkaClusterStatus, ScaleStatus};
+use time::OffsetDateTime;
 
 use super::{Context, Error, RESYNC, measured, object_key, patch_status, set_condition};
 use crate::admin::reassign::Reassignment;
@@ -26,6 +28,7 @@ use crate::admin::requests::{
     ConfigChange, LEADER_REPLICATION_THROTTLED_RATE, below_min_isr_if_restarted,
 };
 use crate::admin::{AdminClient, AdminError};
+use crate::pki::{self, KeyedCert};
 use crate::rebalance;
 use crate::render::{self, FIELD_MANAGER, Rendered};
 use crate::roll::{self, BrokerPod, ClusterHealth, RollStep, WaitReason};
@@ -120,6 +123,108 @@ pub async fn ensure_operator_secret(
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+fn secret_strings(s: &Secret) -> std::collections::BTreeMap<String, String> {
+    s.data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+        .collect()
+}
+
+/// The cluster CA (see [`render::tls`]): read from the Secret
+/// `<name>-cluster-ca`, or made and stored there when the Secret is missing.
+/// An existing CA is never replaced: one that cannot be used is an error to
+/// fix by hand (every certificate the cluster and its Users hold chains to
+/// it).
+///
+/// # Errors
+/// The API server refuses, or the Secret's CA is unusable.
+pub async fn ensure_cluster_ca(
+    client: &kube::Client,
+    ns: &str,
+    kc: &KafkaCluster,
+) -> Result<KeyedCert, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = render::names::cluster_ca(&kc.name_any());
+    let read = |s: &Secret| -> Result<KeyedCert, Error> {
+        let d = secret_strings(s);
+        let ca = KeyedCert {
+            cert_pem: d.get(render::tls::CA_CERT_KEY).cloned().unwrap_or_default(),
+            key_pem: d.get(render::tls::CA_KEY_KEY).cloned().unwrap_or_default(),
+        };
+        pki::check_ca(&ca)?;
+        Ok(ca)
+    };
+    if let Some(s) = api.get_opt(&name).await? {
+        return read(&s);
+    }
+    let ca = pki::new_ca(&render::tls::ca_common_name(kc)?, OffsetDateTime::now_utc())?;
+    let secret = Secret {
+        metadata: render::owned_meta(kc, name.clone())?,
+        type_: Some("Opaque".to_string()),
+        data: Some(
+            [
+                (render::tls::CA_CERT_KEY, &ca.cert_pem),
+                (render::tls::CA_KEY_KEY, &ca.key_pem),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.clone().into_bytes())))
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(ca),
+        // Another replica of the operator made it first: use that one.
+        Err(kube::Error::Api(s)) if s.code == 409 => read(&api.get(&name).await?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Brings the Secret `<name>-broker-certs` to a certificate per broker
+/// `0..brokers` signed by the cluster CA (see
+/// [`render::tls::broker_secret_data`]), writing it only when something
+/// changed. `services` are the cluster's Services as they are (their load
+/// balancers' addresses are SANs). Returns the brokers issued now.
+///
+/// # Errors
+/// The API server refuses, or a certificate cannot be made.
+pub async fn ensure_broker_certs(
+    ctx: &Context,
+    ns: &str,
+    kc: &KafkaCluster,
+    brokers: i32,
+    services: &[Service],
+) -> Result<Vec<(i32, &'static str)>, Error> {
+    let ca = ensure_cluster_ca(&ctx.client, ns, kc).await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = render::names::broker_certs(&kc.name_any());
+    let held = api
+        .get_opt(&name)
+        .await?
+        .map(|s| secret_strings(&s))
+        .unwrap_or_default();
+    let wanted = (0..brokers)
+        .map(|id| Ok((id, render::tls::broker_leaf(kc, &ctx.render, id, services)?)))
+        .collect::<Result<std::collections::BTreeMap<_, _>, Error>>()?;
+    let next = render::tls::broker_secret_data(&ca, &wanted, &held, OffsetDateTime::now_utc())?;
+    if next.differs_from(&held) {
+        let secret = Secret {
+            metadata: render::owned_meta(kc, name)?,
+            type_: Some("Opaque".to_string()),
+            data: Some(
+                next.data
+                    .into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        apply_one::<Secret>(&ctx.client, ns, &secret).await?;
+    }
+    Ok(next.issued)
 }
 
 /// Services of this cluster that the render no longer produces: the
@@ -408,6 +513,32 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         None
     };
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
+    // TLS listeners: the brokers' certificates are in their Secret before
+    // the StatefulSet that mounts it (and before a new broker's pod).
+    if render::tls::has_tls(kc) {
+        let services = external
+            .as_ref()
+            .map(|x| x.services.as_slice())
+            .unwrap_or_default();
+        let issued = ensure_broker_certs(ctx, &ns, kc, brokers, services).await?;
+        if !issued.is_empty() {
+            ctx.event(
+                kc,
+                EventType::Normal,
+                "BrokerCertificatesIssued",
+                format!(
+                    "certificates from the cluster CA in Secret {}: {}",
+                    render::names::broker_certs(&name),
+                    issued
+                        .iter()
+                        .map(|(id, why)| format!("broker {id} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .await;
+        }
+    }
     apply_all(&ctx.client, &ns, &rendered).await?;
     let removed = delete_stale_services(&ctx.client, &ns, kc, &rendered).await?;
     if !removed.is_empty() {

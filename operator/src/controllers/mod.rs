@@ -51,6 +51,8 @@ pub enum Error {
     Render(#[from] crate::render::RenderError),
     #[error("the object has no {0}")]
     MissingMetadata(&'static str),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 impl Error {
@@ -66,6 +68,7 @@ impl Error {
             },
             Self::Render(_) => "render",
             Self::MissingMetadata(_) => "metadata",
+            Self::Pki(_) => "pki",
         }
     }
 }

@@ -14,7 +14,9 @@ use super::{
 
 /// The `server.properties` text: `spec.config` in key order, `super.users`
 /// with the operator's own user added, and `listener.security.protocol.map`
-/// (the operator's listener is `OPERATOR:SASL_PLAINTEXT`). Node id,
+/// (the operator's listener is `OPERATOR:SASL_PLAINTEXT`), and with a TLS
+/// listener the CA file, `ssl.client.auth` and `ssl.principal.mapping` (see
+/// [`super::tls`]; `spec.config` may not set those then). Node id,
 /// listeners, advertised listeners, data dir, HTTP address and the
 /// bootstrap users file are per pod or secret and given as flags and
 /// environment (see the StatefulSet), which win over the file.
@@ -26,9 +28,12 @@ pub fn properties(kc: &KafkaCluster) -> Result<String, RenderError> {
         "# Rendered by skiff-operator from the KafkaCluster's spec.config; edits are overwritten.\n",
     );
     let own = format!("User:{OPERATOR_USER}");
+    let tls = super::tls::has_tls(kc);
     let mut super_users = vec![own.clone()];
     for (key, value) in &kc.spec.config {
-        if OPERATOR_OWNED_SETTINGS.contains(&key.as_str()) {
+        if OPERATOR_OWNED_SETTINGS.contains(&key.as_str())
+            || (tls && super::tls::TLS_OWNED_SETTINGS.contains(&key.as_str()))
+        {
             return Err(RenderError::OperatorOwnedSetting { key: key.clone() });
         }
         if value.contains(['\n', '\r']) || key.contains(['\n', '\r', '=']) {
@@ -57,6 +62,11 @@ pub fn properties(kc: &KafkaCluster) -> Result<String, RenderError> {
     }
     map.push(format!("{OPERATOR_LISTENER}:SASL_PLAINTEXT"));
     let _ = writeln!(out, "listener.security.protocol.map={}", map.join(","));
+    if tls {
+        for (key, value) in super::tls::properties(kc) {
+            let _ = writeln!(out, "{key}={value}");
+        }
+    }
     Ok(out)
 }
 

@@ -13,6 +13,10 @@
 //! | [`policy::service_account`] | ServiceAccount `<name>-broker` |
 //! | [`policy::horizontal_pod_autoscaler`] | HorizontalPodAutoscaler `<name>` targeting the KafkaCluster's `/scale` |
 //!
+//! With a `tls: true` listener the StatefulSet also mounts the Secret
+//! `<name>-broker-certs`, whose content (certificates from the cluster CA)
+//! the controller decides with [`tls`].
+//!
 //! Every object carries the common `app.kubernetes.io/*` labels and a
 //! controller owner reference to the KafkaCluster, so deleting the cluster
 //! deletes them.
@@ -22,6 +26,7 @@ pub mod external;
 pub mod policy;
 pub mod services;
 pub mod stateful_set;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -318,6 +323,15 @@ pub mod names {
     /// (created by the controller, owned by the KafkaCluster).
     pub fn operator_secret(cluster: &str) -> String {
         format!("{cluster}-operator")
+    }
+    /// The cluster CA's Secret (certificate and key; owned by the
+    /// KafkaCluster, made once).
+    pub fn cluster_ca(cluster: &str) -> String {
+        format!("{cluster}-cluster-ca")
+    }
+    /// The Secret of the brokers' certificates (see [`super::tls`]).
+    pub fn broker_certs(cluster: &str) -> String {
+        format!("{cluster}-broker-certs")
     }
     /// Bootstrap Service of an external listener.
     pub fn external_bootstrap_service(cluster: &str, listener: &str) -> String {

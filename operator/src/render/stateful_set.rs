@@ -261,6 +261,24 @@ pub fn stateful_set(
             ..EnvVar::default()
         });
     }
+    // Each broker's own certificate from the mounted Secret (see
+    // super::tls).
+    let tls = super::tls::has_tls(kc);
+    if tls {
+        for (name, file) in [
+            ("SKIFF_SSL_CERT_FILE", "crt"),
+            ("SKIFF_SSL_KEY_FILE", "key"),
+        ] {
+            env.push(EnvVar {
+                name: name.to_string(),
+                value: Some(format!(
+                    "{}/broker-$(SKIFF_NODE_ID).{file}",
+                    super::tls::TLS_MOUNT
+                )),
+                ..EnvVar::default()
+            });
+        }
+    }
     env.extend([
         EnvVar {
             name: "SKIFF_ADVERTISED_LISTENERS".to_string(),
@@ -279,6 +297,39 @@ pub fn stateful_set(
             ..EnvVar::default()
         },
     ]);
+
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "data".to_string(),
+            mount_path: DATA_MOUNT.to_string(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "config".to_string(),
+            mount_path: CONFIG_MOUNT.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "operator".to_string(),
+            mount_path: OPERATOR_SECRET_MOUNT.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_string(),
+            mount_path: "/tmp".to_string(),
+            ..VolumeMount::default()
+        },
+    ];
+    if tls {
+        volume_mounts.push(VolumeMount {
+            name: "tls".to_string(),
+            mount_path: super::tls::TLS_MOUNT.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
 
     let container = Container {
         name: "broker".to_string(),
@@ -322,30 +373,7 @@ pub fn stateful_set(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".to_string(),
-                mount_path: DATA_MOUNT.to_string(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "config".to_string(),
-                mount_path: CONFIG_MOUNT.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "operator".to_string(),
-                mount_path: OPERATOR_SECRET_MOUNT.to_string(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_string(),
-                mount_path: "/tmp".to_string(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
 
@@ -361,6 +389,47 @@ pub fn stateful_set(
             ..TopologySpreadConstraint::default()
         }]
     });
+
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_string(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::config_map(cluster),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "operator".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::operator_secret(cluster)),
+                items: Some(vec![KeyToPath {
+                    key: OPERATOR_USERS_KEY.to_string(),
+                    path: OPERATOR_USERS_KEY.to_string(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    if tls {
+        volumes.push(Volume {
+            name: "tls".to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::broker_certs(cluster)),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
 
     let pod_spec = PodSpec {
         service_account_name: Some(names::service_account(cluster)),
@@ -393,35 +462,7 @@ pub fn stateful_set(
         priority_class_name: overrides.priority_class_name.clone(),
         topology_spread_constraints,
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "config".to_string(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names::config_map(cluster),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "operator".to_string(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(names::operator_secret(cluster)),
-                    items: Some(vec![KeyToPath {
-                        key: OPERATOR_USERS_KEY.to_string(),
-                        path: OPERATOR_USERS_KEY.to_string(),
-                        ..KeyToPath::default()
-                    }]),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "tmp".to_string(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 
