@@ -17,14 +17,9 @@
 //! node port, which only the operator knows.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::config::ConfigError;
-
-/// How often the file is looked for while it is missing.
-const POLL: Duration = Duration::from_secs(1);
-/// How often the wait is logged.
-const LOG_EVERY: Duration = Duration::from_secs(30);
+use crate::pod_files::{POLL, wait_for};
 
 /// The `advertised.listeners` value to use: `advertised` itself without a
 /// file, else `advertised` merged with the file's entries once the file
@@ -41,54 +36,17 @@ pub fn resolve(
     let Some(path) = file else {
         return Ok(advertised);
     };
-    let text = wait_for(path, POLL, None)?;
+    let text = wait_for(
+        path,
+        POLL,
+        None,
+        "this broker's advertised addresses (advertised.listeners.file); \
+         on Kubernetes the operator writes them once the broker's external Service has an address",
+    )?;
     let merged = merge(advertised.as_deref().unwrap_or(""), &text)
         .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
     tracing::info!(file = %path.display(), advertised = %merged, "advertised listeners from file");
     Ok(Some(merged))
-}
-
-/// The file's text once it exists and holds something. `timeout` bounds the
-/// wait (tests); `None` waits for as long as it takes.
-///
-/// # Errors
-/// An I/O error other than the file not existing, or the timeout.
-pub fn wait_for(
-    path: &Path,
-    poll: Duration,
-    timeout: Option<Duration>,
-) -> Result<String, ConfigError> {
-    let started = Instant::now();
-    let mut logged = None::<Instant>;
-    loop {
-        match std::fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => return Ok(text),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ConfigError::ReadFile {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
-        if timeout.is_some_and(|t| started.elapsed() >= t) {
-            return Err(ConfigError::Invalid(format!(
-                "{} did not appear within {:?}",
-                path.display(),
-                timeout.unwrap_or_default()
-            )));
-        }
-        if logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            tracing::warn!(
-                file = %path.display(),
-                "waiting for this broker's advertised addresses (advertised.listeners.file); \
-                 on Kubernetes the operator writes them once the broker's external Service has an address"
-            );
-            logged = Some(Instant::now());
-        }
-        std::thread::sleep(poll);
-    }
 }
 
 /// `advertised` (the `advertised.listeners` value, possibly empty) with the
@@ -151,6 +109,7 @@ fn split(addr: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn file_entries_replace_by_name_and_a_missing_host_keeps_the_advertised_one() {
@@ -179,6 +138,7 @@ mod tests {
             &path,
             Duration::from_millis(10),
             Some(Duration::from_millis(50)),
+            "addresses",
         );
         assert!(err.is_err());
         let writer = {

@@ -36,6 +36,12 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_BROKER_RACK")]
     pub broker_rack: Option<String>,
 
+    /// A file holding this broker's rack, which replaces `--broker-rack`. The
+    /// broker waits at start until the file exists and is not empty. On
+    /// Kubernetes the operator writes it from a label of the pod's node.
+    #[arg(long, env = "SKIFF_BROKER_RACK_FILE")]
+    pub broker_rack_file: Option<PathBuf>,
+
     /// Comma-separated listeners to bind, `NAME://host:port`. A listener's security
     /// protocol is its name when the name is one of PLAINTEXT, SSL, SASL_PLAINTEXT,
     /// SASL_SSL, otherwise what `--listener-security-protocol-map` gives for it.
@@ -526,6 +532,10 @@ impl BrokerConfig {
                 first.advertised_listeners.take(),
                 first.advertised_listeners_file.as_deref(),
             )?;
+            first.broker_rack = crate::pod_files::rack(
+                first.broker_rack.take(),
+                first.broker_rack_file.as_deref(),
+            )?;
             first.validate()?;
             return Ok(first);
         };
@@ -563,6 +573,10 @@ impl BrokerConfig {
         config.advertised_listeners = crate::advertised::resolve(
             config.advertised_listeners.take(),
             config.advertised_listeners_file.as_deref(),
+        )?;
+        config.broker_rack = crate::pod_files::rack(
+            config.broker_rack.take(),
+            config.broker_rack_file.as_deref(),
         )?;
         config.validate()?;
         Ok(config)

@@ -1,7 +1,8 @@
 //! The Skiff broker: a Kafka-compatible broker.
 //!
-//! - [`config`]: flags, environment and properties file; [`advertised`]:
-//!   advertised addresses from a file written after start (Kubernetes).
+//! - [`config`]: flags, environment and properties file; [`pod_files`]:
+//!   settings read from files written after the pod started (Kubernetes):
+//!   the rack, and advertised addresses ([`advertised`]).
 //! - [`server`]: start-up, listeners, shutdown; [`connection`]: one client
 //!   connection's frames; [`handlers`]: one module per Kafka API and the table
 //!   that drives dispatch and ApiVersions.
@@ -37,6 +38,7 @@ pub mod handlers;
 pub mod http;
 pub mod metrics;
 pub mod partition;
+pub mod pod_files;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod quota;
