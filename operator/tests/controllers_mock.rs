@@ -1417,6 +1417,10 @@ struct World {
     config_map: Option<Value>,
     /// Annotations patched onto each broker pod.
     pod_annotations: BTreeMap<i32, Value>,
+    /// The node each broker pod is scheduled on (`spec.nodeName`).
+    pod_nodes: BTreeMap<i32, String>,
+    /// The Nodes (name → labels) a GET finds.
+    nodes: BTreeMap<String, Value>,
 }
 
 type Shared = Arc<std::sync::Mutex<World>>;
@@ -1442,6 +1446,8 @@ impl World {
             services: Vec::new(),
             config_map: None,
             pod_annotations: BTreeMap::new(),
+            pod_nodes: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }))
     }
 
@@ -1468,10 +1474,14 @@ impl World {
                     "False"
                 };
                 let annotations = self.pod_annotations.get(&i).cloned().unwrap_or(json!({}));
-                json!({"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r1"},
+                let mut pod = json!({"metadata": {"name": format!("kafka-{i}"), "labels": {"controller-revision-hash": "r1"},
                                     "annotations": annotations},
                        "status": {"conditions": [{"type": "Ready", "status": ready}],
-                                  "hostIP": format!("10.0.0.{}", i + 1)}})
+                                  "hostIP": format!("10.0.0.{}", i + 1)}});
+                if let Some(node) = self.pod_nodes.get(&i) {
+                    pod["spec"] = json!({"nodeName": node, "containers": []});
+                }
+                pod
             })
             .collect();
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
@@ -1501,6 +1511,17 @@ impl World {
                 (200, self.stateful_set())
             }
             ("GET", p) if p.ends_with("/pods") => (200, self.pods()),
+            ("GET", p) if p.starts_with("/api/v1/nodes/") => {
+                let name = p.rsplit('/').next().unwrap_or("");
+                match self.nodes.get(name) {
+                    Some(labels) => (
+                        200,
+                        json!({"apiVersion": "v1", "kind": "Node",
+                               "metadata": {"name": name, "labels": labels}}),
+                    ),
+                    None => (404, not_found()),
+                }
+            }
             ("GET", p) if p.ends_with("/secrets/kafka-operator") => (
                 200,
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"},
@@ -3003,5 +3024,162 @@ async fn a_load_balancer_address_reaches_the_status_and_its_broker_and_a_change_
             .iter()
             .any(|s| s.method == "PATCH" && s.path.contains("/pods/")),
         "the pod is already marked"
+    );
+}
+
+#[tokio::test]
+async fn each_broker_gets_its_nodes_rack_a_missing_label_is_reported_and_a_relabelled_node_restarts_its_broker()
+ {
+    // Nothing listens there: the roll cannot ask the brokers and waits.
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .to_string();
+    let world = World::new(
+        json!({"replicas": 2, "rack": {"topologyKey": "topology.kubernetes.io/zone"}}),
+        &unreachable,
+        2,
+        2,
+        json!({"metadataVoters": [0, 1]}),
+    );
+    let zone = |z: &str| json!({"topology.kubernetes.io/zone": z, "kubernetes.io/os": "linux"});
+    let rack_key = |w: &Shared, node: &str| -> Option<String> {
+        w.lock().expect("world").config_map.as_ref().and_then(|cm| {
+            cm["data"][format!("rack-{node}")]
+                .as_str()
+                .map(String::from)
+        })
+    };
+    let config_hash = |t: &Turn| -> String {
+        t.seen
+            .iter()
+            .find(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+            .map(|s| {
+                s.body["spec"]["template"]["metadata"]["annotations"]["skiff.dev/config-hash"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .expect("the StatefulSet is applied")
+    };
+    let racks = |t: &Turn| -> Vec<Value> {
+        t.status["brokers"]
+            .as_array()
+            .map(|b| b.iter().map(|b| b["rack"].clone()).collect())
+            .unwrap_or_default()
+    };
+
+    // Broker 0's node is in zone-a; broker 1's node lacks the label: broker
+    // 1 gets no rack, waits at start (not ready), and the status says why.
+    {
+        let mut w = world.lock().expect("world");
+        w.nodes = BTreeMap::from([
+            ("node-a".to_string(), zone("zone-a")),
+            ("node-b".to_string(), json!({"kubernetes.io/os": "linux"})),
+        ]);
+        w.pod_nodes = BTreeMap::from([(0, "node-a".to_string()), (1, "node-b".to_string())]);
+        w.ready = BTreeSet::from([0]);
+    }
+    let first = turn(&world).await;
+    assert_eq!(rack_key(&world, "node-a").as_deref(), Some("zone-a\n"));
+    assert_eq!(rack_key(&world, "node-b"), None);
+    let (status, reason, message) = first.condition("Racks");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "NodeLabelMissing")
+    );
+    assert!(
+        message.contains("node node-b has no label topology.kubernetes.io/zone"),
+        "{message}"
+    );
+    assert_eq!(first.condition("Ready").1, "RackPending");
+    assert_eq!(first.event_reasons(), vec!["NodeLabelMissing"]);
+    assert_eq!(racks(&first), vec![json!("zone-a"), Value::Null]);
+    // Only the Nodes it needs, by name (RBAC: get on nodes).
+    let node_gets: Vec<&str> = first
+        .seen
+        .iter()
+        .filter(|s| s.path.starts_with("/api/v1/nodes"))
+        .map(|s| {
+            assert_eq!(s.method, "GET");
+            s.path.as_str()
+        })
+        .collect();
+    assert_eq!(node_gets.len(), 2, "{node_gets:?}");
+    let env = first
+        .seen
+        .iter()
+        .find(|s| s.method == "PATCH" && s.path.contains("/statefulsets/kafka"))
+        .map(|s| s.body["spec"]["template"]["spec"]["containers"][0]["env"].clone())
+        .expect("the StatefulSet is applied");
+    assert!(
+        env.as_array()
+            .is_some_and(|e| e.iter().any(|v| v["name"] == "SKIFF_BROKER_RACK_FILE"
+                && v["value"] == "/etc/skiff/rack-$(NODE_NAME)")),
+        "{env}"
+    );
+    // Reported once, not at every reconcile.
+    let again = turn(&world).await;
+    assert!(
+        again.event_reasons().is_empty(),
+        "{:?}",
+        again.event_reasons()
+    );
+
+    // The node gets its label: broker 1's rack is written, every broker is
+    // ready, and the pod template is the same (no roll for a first rack).
+    {
+        let mut w = world.lock().expect("world");
+        w.nodes.insert("node-b".to_string(), zone("zone-b"));
+        w.ready = BTreeSet::from([0, 1]);
+    }
+    let second = turn(&world).await;
+    assert_eq!(rack_key(&world, "node-b").as_deref(), Some("zone-b\n"));
+    assert_eq!(second.condition("Racks").0, "True");
+    assert_eq!(second.condition("Ready").0, "True");
+    assert_eq!(racks(&second), vec![json!("zone-a"), json!("zone-b")]);
+    assert_eq!(config_hash(&first), config_hash(&second));
+    assert!(world.lock().expect("world").pod_annotations.is_empty());
+
+    // Node a is relabelled: its key follows, and the broker on it (only) is
+    // marked for the roll, which waits here as the brokers cannot be asked.
+    world
+        .lock()
+        .expect("world")
+        .nodes
+        .insert("node-a".to_string(), zone("zone-c"));
+    let third = turn(&world).await;
+    assert_eq!(rack_key(&world, "node-a").as_deref(), Some("zone-c\n"));
+    {
+        let w = world.lock().expect("world");
+        assert_eq!(
+            w.pod_annotations.keys().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(w.pod_annotations[&0]["skiff.dev/restart"], "rack-changed");
+    }
+    assert_eq!(third.event_reasons(), vec!["RackChanged"]);
+    assert_eq!(third.condition("Progressing").1, "ClusterUnreachable");
+    assert_eq!(config_hash(&third), config_hash(&first));
+
+    // Broker 1's pod is rescheduled onto a node in another zone: it reads
+    // that node's key, so nothing is marked, and node b keeps its key for
+    // a pod that comes back.
+    {
+        let mut w = world.lock().expect("world");
+        w.nodes.insert("node-d".to_string(), zone("zone-d"));
+        w.pod_nodes.insert(1, "node-d".to_string());
+    }
+    let fourth = turn(&world).await;
+    assert_eq!(rack_key(&world, "node-d").as_deref(), Some("zone-d\n"));
+    assert_eq!(rack_key(&world, "node-b").as_deref(), Some("zone-b\n"));
+    assert_eq!(racks(&fourth), vec![json!("zone-c"), json!("zone-d")]);
+    assert!(
+        !world
+            .lock()
+            .expect("world")
+            .pod_annotations
+            .contains_key(&1),
+        "a rescheduled pod reads its new node's rack at start"
     );
 }

@@ -643,3 +643,88 @@ fn a_topic_from_a_foreign_namespace_is_refused_with_a_reason() {
         Ok(Scope::Owner)
     );
 }
+
+const RACKED: &str = r#"
+apiVersion: skiff.dev/v1alpha1
+kind: KafkaCluster
+metadata: { name: zoned }
+spec:
+  replicas: 3
+  rack: { topologyKey: topology.kubernetes.io/zone }
+"#;
+
+#[test]
+fn a_rack_aware_cluster_renders_the_golden_objects_with_each_nodes_rack() {
+    let kc = cluster(RACKED);
+    let ctx = RenderContext::default();
+    let plain = render::render(&kc, &ctx, Topology::new(3)).expect("renders");
+    // Brokers 0 and 1 run on labelled nodes; broker 2's node has no label,
+    // so it gets no rack and waits.
+    let node = |name: &str, zone: Option<&str>| {
+        let labels = zone.map(|z| BTreeMap::from([("topology.kubernetes.io/zone", z)]));
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "labels": labels}}),
+        )
+        .expect("node");
+        (name.to_string(), Some(n))
+    };
+    let nodes = BTreeMap::from([
+        node("node-a1", Some("eu-west-1a")),
+        node("node-b1", Some("eu-west-1b")),
+        node("node-x", None),
+    ]);
+    let pods = [
+        (0, Some("node-a1".to_string())),
+        (1, Some("node-b1".to_string())),
+        (2, Some("node-x".to_string())),
+    ];
+    let racks = render::rack::racks(
+        "topology.kubernetes.io/zone",
+        &pods,
+        &nodes,
+        &BTreeMap::new(),
+    );
+    assert_eq!(racks.waiting(), vec![2]);
+    let mut r = plain.clone();
+    r.add_racks(&racks.files);
+    assert_golden("rack.yaml", &yaml_of(&r));
+
+    let data = r.config_map.data.clone().expect("data");
+    assert_eq!(data["rack-node-a1"], "eu-west-1a\n");
+    assert_eq!(data["rack-node-b1"], "eu-west-1b\n");
+    assert!(!data.contains_key("rack-node-x"));
+    // The racks are not part of the pod template: a rack appearing
+    // restarts no broker.
+    assert_eq!(plain.stateful_set, r.stateful_set);
+
+    let pod = pod_spec(&r);
+    let env = pod.containers[0].env.clone().expect("env");
+    let pos = |name: &str| env.iter().position(|e| e.name == name).expect(name);
+    assert!(
+        pos("NODE_NAME") < pos("SKIFF_BROKER_RACK_FILE"),
+        "$(NODE_NAME) expands only if defined earlier"
+    );
+    assert_eq!(
+        env[pos("SKIFF_BROKER_RACK_FILE")].value.as_deref(),
+        Some("/etc/skiff/rack-$(NODE_NAME)")
+    );
+    assert_eq!(
+        env[pos("NODE_NAME")]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("spec.nodeName")
+    );
+    // Spread over the same label, and never onto a node without it.
+    let spread = pod.topology_spread_constraints.expect("spread");
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(spread[0].when_unsatisfiable, "DoNotSchedule");
+    // A cluster without rack has neither variable.
+    let small = render::render(&cluster(MINIMAL), &ctx, Topology::new(1)).expect("renders");
+    let env = pod_spec(&small).containers[0].env.clone().expect("env");
+    assert!(
+        !env.iter()
+            .any(|e| e.name == "NODE_NAME" || e.name == "SKIFF_BROKER_RACK_FILE")
+    );
+}

@@ -39,6 +39,7 @@ fn rbac_rules_parse_and_cover_the_controllers_calls() {
         ("autoscaling", "horizontalpodautoscalers", "delete"),
         ("", "pods", "delete"),
         ("", "pods", "list"),
+        ("", "nodes", "get"),
         ("", "secrets", "patch"),
         ("events.k8s.io", "events", "create"),
         ("coordination.k8s.io", "leases", "update"),
@@ -49,4 +50,6 @@ fn rbac_rules_parse_and_cover_the_controllers_calls() {
     // Nothing broader than needed.
     assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "*")));
     assert!(!allows(&rules, "", "secrets", "list"));
+    // Nodes are read one by one, by name: no list, no watch.
+    assert!(!allows(&rules, "", "nodes", "list"));
 }

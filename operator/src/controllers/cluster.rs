@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -332,7 +332,7 @@ async fn observe_external(
             .list(&ListParams::default().labels(&render::selector_string(&name)))
             .await?
             .items;
-        mark_for_restart(ctx, kc, &pods_api, &pods, &files.changed).await?;
+        mark_for_restart(ctx, kc, &pods_api, &pods, &files.changed, &ADDRESS_RESTART).await?;
     }
     rendered.add_advertised(&files.files);
     Ok(External {
@@ -344,15 +344,39 @@ async fn observe_external(
     })
 }
 
-/// Marks the pods of brokers whose external address is about to change
-/// (annotation [`render::external::RESTART_ANNOTATION`]), so the roll
-/// restarts them one at a time like pods of an old template.
+/// Why a broker's pod is marked for a restart: a per-broker value the
+/// operator writes into the ConfigMap changed under a running broker.
+struct Restart {
+    /// The [`render::external::RESTART_ANNOTATION`] value.
+    annotation: &'static str,
+    /// Event reason.
+    reason: &'static str,
+    /// What changed, for the Event.
+    what: &'static str,
+}
+
+const ADDRESS_RESTART: Restart = Restart {
+    annotation: render::external::RESTART_ADVERTISED,
+    reason: "ExternalAddressChanged",
+    what: "external address changed; pod {pod} restarts to advertise the new one",
+};
+
+const RACK_RESTART: Restart = Restart {
+    annotation: render::rack::RESTART_RACK,
+    reason: "RackChanged",
+    what: "rack (its node's label) changed; pod {pod} restarts to take the new one",
+};
+
+/// Marks the pods of brokers whose external address or rack is about to
+/// change (annotation [`render::external::RESTART_ANNOTATION`]), so the
+/// roll restarts them one at a time like pods of an old template.
 async fn mark_for_restart(
     ctx: &Context,
     kc: &KafkaCluster,
     pods_api: &Api<Pod>,
     pods: &[Pod],
     changed: &std::collections::BTreeSet<i32>,
+    why: &Restart,
 ) -> Result<(), Error> {
     let name = kc.name_any();
     for p in pods {
@@ -369,7 +393,7 @@ async fn mark_for_restart(
             continue;
         }
         let patch = serde_json::json!({"metadata": {"annotations": {
-            render::external::RESTART_ANNOTATION: render::external::RESTART_ADVERTISED
+            render::external::RESTART_ANNOTATION: why.annotation
         }}});
         match pods_api
             .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
@@ -383,12 +407,76 @@ async fn mark_for_restart(
         ctx.event(
             kc,
             EventType::Normal,
-            "ExternalAddressChanged",
-            format!("broker {id}'s external address changed; pod {pod} restarts to advertise the new one"),
+            why.reason,
+            format!("broker {id}'s {}", why.what.replace("{pod}", &pod)),
         )
         .await;
     }
     Ok(())
+}
+
+/// The condition reporting whether every broker has its rack.
+pub const RACKS: &str = "Racks";
+
+/// Reads the nodes the cluster's broker pods run on (and those the
+/// ConfigMap has a rack for) and adds each node's rack to `rendered` (see
+/// [`render::rack`]). A broker on a node whose rack changed is marked for
+/// the roll before the ConfigMap changes, as for a changed address.
+async fn observe_racks(
+    ctx: &Context,
+    ns: &str,
+    kc: &KafkaCluster,
+    label: &str,
+    brokers: i32,
+    rendered: &mut Rendered,
+) -> Result<render::rack::Racks, Error> {
+    let name = kc.name_any();
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let before: std::collections::BTreeMap<String, String> = cm_api
+        .get_opt(&render::names::config_map(&name))
+        .await?
+        .and_then(|cm| cm.data)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            let node = render::rack::rack_key_node(&k)?.to_string();
+            Some((node, v.trim().to_string()))
+        })
+        .collect();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&render::selector_string(&name)))
+        .await?
+        .items;
+    let placed: Vec<(i32, Option<String>)> = pods
+        .iter()
+        .filter_map(|p| {
+            let id = broker_id(&name, p.metadata.name.as_deref()?)?;
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .filter(|n| !n.is_empty());
+            (id < brokers).then_some((id, node))
+        })
+        .collect();
+    let wanted: std::collections::BTreeSet<String> = placed
+        .iter()
+        .filter_map(|(_, n)| n.clone())
+        .chain(before.keys().cloned())
+        .collect();
+    let nodes_api: Api<Node> = Api::all(ctx.client.clone());
+    let mut nodes = std::collections::BTreeMap::new();
+    for n in wanted {
+        let node = nodes_api.get_opt(&n).await?;
+        nodes.insert(n, node);
+    }
+    let racks = render::rack::racks(label, &placed, &nodes, &before);
+    if !racks.changed.is_empty() {
+        mark_for_restart(ctx, kc, &pods_api, &pods, &racks.changed, &RACK_RESTART).await?;
+    }
+    rendered.add_racks(&racks.files);
+    Ok(racks)
 }
 
 /// The broker id of a pod `<cluster>-<ordinal>`.
@@ -512,6 +600,13 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         None
     };
+    // Racks: each broker's node's label, likewise into the ConfigMap.
+    let racks = match &kc.spec.rack {
+        Some(r) => {
+            Some(observe_racks(ctx, &ns, kc, &r.topology_key, brokers, &mut rendered).await?)
+        }
+        None => None,
+    };
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
     // TLS listeners: the brokers' certificates are in their Secret before
     // the StatefulSet that mounts it (and before a new broker's pod).
@@ -622,6 +717,31 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         brokers_waiting = x.waiting.clone();
     } else {
         status.conditions.retain(|c| c.type_ != EXTERNAL_ADDRESSES);
+    }
+    let mut racks_waiting = Vec::new();
+    match (&racks, &kc.spec.rack) {
+        (Some(r), Some(spec)) => {
+            let (ok, reason, message) = render::rack::condition(&spec.topology_key, brokers, r);
+            let already = kc.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == RACKS && c.reason == reason && c.message == message)
+            });
+            if reason == "NodeLabelMissing" && !already {
+                ctx.event(kc, EventType::Warning, reason, message.clone())
+                    .await;
+            }
+            set_condition(
+                &mut status.conditions,
+                RACKS,
+                ok,
+                reason,
+                message,
+                generation,
+            );
+            racks_waiting = r.waiting();
+        }
+        _ => status.conditions.retain(|c| c.type_ != RACKS),
     }
 
     // Ask the brokers for health only when a roll needs it.
@@ -763,7 +883,10 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
             } else {
                 BrokerState::NotReady
             },
-            rack: None,
+            rack: racks
+                .as_ref()
+                .and_then(|r| r.brokers.get(&p.id))
+                .and_then(|b| b.rack.clone()),
         })
         .collect();
 
@@ -798,6 +921,14 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
                 "ExternalAddressPending",
                 format!(
                     "{} of {brokers} broker(s) ready; brokers {brokers_waiting:?} wait at start for their external address",
+                    status.ready_replicas
+                ),
+            )
+        } else if !racks_waiting.is_empty() {
+            (
+                "RackPending",
+                format!(
+                    "{} of {brokers} broker(s) ready; brokers {racks_waiting:?} wait at start for their rack (see the Racks condition)",
                     status.ready_replicas
                 ),
             )

@@ -89,16 +89,14 @@ pub fn config_map(kc: &KafkaCluster) -> Result<ConfigMap, RenderError> {
 /// A stable hash of the ConfigMap's data (FNV-1a, 64 bits, hex), for the pod
 /// template annotation that makes a config change a new StatefulSet revision.
 /// Stable across Rust versions, unlike `DefaultHasher`. The brokers'
-/// external-address keys are left out: each concerns one broker, and a
-/// changed one restarts only that broker (see [`super::external`]).
+/// external-address keys and the nodes' rack keys are left out: each
+/// concerns some brokers, and a changed one restarts only those (see
+/// [`super::external`], [`super::rack`]).
 pub fn config_hash(cm: &ConfigMap) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in cm
-        .data
-        .iter()
-        .flatten()
-        .filter(|(k, _)| super::external::advertised_key_id(k).is_none())
-    {
+    for (k, v) in cm.data.iter().flatten().filter(|(k, _)| {
+        super::external::advertised_key_id(k).is_none() && super::rack::rack_key_node(k).is_none()
+    }) {
         for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);

@@ -4,7 +4,7 @@
 //!
 //! | function | object |
 //! |---|---|
-//! | [`config::config_map`] | ConfigMap `<name>-config` with `server.properties` (and, per broker, the external addresses of [`external`]) |
+//! | [`config::config_map`] | ConfigMap `<name>-config` with `server.properties` (and, per broker, the external addresses of [`external`]; per node, the racks of [`rack`]) |
 //! | [`services::headless_service`] | Service `<name>-brokers` (headless; pod DNS names) |
 //! | [`services::bootstrap_service`] | Service `<name>-bootstrap` (ClusterIP, every listener) |
 //! | [`services::external_services`] | per external listener: `<name>-<listener>-bootstrap` and one `<name>-<id>-<listener>` per broker |
@@ -24,6 +24,7 @@
 pub mod config;
 pub mod external;
 pub mod policy;
+pub mod rack;
 pub mod services;
 pub mod stateful_set;
 pub mod tls;
@@ -255,6 +256,17 @@ impl Rendered {
         let data = self.config_map.data.get_or_insert_with(BTreeMap::new);
         for (id, file) in files {
             data.insert(external::advertised_key(*id), file.clone());
+        }
+    }
+
+    /// Adds each node's rack (see [`rack`]) to the ConfigMap, outside the
+    /// config hash like the external addresses.
+    pub fn add_racks(&mut self, files: &BTreeMap<String, String>) {
+        let data = self.config_map.data.get_or_insert_with(BTreeMap::new);
+        for (node, value) in files {
+            if let Some(key) = rack::rack_key(node) {
+                data.insert(key, format!("{value}\n"));
+            }
         }
     }
 }

@@ -20,6 +20,11 @@
 //!   `SKIFF_ADVERTISED_LISTENERS_FILE`, the ConfigMap key
 //!   `advertised-$(SKIFF_NODE_ID)` the controller writes (see
 //!   [`super::external`]), and waits at start until it exists.
+//! - **Rack** (`spec.rack`): the broker reads `SKIFF_BROKER_RACK_FILE`,
+//!   the ConfigMap key `rack-$(NODE_NAME)` the controller writes from the
+//!   pod's node's label (see [`super::rack`]), and waits at start until it
+//!   exists. The topology spread constraint on the same label is
+//!   `DoNotSchedule`, so the scheduler puts no broker on a node without it.
 //! - **The operator's identity**: a listener of its own (`OPERATOR`,
 //!   SASL_PLAINTEXT on port 19093) and the bootstrap users file from the
 //!   cluster's operator Secret (`SKIFF_SCRAM_BOOTSTRAP_USERS_FILE`), so the
@@ -57,7 +62,7 @@ use super::{
     CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, METADATA_VOTERS_ANNOTATION,
     OPERATOR_LISTENER, OPERATOR_SECRET_MOUNT, OPERATOR_USERS_KEY, PROPERTIES_KEY, RenderContext,
     RenderError, Topology, cluster_id, common_labels, controller_quorum_voters, external, identity,
-    kafka_listener_name, names, owned_meta, security_protocol, selector_labels,
+    kafka_listener_name, names, owned_meta, rack, security_protocol, selector_labels,
 };
 
 /// User and group the broker runs as (the image's non-root user).
@@ -250,6 +255,18 @@ pub fn stateful_set(
     ];
     if external::has_node_port(kc) {
         env.push(field_env("HOST_IP", "status.hostIP"));
+    }
+    if spec.rack.is_some() {
+        // The rack of the node the pod runs on, written by the controller.
+        env.push(field_env("NODE_NAME", "spec.nodeName"));
+        env.push(EnvVar {
+            name: "SKIFF_BROKER_RACK_FILE".to_string(),
+            value: Some(format!(
+                "{CONFIG_MOUNT}/{}$(NODE_NAME)",
+                rack::RACK_KEY_PREFIX
+            )),
+            ..EnvVar::default()
+        });
     }
     if external::has_external(kc) {
         env.push(EnvVar {
