@@ -140,6 +140,8 @@ fn operation_code(op: AclOperation) -> i8 {
 #[derive(Debug, Default)]
 pub struct UserOutcome {
     pub credential_set: bool,
+    /// A TLS user's leftover SCRAM credential was deleted.
+    pub credential_removed: bool,
     pub acls_added: usize,
     pub acls_removed: usize,
     /// The ACLs could not be converged (e.g. the broker has no ACL API); the
@@ -164,6 +166,34 @@ pub async fn converge_user(
     if force || !admin.has_scram_sha512(user).await? {
         admin.upsert_scram_sha512(user, password).await?;
         out.credential_set = true;
+    }
+    match converge_acls(admin, &format!("User:{user}"), acls).await {
+        Ok((added, removed)) => {
+            out.acls_added = added;
+            out.acls_removed = removed;
+        }
+        Err(e) if e.is_unreachable() => return Err(e),
+        Err(e) => out.acl_error = Some(e),
+    }
+    Ok(out)
+}
+
+/// A TLS user: no SCRAM credential (one left from when the User was
+/// `scram-sha-512` is deleted, so the old password stops working), and its
+/// ACLs exactly `acls`. The certificate is the operator's alone: the
+/// brokers trust the cluster CA and need nothing per user.
+///
+/// # Errors
+/// Unreachable brokers, or the credential could not be deleted.
+pub async fn converge_tls_user(
+    admin: &mut AdminClient,
+    user: &str,
+    acls: &BTreeSet<AclBinding>,
+) -> Result<UserOutcome, AdminError> {
+    let mut out = UserOutcome::default();
+    if admin.has_scram_sha512(user).await? {
+        admin.delete_scram_sha512(user).await?;
+        out.credential_removed = true;
     }
     match converge_acls(admin, &format!("User:{user}"), acls).await {
         Ok((added, removed)) => {

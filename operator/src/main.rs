@@ -62,6 +62,33 @@ enum Command {
         /// SKIFF_ADMIN_PASSWORD).
         #[arg(long, env = "SKIFF_ADMIN_USERNAME")]
         sasl_username: Option<String>,
+        /// Directory with the cluster CA (from `certs`) where TLS Users'
+        /// certificates are written (stand-in for their Secrets).
+        #[arg(long)]
+        cert_dir: Option<PathBuf>,
+    },
+    /// Write a TLS cluster's CA and broker certificates into a directory,
+    /// one file per key of the Secrets the controller keeps
+    /// (`<name>-cluster-ca`, `<name>-broker-certs`), and print what was
+    /// issued as JSON. An existing CA is kept; a broker certificate is
+    /// issued anew only when the controller would renew it.
+    Certs {
+        /// The KafkaCluster manifest (name, namespace, listeners).
+        #[arg(long)]
+        cluster_file: PathBuf,
+        /// Where the files go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Brokers 0..N (default: the cluster's spec.replicas).
+        #[arg(long)]
+        brokers: Option<i32>,
+        /// `ID=HOST`: the address broker ID's LoadBalancer Services were
+        /// given, standing in for their status (repeatable).
+        #[arg(long = "external-address", value_parser = parse_external_address)]
+        external_addresses: Vec<(i32, String)>,
+        /// The Kubernetes cluster's DNS domain.
+        #[arg(long, env = "SKIFF_CLUSTER_DOMAIN", default_value = "cluster.local")]
+        cluster_domain: String,
     },
     /// Plan a rebalance (or a drain) of a live cluster, print it and carry
     /// it out: moves that even out replicas, preferred leaders and bytes per
@@ -171,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             delete,
             password_dir,
             sasl_username,
+            cert_dir,
         }) => {
             let out = oneshot::run(&oneshot::Options {
                 bootstrap,
@@ -179,6 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 delete,
                 password_dir,
                 credentials: admin_credentials(sasl_username)?,
+                cert_dir,
             })
             .await?;
             for line in out {
@@ -186,9 +215,42 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Certs {
+            cluster_file,
+            dir,
+            brokers,
+            external_addresses,
+            cluster_domain,
+        }) => {
+            let out = oneshot::broker_certs(&oneshot::CertsOptions {
+                cluster_file,
+                dir,
+                brokers,
+                external_addresses,
+                render: RenderContext {
+                    cluster_domain,
+                    ..RenderContext::default()
+                },
+            })?;
+            println!("{out}");
+            Ok(())
+        }
         Some(Command::Rebalance(args)) => rebalance(args).await,
         Some(Command::Run) | None => run(cli.run).await,
     }
+}
+
+fn parse_external_address(s: &str) -> Result<(i32, String), String> {
+    let (id, host) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=HOST"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("{s:?}: {id:?} is not a broker id"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?}: no host"));
+    }
+    Ok((id, host.to_string()))
 }
 
 async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {

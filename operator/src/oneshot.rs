@@ -2,6 +2,11 @@
 //! Quota manifests without Kubernetes, through the same code the
 //! controllers run. For development and for the end-to-end tests that check
 //! the result with real Kafka clients.
+//!
+//! `skiff-operator certs` ([`broker_certs`]) writes what a TLS cluster's
+//! CA and broker-certificates Secrets would hold into a directory, one file
+//! per key; `reconcile-once --cert-dir` reads that CA to issue TLS Users'
+//! certificates, as the User controller does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,12 +15,18 @@ use serde::Deserialize;
 use serde_json::json;
 use skiff_crds::{KafkaCluster, Quota, Topic, User};
 
+use skiff_crds::user::{AuthenticationType, ROTATE_PASSWORD_ANNOTATION};
+use time::OffsetDateTime;
+
 use crate::admin::AdminClient;
 use crate::admin::scram::generate_password;
+use crate::controllers::user::{tls_leaf, tls_reissue_reason};
 use crate::converge::{
-    TopicTarget, acl_bindings, converge_quota, converge_topic, converge_user, delete_quota,
-    delete_user, quota_values,
+    TopicTarget, acl_bindings, converge_quota, converge_tls_user, converge_topic, converge_user,
+    delete_quota, delete_user, quota_values,
 };
+use crate::pki::{self, KeyedCert};
+use crate::render::{self, RenderContext, tls};
 use crate::tenancy::{self, Scope};
 
 /// What to do.
@@ -33,6 +44,11 @@ pub struct Options {
     pub password_dir: Option<PathBuf>,
     /// The operator's SCRAM-SHA-512 admin identity.
     pub credentials: Option<crate::admin::AdminCredentials>,
+    /// Where TLS Users' certificates are issued from and written to: the
+    /// cluster CA (`ca.crt`, `ca.key`, as `certs` writes them) and
+    /// `<kafka user>.crt`/`.key`, standing in for the CA Secret and the
+    /// Users' Secrets.
+    pub cert_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +194,9 @@ async fn user(
         tenancy::check_acl(&scope, rule)?;
     }
     let name = tenancy::user_name(&scope, &rname);
+    if u.spec.authentication.type_ == AuthenticationType::Tls {
+        return tls_user(admin, opts, cluster, &u, &name).await;
+    }
     if opts.delete {
         delete_user(admin, &name).await?;
         return Ok(json!({"kind": "User", "user": name, "deleted": true}));
@@ -201,6 +220,202 @@ async fn user(
         "credentialSet": o.credential_set, "aclsAdded": o.acls_added,
         "aclsRemoved": o.acls_removed,
         "aclError": o.acl_error.map(|e| e.to_string()),
+    }))
+}
+
+fn read_ca(dir: &Path) -> anyhow::Result<Option<KeyedCert>> {
+    let (c, k) = (dir.join(tls::CA_CERT_KEY), dir.join(tls::CA_KEY_KEY));
+    if !c.exists() && !k.exists() {
+        return Ok(None);
+    }
+    let ca = KeyedCert {
+        cert_pem: std::fs::read_to_string(&c)?,
+        key_pem: std::fs::read_to_string(&k)?,
+    };
+    pki::check_ca(&ca)?;
+    Ok(Some(ca))
+}
+
+fn read_pair(cert: &Path, key: &Path) -> Option<KeyedCert> {
+    Some(KeyedCert {
+        cert_pem: std::fs::read_to_string(cert).ok()?,
+        key_pem: std::fs::read_to_string(key).ok()?,
+    })
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    o.open(path)?.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A TLS User, as the controller converges it: a certificate from the
+/// cluster CA in `--cert-dir` (`<user>.crt`, `<user>.key`; the rotation
+/// annotation it was issued for in `<user>.rotation`), no SCRAM
+/// credential, its ACLs.
+async fn tls_user(
+    admin: &mut AdminClient,
+    opts: &Options,
+    cluster: Option<&KafkaCluster>,
+    u: &User,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = opts.cert_dir.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("User {name} is a tls user: give --cert-dir (the cluster CA from `skiff-operator certs`)")
+    })?;
+    let (cert, key, rot) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.rotation")),
+    );
+    if opts.delete {
+        delete_user(admin, name).await?;
+        for f in [&cert, &key, &rot] {
+            let _ = std::fs::remove_file(f);
+        }
+        return Ok(json!({"kind": "User", "user": name, "deleted": true}));
+    }
+    if let Some(kc) = cluster
+        && !tls::has_mtls(kc)
+    {
+        anyhow::bail!(
+            "User {name}: the KafkaCluster has no listener with tls: true and authentication: mtls (NoMtlsListener)"
+        );
+    }
+    let ca = read_ca(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no cluster CA in {}: run `skiff-operator certs` first",
+            dir.display()
+        )
+    })?;
+    let rotation = u
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROTATE_PASSWORD_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    let held = read_pair(&cert, &key);
+    let held_rotation = std::fs::read_to_string(&rot).ok();
+    let now = OffsetDateTime::now_utc();
+    let issued = tls_reissue_reason(
+        &ca.cert_pem,
+        held.as_ref(),
+        held_rotation.as_deref(),
+        &rotation,
+        name,
+        now,
+    );
+    if issued.is_some() {
+        let c = pki::issue(&ca, &tls_leaf(name), now)?;
+        write_private(&key, &c.key_pem)?;
+        std::fs::write(&cert, &c.cert_pem)?;
+        std::fs::write(&rot, &rotation)?;
+    }
+    let principal = format!("User:{name}");
+    let acls = acl_bindings(&principal, u.spec.authorization.as_ref());
+    let o = converge_tls_user(admin, name, &acls).await?;
+    Ok(json!({
+        "kind": "User", "user": name, "principal": principal,
+        "certificate": cert, "key": key, "issued": issued,
+        "credentialRemoved": o.credential_removed, "aclsAdded": o.acls_added,
+        "aclsRemoved": o.acls_removed,
+        "aclError": o.acl_error.map(|e| e.to_string()),
+    }))
+}
+
+/// What `skiff-operator certs` does.
+#[derive(Debug, Clone)]
+pub struct CertsOptions {
+    pub cluster_file: PathBuf,
+    pub dir: PathBuf,
+    /// Brokers `0..n`; the cluster's `spec.replicas` when unset.
+    pub brokers: Option<i32>,
+    /// `(broker id, host)`: the address a LoadBalancer listener's
+    /// per-broker Service was given, standing in for its status.
+    pub external_addresses: Vec<(i32, String)>,
+    pub render: RenderContext,
+}
+
+/// Writes into `dir` what the Secrets `<cluster>-cluster-ca` (`ca.crt`,
+/// `ca.key`: kept when present, like the Secret) and
+/// `<cluster>-broker-certs` (`broker-<id>.crt`/`.key`: kept until
+/// renewal is due, like the Secret) would hold, through the controller's
+/// code; returns what was issued.
+///
+/// # Errors
+/// An unreadable manifest or CA, or a certificate that cannot be made.
+pub fn broker_certs(opts: &CertsOptions) -> anyhow::Result<serde_json::Value> {
+    let kc: KafkaCluster = serde_yaml::from_str(&std::fs::read_to_string(&opts.cluster_file)?)?;
+    let (cluster, _) = render::identity(&kc)?;
+    anyhow::ensure!(
+        tls::has_tls(&kc),
+        "KafkaCluster {cluster} has no tls listener: the operator makes no certificates for it"
+    );
+    std::fs::create_dir_all(&opts.dir)?;
+    let now = OffsetDateTime::now_utc();
+    let ca = match read_ca(&opts.dir)? {
+        Some(ca) => ca,
+        None => {
+            let ca = pki::new_ca(&tls::ca_common_name(&kc)?, now)?;
+            write_private(&opts.dir.join(tls::CA_KEY_KEY), &ca.key_pem)?;
+            std::fs::write(opts.dir.join(tls::CA_CERT_KEY), &ca.cert_pem)?;
+            ca
+        }
+    };
+    let services: Vec<k8s_openapi::api::core::v1::Service> = opts
+        .external_addresses
+        .iter()
+        .flat_map(|(id, host)| {
+            let ingress = if host.parse::<std::net::IpAddr>().is_ok() {
+                json!({"ip": host})
+            } else {
+                json!({"hostname": host})
+            };
+            kc.spec
+                .listeners
+                .iter()
+                .filter(|l| l.exposure == skiff_crds::kafka_cluster::Exposure::LoadBalancer)
+                .filter_map(move |l| {
+                    serde_json::from_value(json!({
+                        "metadata": {"name": render::names::broker_service(cluster, *id, &l.name)},
+                        "spec": {"type": "LoadBalancer"},
+                        "status": {"loadBalancer": {"ingress": [ingress.clone()]}},
+                    }))
+                    .ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let brokers = opts.brokers.unwrap_or(kc.spec.replicas);
+    let mut held = BTreeMap::new();
+    let mut wanted = BTreeMap::new();
+    for id in 0..brokers {
+        wanted.insert(id, tls::broker_leaf(&kc, &opts.render, id, &services)?);
+        for k in [tls::broker_cert_key(id), tls::broker_key_key(id)] {
+            if let Ok(v) = std::fs::read_to_string(opts.dir.join(&k)) {
+                held.insert(k, v);
+            }
+        }
+    }
+    let next = tls::broker_secret_data(&ca, &wanted, &held, now)?;
+    for (k, v) in &next.data {
+        if k.ends_with(".key") {
+            write_private(&opts.dir.join(k), v)?;
+        } else {
+            std::fs::write(opts.dir.join(k), v)?;
+        }
+    }
+    Ok(json!({
+        "kind": "KafkaCluster", "cluster": cluster, "dir": opts.dir,
+        "clientAuth": tls::client_auth(&kc),
+        "issued": next.issued.iter().map(|(id, why)| json!({"broker": id, "reason": why})).collect::<Vec<_>>(),
     }))
 }
 

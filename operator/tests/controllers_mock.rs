@@ -3183,3 +3183,314 @@ async fn each_broker_gets_its_nodes_rack_a_missing_label_is_reported_and_a_relab
         "a rescheduled pod reads its new node's rack at start"
     );
 }
+
+// ---------------------------------------------------------------- TLS (#6)
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn unb64(v: &Value) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("base64 string"))
+            .expect("base64"),
+    )
+    .expect("utf-8")
+}
+
+/// A cluster like [`cluster`] with an mtls listener (and a plain one).
+fn tls_cluster_value(bootstrap: &str) -> Value {
+    let mut c = cluster(bootstrap, json!([{"namespace": "team-a"}]));
+    c["spec"]["listeners"] = json!([
+        {"name": "plain", "port": 9092},
+        {"name": "mtls", "port": 9094, "tls": true, "authentication": "mtls"}
+    ]);
+    c["status"] = json!({"bootstrapServers": [
+        {"name": "plain", "address": "kafka-bootstrap.kafka.svc.cluster.local:9092"},
+        {"name": "mtls", "address": "kafka-bootstrap.kafka.svc.cluster.local:9094"}]});
+    c
+}
+
+fn ca_secret(ca: &skiff_operator::pki::KeyedCert) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "kafka-cluster-ca", "namespace": "kafka"},
+        "data": {"ca.crt": b64(&ca.cert_pem), "ca.key": b64(&ca.key_pem)}})
+}
+
+fn tls_user(rotation: Option<&str>) -> User {
+    let mut u = serde_json::to_value(user(rotation)).expect("json");
+    // No ACLs: the test broker has no authorizer (ACLs are the SCRAM
+    // users' code, and e2e/test_operator_tls.py applies them for real).
+    u["spec"]["authentication"]["type"] = json!("tls");
+    serde_json::from_value(u).expect("user")
+}
+
+#[tokio::test]
+async fn a_tls_user_gets_a_certificate_from_the_cluster_ca_and_rotation_reissues_it() {
+    let broker = support::Broker::start().await;
+    let now = time::OffsetDateTime::now_utc();
+    let ca = skiff_operator::pki::new_ca("skiff cluster CA kafka/kafka", now).expect("ca");
+    // A SCRAM credential left from when the User was scram-sha-512.
+    let mut admin = skiff_operator::admin::AdminClient::connect(&broker.bootstrap)
+        .await
+        .expect("admin");
+    admin
+        .upsert_scram_sha512("team-a.alice", "old-password")
+        .await
+        .expect("credential");
+    let secret_ok =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-kafka"}});
+    let (client, handle) = mock_client();
+    let server = serve(
+        handle,
+        vec![
+            step(
+                "GET",
+                "/kafkaclusters/kafka",
+                200,
+                tls_cluster_value(&broker.bootstrap),
+            ),
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-cluster-ca",
+                200,
+                ca_secret(&ca),
+            ),
+            step(
+                "GET",
+                "/api/v1/namespaces/team-a/secrets/alice-kafka",
+                404,
+                not_found(),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/team-a/secrets/alice-kafka",
+                200,
+                secret_ok.clone(),
+            ),
+            step("POST", "/events", 201, event_ok()),
+            step("POST", "/events", 201, event_ok()),
+            step(
+                "PATCH",
+                "/users/alice/status",
+                200,
+                serde_json::to_value(tls_user(None)).expect("json"),
+            ),
+        ],
+    );
+    controllers::user::reconcile(Arc::new(tls_user(None)), context(client))
+        .await
+        .expect("reconcile");
+    let seen = server.await.expect("server");
+    let secret = &seen[3];
+    assert!(secret.path.contains("fieldManager=skiff-operator"));
+    assert_eq!(
+        secret.body["metadata"]["ownerReferences"][0]["kind"],
+        "User"
+    );
+    assert_eq!(
+        secret.body["metadata"]["annotations"]["skiff.dev/rotation"],
+        ""
+    );
+    let data = &secret.body["data"];
+    assert_eq!(unb64(&data["ca.crt"]), ca.cert_pem);
+    assert_eq!(unb64(&data["username"]), "team-a.alice");
+    assert_eq!(unb64(&data["security.protocol"]), "SSL");
+    assert_eq!(
+        unb64(&data["bootstrap.servers"]),
+        "kafka-bootstrap.kafka.svc.cluster.local:9094"
+    );
+    assert!(data.get("password").is_none());
+    let cert = unb64(&data["user.crt"]);
+    assert!(unb64(&data["user.key"]).contains("PRIVATE KEY"));
+    let info = skiff_operator::pki::parse(&cert).expect("certificate");
+    // The broker's ssl.principal.mapping=CN turns this into the principal.
+    assert_eq!(info.common_name.as_deref(), Some("team-a.alice"));
+    assert!(skiff_operator::pki::signed_by(&cert, &ca.cert_pem));
+    assert_eq!(seen[4].body["reason"], "CertificateIssued");
+    assert_eq!(seen[5].body["reason"], "CredentialDeleted");
+    assert_eq!(ready(&seen[6].body), ("True", "Ready"));
+    assert_eq!(seen[6].body["status"]["principal"], "User:team-a.alice");
+    assert_eq!(seen[6].body["status"]["secretName"], "alice-kafka");
+    assert!(
+        !admin
+            .has_scram_sha512("team-a.alice")
+            .await
+            .expect("describe"),
+        "the old password no longer works"
+    );
+
+    // Held and valid: kept. A new rotation value: issued again.
+    let held = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "alice-kafka", "annotations": {"skiff.dev/rotation": ""}},
+        "data": data.clone()});
+    for (rotation, reissued) in [(None, false), (Some("2026-12-04"), true)] {
+        let (client, handle) = mock_client();
+        let mut steps = vec![
+            step(
+                "GET",
+                "/kafkaclusters/kafka",
+                200,
+                tls_cluster_value(&broker.bootstrap),
+            ),
+            step("GET", "/secrets/kafka-cluster-ca", 200, ca_secret(&ca)),
+            step("GET", "/secrets/alice-kafka", 200, held.clone()),
+        ];
+        if reissued {
+            steps.push(step(
+                "PATCH",
+                "/secrets/alice-kafka",
+                200,
+                secret_ok.clone(),
+            ));
+            steps.push(step("POST", "/events", 201, event_ok()));
+        }
+        steps.push(step(
+            "PATCH",
+            "/users/alice/status",
+            200,
+            serde_json::to_value(tls_user(None)).expect("json"),
+        ));
+        let server = serve(handle, steps);
+        controllers::user::reconcile(Arc::new(tls_user(rotation)), context(client))
+            .await
+            .expect("reconcile");
+        let seen = server.await.expect("server");
+        if reissued {
+            let new = unb64(&seen[3].body["data"]["user.crt"]);
+            assert_ne!(new, cert);
+            assert_eq!(
+                seen[3].body["metadata"]["annotations"]["skiff.dev/rotation"],
+                "2026-12-04"
+            );
+            assert!(
+                seen[4].body["note"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("rotated")
+            );
+        }
+        assert_eq!(ready(&seen.last().expect("status").body), ("True", "Ready"));
+    }
+}
+
+#[tokio::test]
+async fn a_tls_user_of_a_cluster_without_an_mtls_listener_is_refused_with_an_event() {
+    let (client, handle) = mock_client();
+    let mut kc = tls_cluster_value("127.0.0.1:1");
+    kc["spec"]["listeners"] = json!([{"name": "tls", "port": 9093, "tls": true}]);
+    let server = serve(
+        handle,
+        vec![
+            step("GET", "/kafkaclusters/kafka", 200, kc),
+            step(
+                "PATCH",
+                "/users/alice/status",
+                200,
+                serde_json::to_value(tls_user(None)).expect("json"),
+            ),
+            step("POST", "/events", 201, event_ok()),
+        ],
+    );
+    controllers::user::reconcile(Arc::new(tls_user(None)), context(client))
+        .await
+        .expect("reconcile");
+    let seen = server.await.expect("server");
+    assert_eq!(ready(&seen[1].body), ("False", "NoMtlsListener"));
+    assert_eq!(seen[1].body["status"]["principal"], "User:team-a.alice");
+    assert_eq!(seen[2].body["reason"], "NoMtlsListener");
+    assert_eq!(seen[2].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn a_tls_cluster_gets_its_ca_once_and_a_certificate_per_broker() {
+    let mut kc: KafkaCluster =
+        serde_json::from_value(tls_cluster_value("127.0.0.1:1")).expect("cluster");
+    kc.spec.replicas = 2;
+    let (client, handle) = mock_client();
+    let server = serve(
+        handle,
+        vec![
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-cluster-ca",
+                404,
+                not_found(),
+            ),
+            step(
+                "POST",
+                "/api/v1/namespaces/kafka/secrets",
+                201,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-cluster-ca"}}),
+            ),
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-broker-certs",
+                404,
+                not_found(),
+            ),
+            step(
+                "PATCH",
+                "/api/v1/namespaces/kafka/secrets/kafka-broker-certs",
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-broker-certs"}}),
+            ),
+        ],
+    );
+    let ctx = context(client);
+    let issued = controllers::cluster::ensure_broker_certs(&ctx, "kafka", &kc, 2, &[])
+        .await
+        .expect("certificates");
+    assert_eq!(issued, vec![(0, "new"), (1, "new")]);
+    let seen = server.await.expect("server");
+    let ca_body = &seen[1].body;
+    assert_eq!(ca_body["metadata"]["name"], "kafka-cluster-ca");
+    assert_eq!(ca_body["metadata"]["ownerReferences"][0]["uid"], "c-1");
+    let ca = skiff_operator::pki::KeyedCert {
+        cert_pem: unb64(&ca_body["data"]["ca.crt"]),
+        key_pem: unb64(&ca_body["data"]["ca.key"]),
+    };
+    let certs = &seen[3].body;
+    assert!(seen[3].path.contains("fieldManager=skiff-operator"));
+    assert_eq!(
+        certs["metadata"]["ownerReferences"][0]["kind"],
+        "KafkaCluster"
+    );
+    assert_eq!(unb64(&certs["data"]["ca.crt"]), ca.cert_pem);
+    for id in 0..2 {
+        let pem = unb64(&certs["data"][format!("broker-{id}.crt")]);
+        assert!(skiff_operator::pki::signed_by(&pem, &ca.cert_pem));
+        let info = skiff_operator::pki::parse(&pem).expect("certificate");
+        assert!(
+            info.sans
+                .contains(&format!("kafka-{id}.kafka-brokers.kafka.svc.cluster.local")),
+            "{:?}",
+            info.sans
+        );
+        assert!(
+            info.sans
+                .contains(&"kafka-bootstrap.kafka.svc.cluster.local".to_string())
+        );
+    }
+
+    // The next reconcile reads both Secrets and writes nothing: the CA is
+    // never made again and valid certificates are kept.
+    let held = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "kafka-broker-certs"}, "data": certs["data"].clone()});
+    let (client, handle) = mock_client();
+    let server = serve(
+        handle,
+        vec![
+            step("GET", "/secrets/kafka-cluster-ca", 200, ca_secret(&ca)),
+            step("GET", "/secrets/kafka-broker-certs", 200, held),
+        ],
+    );
+    let issued = controllers::cluster::ensure_broker_certs(&context(client), "kafka", &kc, 2, &[])
+        .await
+        .expect("certificates");
+    assert!(issued.is_empty());
+    assert_eq!(server.await.expect("server").len(), 2);
+}
