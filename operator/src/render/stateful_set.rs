@@ -25,6 +25,10 @@
 //!   pod's node's label (see [`super::rack`]), and waits at start until it
 //!   exists. The topology spread constraint on the same label is
 //!   `DoNotSchedule`, so the scheduler puts no broker on a node without it.
+//! - **TLS** (any `tls: true` listener): the Secret `<name>-broker-certs`
+//!   is mounted at `/etc/skiff-tls`, and `SKIFF_SSL_CERT_FILE` /
+//!   `SKIFF_SSL_KEY_FILE` name `broker-$(SKIFF_NODE_ID).crt`/`.key` in it,
+//!   so each broker serves its own certificate (see [`super::tls`]).
 //! - **The operator's identity**: a listener of its own (`OPERATOR`,
 //!   SASL_PLAINTEXT on port 19093) and the bootstrap users file from the
 //!   cluster's operator Secret (`SKIFF_SCRAM_BOOTSTRAP_USERS_FILE`), so the
