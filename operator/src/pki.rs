@@ -11,7 +11,7 @@
 //! | certificate | validity | renewed |
 //! |---|---|---|
 //! | cluster CA | [`CA_VALIDITY_DAYS`] | never by the operator (see docs/operator.md) |
-//! | broker, user | [`LEAF_VALIDITY_DAYS`] | when less than [`RENEW_BEFORE_DAYS`] are left, its names changed, or the CA that signed it is not the cluster's |
+//! | broker, user | [`LEAF_VALIDITY_DAYS`] | when less than [`RENEW_BEFORE_DAYS`] are left, its names changed, its key is not its own, or the CA that signed it is not the cluster's |
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -246,8 +246,21 @@ pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Whether `key_pem` is the private key of `cert_pem` (a broker refuses to
+/// start with a key that does not fit its certificate).
+pub fn key_fits(cert_pem: &str, key_pem: &str) -> bool {
+    use rcgen::PublicKeyData as _;
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    with_cert(cert_pem, |c| {
+        Ok(c.public_key().raw == key.subject_public_key_info())
+    })
+    .unwrap_or(false)
+}
+
 /// Why a held certificate must be issued anew, or `None` when it may stay:
-/// missing, unreadable, not signed by `ca`, for another name, with other
+/// missing, unreadable, with a key that is not its own, not signed by `ca`, for another name, with other
 /// SANs, or with less than [`RENEW_BEFORE_DAYS`] left at `now`.
 pub fn renewal_reason(
     ca_pem: &str,
@@ -261,8 +274,8 @@ pub fn renewal_reason(
     let Ok(info) = parse(&held.cert_pem) else {
         return Some("unreadable");
     };
-    if held.key_pem.trim().is_empty() {
-        return Some("unreadable");
+    if !key_fits(&held.cert_pem, &held.key_pem) {
+        return Some("key-mismatch");
     }
     if !signed_by(&held.cert_pem, ca_pem) {
         return Some("other-ca");
@@ -388,6 +401,26 @@ mod tests {
         assert_eq!(
             renewal_reason(&ca.cert_pem, Some(&broken), &spec, t),
             Some("unreadable")
+        );
+        // A key that is not the certificate's (a Secret edited by hand).
+        let other = issue(&ca, &spec, t).unwrap();
+        assert!(key_fits(&leaf.cert_pem, &leaf.key_pem));
+        assert!(!key_fits(&leaf.cert_pem, &other.key_pem));
+        let mixed = KeyedCert {
+            cert_pem: leaf.cert_pem.clone(),
+            key_pem: other.key_pem,
+        };
+        assert_eq!(
+            renewal_reason(&ca.cert_pem, Some(&mixed), &spec, t),
+            Some("key-mismatch")
+        );
+        let no_key = KeyedCert {
+            cert_pem: leaf.cert_pem.clone(),
+            key_pem: String::new(),
+        };
+        assert_eq!(
+            renewal_reason(&ca.cert_pem, Some(&no_key), &spec, t),
+            Some("key-mismatch")
         );
     }
 
