@@ -6,7 +6,9 @@ clients produce and consume across leaders (a non-leader answers
 NOT_LEADER_OR_FOLLOWER and clients follow Metadata); the metadata group
 survives a SIGKILLed leader and elects a new one; a broker restarted with an
 empty disk catches up; kcat lists every broker; ACLs, SCRAM users and
-client quotas set through one broker apply on every broker.
+client quotas set through one broker apply on every broker; a silent broker
+is fenced (left out of Metadata, ISRs and new placements) until it answers
+again, and a stopping one fences itself.
 
 Partition data replication itself (failover, no loss) is e2e/test_replication.py.
 """
@@ -19,6 +21,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from kafka import KafkaAdminClient
 
 import skiff
 
@@ -323,3 +326,77 @@ def test_scram_users_and_quotas_are_cluster_metadata(cluster_factory, tmp_path):
     skiff.wait_until(lambda: produce_as_alice(3, throttles) and throttles, 30, interval=0.5,
                      what="alice to be throttled")
     assert max(throttles) > 0
+
+
+def test_a_silent_broker_is_fenced_and_a_stopping_one_fences_itself(cluster_factory, topic_name):
+    """Kafka lists only unfenced brokers: a broker the metadata leader has
+    not heard from for broker.session.timeout.ms disappears from Metadata
+    (and DescribeCluster), leads nothing, is out of every ISR and gets no new
+    replicas, until it answers again; a broker stopped with SIGTERM fences
+    itself at once."""
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "3000"])
+    create(c[1].bootstrap, topic_name, 6, 3)
+    wait_same_topic(c, topic_name, 6)
+    victim = next(n for n in (1, 2, 3) if n != c.controller())
+    others = [n for n in (1, 2, 3) if n != victim]
+
+    def listed_by(n):
+        return set(skiff.raw_metadata(c[n].bootstrap)["brokers"])
+
+    killed = time.monotonic()
+    c.kill(victim)
+    skiff.wait_until(lambda: all(victim not in listed_by(n) for n in others), 30, interval=0.1,
+                     what=f"broker {victim} to be fenced")
+    fenced_after = time.monotonic() - killed
+    print(f"\nbroker {victim} SIGKILLed: fenced after {fenced_after:.2f}s (session timeout 3 s)")
+    # Not before the session timeout (its last heartbeat answer was < 0.2 s
+    # before the kill).
+    assert fenced_after >= 2.5
+    for n in others:
+        assert listed_by(n) == set(others)
+        assert c[n].metrics().total(r"skiff_fenced_brokers") == 1
+
+    # librdkafka: the brokers, and every partition led by a live broker with
+    # the victim out of its ISR.
+    admin = skiff.admin_client(c.bootstrap)
+
+    def led_by_others():
+        md = admin.list_topics(topic_name, timeout=10)
+        parts = md.topics[topic_name].partitions.values()
+        return set(md.brokers) == set(others) and all(
+            p.leader in others and victim not in p.isrs and victim in p.replicas for p in parts)
+    skiff.wait_until(led_by_others, 30, interval=0.2, what="partitions led by live brokers")
+
+    # kafka-python's DescribeCluster v2 asks for fenced brokers too: marked.
+    ka = KafkaAdminClient(bootstrap_servers=c.bootstrap.split(","), request_timeout_ms=30000)
+    try:
+        described = {b["broker_id"]: b["is_fenced"] for b in ka.describe_cluster()["brokers"]}
+    finally:
+        ka.close()
+    assert described == {others[0]: False, others[1]: False, victim: True}
+
+    # New replicas avoid the fenced broker; more than the live brokers is refused.
+    create(c[others[0]].bootstrap, f"{topic_name}-rf2", 6, 2)
+    wait_same_topic(c, f"{topic_name}-rf2", 6, nodes=others)
+    md = admin.list_topics(f"{topic_name}-rf2", timeout=10)
+    placed = {r for p in md.topics[f"{topic_name}-rf2"].partitions.values() for r in p.replicas}
+    assert placed == set(others)
+    with pytest.raises(KafkaException) as refused:
+        create(c[others[0]].bootstrap, f"{topic_name}-rf3", 1, 3)
+    assert refused.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+    # Back: listed again once it registers.
+    c.start_one(victim)
+    skiff.wait_until(lambda: all(listed_by(n) == {1, 2, 3} for n in (1, 2, 3)), 30, interval=0.1,
+                     what=f"broker {victim} to be unfenced")
+    assert c[others[0]].metrics().total(r"skiff_fenced_brokers") == 0
+
+    # SIGTERM: the broker fences itself before it exits, so the others stop
+    # naming it well before the session timeout would.
+    stopping = others[1]
+    c.stop(stopping)
+    stopped = time.monotonic()
+    rest = [n for n in (1, 2, 3) if n != stopping]
+    skiff.wait_until(lambda: all(stopping not in listed_by(n) for n in rest), 1.5, interval=0.05,
+                     what=f"broker {stopping} to fence itself")
+    print(f"broker {stopping} stopped (SIGTERM): unlisted {time.monotonic() - stopped:.2f}s after exit")

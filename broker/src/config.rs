@@ -428,6 +428,13 @@ pub struct BrokerConfig {
         default_value_t = 10_000
     )]
     pub metadata_write_timeout_ms: u64,
+
+    /// How long the metadata leader waits without any answer from a broker
+    /// before fencing it: clients are no longer told about a fenced broker
+    /// (Metadata, FindCoordinator), and new replicas are not placed on it,
+    /// until it answers again, ms.
+    #[arg(long, env = "SKIFF_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9_000)]
+    pub broker_session_timeout_ms: u64,
 }
 
 /// A listener address, `NAME://host:port`, and its security protocol.

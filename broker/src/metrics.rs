@@ -42,6 +42,7 @@ pub struct Metrics {
     pub metadata_raft_applied_index: IntGauge,
     pub metadata_raft_leader: IntGauge,
     pub metadata_raft_elections: IntCounter,
+    pub fenced_brokers: IntGauge,
     pub under_replicated_partitions: IntGauge,
     pub offline_partitions: IntGauge,
     pub reassignments_in_progress: IntGauge,
@@ -293,6 +294,11 @@ impl Metrics {
                 &r,
                 "skiff_metadata_raft_elections_total",
                 "Metadata Raft terms begun since this broker started (each began with an election)",
+            ),
+            fenced_brokers: gauge(
+                &r,
+                "skiff_fenced_brokers",
+                "Registered brokers fenced in the cluster metadata (silent for broker.session.timeout.ms, or stopping)",
             ),
             under_replicated_partitions: gauge(
                 &r,

@@ -112,6 +112,9 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             took_ms = started.elapsed().as_millis() as u64,
             "controlled shutdown: partition leaderships handed over"
         );
+        if let Some(group) = &group {
+            crate::cluster::fencing::fence_self(group, Duration::from_secs(2)).await;
+        }
     }
     let _ = shutdown_tx.send(true);
     // Connections see the signal between requests; give in-flight ones a moment.

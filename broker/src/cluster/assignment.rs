@@ -17,7 +17,9 @@ pub struct BrokerSlot {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("replication factor {rf} is larger than the number of brokers ({brokers})")]
+#[error(
+    "replication factor {rf} is larger than the number of available (registered, unfenced) brokers ({brokers})"
+)]
 pub struct TooFewBrokers {
     pub rf: usize,
     pub brokers: usize,

@@ -55,6 +55,23 @@ pub struct MetaState {
     /// so states written before reassignments existed still decode.
     #[serde(skip)]
     pub reassignments: BTreeMap<Uuid, BTreeMap<i32, Reassignment>>,
+    /// Fenced brokers and why (stored after [`StateExtensions`], see
+    /// [`FencingExtension`]).
+    #[serde(skip)]
+    pub fenced: BTreeMap<i32, Fence>,
+}
+
+/// Why a registered broker is fenced (KRaft's fenced brokers): clients
+/// are not told about it, it leads nothing in Metadata, and new replicas
+/// are not placed on it, so clients do not wait on a broker that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fence {
+    /// The metadata leader has heard nothing from it for the session
+    /// timeout; lifted when it answers again.
+    Unresponsive,
+    /// It is stopping (controlled shutdown); lifted when it registers
+    /// again at its next start.
+    ShuttingDown,
 }
 
 /// The parts of [`MetaState`] added after its encoding was first fixed: a
@@ -63,6 +80,13 @@ pub struct MetaState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateExtensions {
     pub reassignments: BTreeMap<Uuid, BTreeMap<i32, Reassignment>>,
+}
+
+/// The part of [`MetaState`] added after [`StateExtensions`]: stored after
+/// it, absent in states written before.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FencingExtension {
+    pub fenced: BTreeMap<i32, Fence>,
 }
 
 impl MetaState {
@@ -74,6 +98,25 @@ impl MetaState {
 
     pub fn set_extensions(&mut self, ext: StateExtensions) {
         self.reassignments = ext.reassignments;
+    }
+
+    pub fn fencing(&self) -> FencingExtension {
+        FencingExtension {
+            fenced: self.fenced.clone(),
+        }
+    }
+
+    pub fn set_fencing(&mut self, ext: FencingExtension) {
+        self.fenced = ext.fenced;
+    }
+
+    pub fn is_fenced(&self, node_id: i32) -> bool {
+        self.fenced.contains_key(&node_id)
+    }
+
+    /// The registered brokers that are not fenced.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !self.is_fenced(b.node_id))
     }
 
     /// The reassignment of a partition under way, if any.
@@ -199,6 +242,11 @@ pub enum MetaCommand {
     UnregisterBroker {
         node_id: i32,
     },
+    /// Fences brokers (`Some`) or lifts their fence (`None`); entries for
+    /// brokers that are not registered are ignored. Lifting an
+    /// [`Fence::Unresponsive`] fence leaves a [`Fence::ShuttingDown`] one,
+    /// which only the broker's next registration lifts.
+    SetFences(Vec<(i32, Option<Fence>)>),
 }
 
 /// Why a reassignment was refused (each has its Kafka error code).
@@ -235,6 +283,8 @@ impl MetaState {
     pub fn apply(&mut self, cmd: MetaCommand) -> MetaResponse {
         match cmd {
             MetaCommand::RegisterBroker(b) => {
+                // A broker registers at each start: it is back.
+                self.fenced.remove(&b.node_id);
                 self.brokers.insert(b.node_id, b);
                 MetaResponse::Ok
             }
@@ -411,7 +461,31 @@ impl MetaState {
                         t.name
                     ));
                 }
+                self.fenced.remove(&node_id);
                 MetaResponse::Removed(self.brokers.remove(&node_id).is_some())
+            }
+            MetaCommand::SetFences(changes) => {
+                for (node_id, fence) in changes {
+                    if !self.brokers.contains_key(&node_id) {
+                        continue;
+                    }
+                    match fence {
+                        Some(f) => {
+                            // Stopping is the stronger fact: a late
+                            // "unresponsive" does not overwrite it.
+                            let slot = self.fenced.entry(node_id).or_insert(f);
+                            if f == Fence::ShuttingDown {
+                                *slot = f;
+                            }
+                        }
+                        None => {
+                            if self.fenced.get(&node_id) == Some(&Fence::Unresponsive) {
+                                self.fenced.remove(&node_id);
+                            }
+                        }
+                    }
+                }
+                MetaResponse::Ok
             }
         }
     }
@@ -545,6 +619,38 @@ mod tests {
         );
         assert_eq!(a.topics["a"].partitions, 3);
         assert_eq!(a.topics["a"].id, id);
+    }
+
+    #[test]
+    fn fences_follow_liveness_shutdown_and_registration() {
+        let mut st = cluster_with(&[1, 2, 3], vec![vec![1, 2, 3]]);
+        let reg = st.brokers[&2].clone();
+        st.apply(MetaCommand::SetFences(vec![
+            (2, Some(Fence::Unresponsive)),
+            (3, Some(Fence::ShuttingDown)),
+            (9, Some(Fence::Unresponsive)),
+        ]));
+        assert_eq!(st.fenced.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            st.unfenced_brokers().map(|b| b.node_id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        // A late "unresponsive" does not weaken a shutdown, and liveness
+        // does not lift it: only the next registration does.
+        st.apply(MetaCommand::SetFences(vec![
+            (3, Some(Fence::Unresponsive)),
+            (3, None),
+            (2, None),
+        ]));
+        assert!(!st.is_fenced(2));
+        assert_eq!(st.fenced.get(&3), Some(&Fence::ShuttingDown));
+        st.apply(MetaCommand::SetFences(vec![(2, Some(Fence::Unresponsive))]));
+        st.apply(MetaCommand::RegisterBroker(reg));
+        assert!(!st.is_fenced(2));
+        let mut three = st.brokers[&3].clone();
+        three.rack = Some("r".into());
+        st.apply(MetaCommand::RegisterBroker(three));
+        assert!(st.fenced.is_empty());
     }
 
     fn cluster_with(brokers: &[i32], replicas: Vec<Vec<i32>>) -> MetaState {

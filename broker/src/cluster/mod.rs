@@ -3,6 +3,7 @@
 //! state ([`metadata_group`]), read through the same [`meta_store`] API.
 
 pub mod assignment;
+pub mod fencing;
 pub mod meta_state;
 pub mod meta_store;
 pub mod metadata_group;

@@ -131,10 +131,13 @@ pub fn spawn_background(
     };
     let mut stop = shutdown.clone();
     let g = group.clone();
+    let session_timeout =
+        std::time::Duration::from_millis(broker.config.broker_session_timeout_ms.max(1));
     tokio::spawn(async move {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => {}
-            _ = g.run_membership(me) => {}
+            _ = g.clone().run_membership(me) => {}
+            _ = super::fencing::run(g, session_timeout) => {}
         }
     });
     tokio::spawn(follow_metadata(
@@ -300,6 +303,7 @@ async fn export_metrics(
                 .set(m.last_applied.map_or(0, |l| l.index) as i64);
             bm.metadata_raft_leader
                 .set(m.current_leader.map_or(-1, |l| l as i64));
+            bm.fenced_brokers.set(group.state().fenced.len() as i64);
             if m.current_term > last_term {
                 // A term begins with an election.
                 if last_term > 0 {

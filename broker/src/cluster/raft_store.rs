@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::meta_state::{MetaCommand, MetaResponse, MetaState, StateExtensions};
+use super::meta_state::{FencingExtension, MetaCommand, MetaResponse, MetaState, StateExtensions};
 
 impl crate::rpc::client::PayloadSize for MetaCommand {
     /// Metadata is never throttled: its size does not matter.
@@ -59,19 +59,27 @@ fn dec<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, SErr> {
 }
 
 /// The stored form of [`Applied`]: its encoding, then the state's
-/// extensions (see [`StateExtensions`]).
+/// extensions in the order they were added ([`StateExtensions`],
+/// [`FencingExtension`]).
 fn enc_applied(a: &Applied) -> Result<Vec<u8>, SErr> {
     let mut bytes = enc(a)?;
     bytes.extend(enc(&a.state.extensions())?);
+    bytes.extend(enc(&a.state.fencing())?);
     Ok(bytes)
 }
 
-/// Reads what [`enc_applied`] wrote, or an [`Applied`] stored before the
-/// extensions existed.
+/// Reads what [`enc_applied`] wrote, or an [`Applied`] stored before some
+/// or all of the extensions existed.
 fn dec_applied(b: &[u8]) -> Result<Applied, SErr> {
     let (mut a, rest): (Applied, &[u8]) = postcard::take_from_bytes(b).map_err(read_err)?;
+    if rest.is_empty() {
+        return Ok(a);
+    }
+    let (ext, rest): (StateExtensions, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(read_err)?;
+    a.state.set_extensions(ext);
     if !rest.is_empty() {
-        a.state.set_extensions(dec::<StateExtensions>(rest)?);
+        a.state.set_fencing(dec::<FencingExtension>(rest)?);
     }
     Ok(a)
 }
@@ -403,7 +411,7 @@ impl RaftStateMachine<MetaTypes> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::meta_state::Reassignment;
+    use crate::cluster::meta_state::{Fence, Reassignment};
 
     #[test]
     fn a_state_stored_before_its_extensions_still_decodes_and_a_new_one_keeps_them() {
@@ -429,5 +437,32 @@ mod tests {
         let back = dec_applied(&new).unwrap();
         assert_eq!(back.state.reassignments, a.state.reassignments);
         assert_eq!(back.state.producer_id_block_end, 7);
+    }
+
+    #[test]
+    fn a_state_stored_before_fencing_still_decodes_and_a_new_one_keeps_its_fences() {
+        let mut a = Applied::default();
+        a.state
+            .reassignments
+            .entry(uuid::Uuid::nil())
+            .or_default()
+            .insert(
+                1,
+                Reassignment {
+                    original: vec![1, 2],
+                    target: vec![2, 3],
+                    abandoned: Vec::new(),
+                },
+            );
+        // What a broker of the previous release stored.
+        let mut old = enc(&a).unwrap();
+        old.extend(enc(&a.state.extensions()).unwrap());
+        let back = dec_applied(&old).unwrap();
+        assert_eq!(back.state, a.state);
+
+        a.state.fenced.insert(2, Fence::Unresponsive);
+        a.state.fenced.insert(3, Fence::ShuttingDown);
+        let back = dec_applied(&enc_applied(&a).unwrap()).unwrap();
+        assert_eq!(back.state, a.state);
     }
 }

@@ -20,6 +20,8 @@ pub struct Route {
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// Replicas on fenced brokers.
+    pub offline: Vec<i32>,
 }
 
 /// Whether `topic`'s partitions are Raft groups (in a cluster, RF >= 2).
@@ -29,7 +31,31 @@ pub fn is_replicated(broker: &Broker, topic: &Topic) -> bool {
         && broker.topics.store().group().is_some()
 }
 
+/// The partition's route as clients are told: a leader on a fenced broker
+/// is none (-1: LEADER_NOT_AVAILABLE, clients retry) unless it is this
+/// broker leading first-hand, and fenced replicas are offline, out of the
+/// ISR.
 pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
+    let mut r = route_ignoring_fences(broker, topic, partition);
+    if let Some(group) = broker.topics.store().group() {
+        let state = group.state();
+        let me = broker.node_id();
+        if r.leader != me && state.is_fenced(r.leader) {
+            r.leader = -1;
+        }
+        r.isr
+            .retain(|&id| !state.is_fenced(id) || (id == me && r.leader == me));
+        r.offline = r
+            .replicas
+            .iter()
+            .copied()
+            .filter(|&id| state.is_fenced(id))
+            .collect();
+    }
+    r
+}
+
+fn route_ignoring_fences(broker: &Broker, topic: &Topic, partition: i32) -> Route {
     let replicas = replicas_of(broker, topic, partition);
     let preferred = replicas[0];
     if !is_replicated(broker, topic) {
@@ -39,6 +65,7 @@ pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
             leader_epoch: 0,
             isr: vec![preferred],
             replicas,
+            offline: Vec::new(),
         };
     }
     let epoch = |term: u64| i32::try_from(term).unwrap_or(i32::MAX);
@@ -70,6 +97,7 @@ pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
                 leader_epoch: epoch(term),
                 isr,
                 replicas,
+                offline: Vec::new(),
             };
         }
         if let Some(leader) = leader.and_then(|l| i32::try_from(l).ok())
@@ -80,6 +108,7 @@ pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
                 leader_epoch: epoch(term),
                 isr: vec![leader],
                 replicas,
+                offline: Vec::new(),
             };
         }
     }
@@ -89,6 +118,7 @@ pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
             leader_epoch: epoch(r.epoch),
             isr: r.isr,
             replicas,
+            offline: Vec::new(),
         },
         // Not led yet (a new partition): its preferred leader is elected
         // first.
@@ -97,6 +127,7 @@ pub fn route(broker: &Broker, topic: &Topic, partition: i32) -> Route {
             leader_epoch: 0,
             isr: vec![preferred],
             replicas,
+            offline: Vec::new(),
         },
     }
 }
@@ -142,23 +173,36 @@ pub struct BrokerEndpoint {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    pub fenced: bool,
 }
 
-/// The brokers a client on `listener` is told about: every registered
-/// broker's endpoint of the same listener name in a cluster, this broker
-/// alone otherwise.
+/// The brokers a client on `listener` is told about: every registered,
+/// unfenced broker's endpoint of the same listener name in a cluster, this
+/// broker alone otherwise.
 pub fn brokers(broker: &Broker, listener: &Listener) -> Vec<BrokerEndpoint> {
-    let me = BrokerEndpoint {
+    endpoints(broker, listener, false)
+}
+
+/// [`brokers`], with the fenced ones too when `include_fenced`
+/// (DescribeCluster v2).
+pub fn endpoints(
+    broker: &Broker,
+    listener: &Listener,
+    include_fenced: bool,
+) -> Vec<BrokerEndpoint> {
+    let mut me = BrokerEndpoint {
         id: broker.node_id(),
         host: listener.host.clone(),
         port: listener.port,
         rack: broker.config.broker_rack.clone(),
+        fenced: false,
     };
     let Some(group) = broker.topics.store().group() else {
         return vec![me];
     };
-    let mut out: Vec<BrokerEndpoint> = group
-        .state()
+    let state = group.state();
+    me.fenced = state.is_fenced(me.id);
+    let mut out: Vec<BrokerEndpoint> = state
         .brokers
         .values()
         .filter(|b| b.node_id != me.id)
@@ -169,10 +213,12 @@ pub fn brokers(broker: &Broker, listener: &Listener) -> Vec<BrokerEndpoint> {
                 host: ep.host.clone(),
                 port: ep.port,
                 rack: b.rack.clone(),
+                fenced: state.is_fenced(b.node_id),
             })
         })
         .collect();
     out.push(me);
+    out.retain(|b| include_fenced || !b.fenced);
     out.sort_by_key(|b| b.id);
     out
 }

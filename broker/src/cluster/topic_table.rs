@@ -547,10 +547,10 @@ impl TopicTable {
             }
             return Ok(Vec::new());
         };
+        // Not on fenced brokers (gone, or stopping), as in Kafka.
         let slots: Vec<BrokerSlot> = group
             .state()
-            .brokers
-            .values()
+            .unfenced_brokers()
             .map(|b| BrokerSlot {
                 id: b.node_id,
                 rack: b.rack.clone(),

@@ -236,7 +236,7 @@ impl Groups {
             let registered = topics
                 .store()
                 .group()
-                .map_or(1, |g| g.state().brokers.len());
+                .map_or(1, |g| g.state().unfenced_brokers().count());
             if registered < rf {
                 return Err(BrokerError::CoordinatorNotAvailable(format!(
                     "{OFFSETS_TOPIC} needs {rf} brokers; {registered} have registered"

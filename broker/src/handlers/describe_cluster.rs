@@ -1,4 +1,5 @@
-//! DescribeCluster: this broker, as the whole cluster and its controller.
+//! DescribeCluster: the brokers (fenced ones only when v2 asks) and the
+//! controller.
 //! As in Kafka, anyone may ask; the cluster's authorized operations are
 //! reported only to a principal that may DESCRIBE the cluster (0 to others).
 
@@ -28,7 +29,9 @@ pub async fn handle(
                 "only broker endpoints are served",
             )));
     }
-    let brokers = crate::cluster::routing::brokers(broker, ctx.endpoint())
+    // v2 may ask for fenced brokers too, marked as such.
+    let include_fenced = ctx.version >= 2 && req.include_fenced_brokers;
+    let brokers = crate::cluster::routing::endpoints(broker, ctx.endpoint(), include_fenced)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()
@@ -36,6 +39,7 @@ pub async fn handle(
                 .with_host(StrBytes::from_string(b.host))
                 .with_port(i32::from(b.port))
                 .with_rack(b.rack.map(StrBytes::from_string))
+                .with_is_fenced(b.fenced)
         })
         .collect();
     resp.with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()))

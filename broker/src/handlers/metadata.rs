@@ -193,14 +193,24 @@ fn describe(ctx: &RequestContext<'_>, t: &Topic, want_ops: bool) -> MetadataResp
                 .iter()
                 .map(|p| {
                     let r = crate::cluster::routing::route(ctx.broker, t, p.index);
+                    // No leader (its broker is fenced): retriable.
+                    let error = if r.leader < 0 {
+                        BrokerError::LeaderNotAvailable(String::new()).code()
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
-                        .with_error_code(0)
+                        .with_error_code(error)
                         .with_partition_index(p.index)
                         .with_leader_id(BrokerId(r.leader))
                         .with_leader_epoch(if ctx.version >= 7 { r.leader_epoch } else { -1 })
                         .with_replica_nodes(r.replicas.into_iter().map(BrokerId).collect())
                         .with_isr_nodes(r.isr.into_iter().map(BrokerId).collect())
-                        .with_offline_replicas(vec![])
+                        .with_offline_replicas(if ctx.version >= 5 {
+                            r.offline.into_iter().map(BrokerId).collect()
+                        } else {
+                            Vec::new()
+                        })
                 })
                 .collect(),
         )
