@@ -192,6 +192,21 @@ pub fn rpc_advertised_listener(
     ))
 }
 
+/// The claims' retention policy: only rendered to delete them with the
+/// cluster. Retain/Retain is what the API server defaults it to; rendering
+/// it too would make every apply a change where the field does not exist
+/// (`StatefulSetAutoDeletePVC` off, as before Kubernetes 1.27): the server
+/// drops it, each apply then rewrites the managed fields' timestamp, and
+/// the new resourceVersion wakes the controller again.
+pub fn pvc_retention_policy(
+    delete_claim: bool,
+) -> Option<StatefulSetPersistentVolumeClaimRetentionPolicy> {
+    delete_claim.then(|| StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some("Delete".to_string()),
+        when_scaled: Some("Retain".to_string()),
+    })
+}
+
 /// StatefulSet `<name>` running `topology.brokers` broker pods;
 /// `config_hash` is the hash of the rendered properties (see
 /// [`super::config::config_hash`]).
@@ -527,18 +542,8 @@ pub fn stateful_set(
                 type_: Some("OnDelete".to_string()),
                 ..StatefulSetUpdateStrategy::default()
             }),
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some(
-                        if spec.storage.delete_claim {
-                            "Delete"
-                        } else {
-                            "Retain"
-                        }
-                        .to_string(),
-                    ),
-                    when_scaled: Some("Retain".to_string()),
-                },
+            persistent_volume_claim_retention_policy: pvc_retention_policy(
+                spec.storage.delete_claim,
             ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -553,4 +558,19 @@ pub fn stateful_set(
         }),
         ..StatefulSet::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_retention_policy_is_only_rendered_to_delete_claims() {
+        // Retain/Retain is the API server's default; rendered, it is a
+        // change on every apply where the server drops the field.
+        assert_eq!(pvc_retention_policy(false), None);
+        let delete = pvc_retention_policy(true).expect("rendered");
+        assert_eq!(delete.when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(delete.when_scaled.as_deref(), Some("Retain"));
+    }
 }
