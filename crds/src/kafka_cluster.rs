@@ -168,8 +168,10 @@ fn default_listeners() -> Vec<Listener> {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.storageClass) ? has(oldSelf.storageClass) && self.storageClass == oldSelf.storageClass : !has(oldSelf.storageClass)").message("storageClass is immutable"))]
+#[x_kube(validation = Rule::new("!has(self.size) || !has(oldSelf.size) || self.size == oldSelf.size").message("size is immutable: the StatefulSet's volume claim template cannot change and volumes are not resized yet"))]
 pub struct Storage {
-    /// Size of each broker's volume, e.g. `100Gi`.
+    /// Size of each broker's volume, e.g. `100Gi`. Cannot be changed once
+    /// set: the claim template of a StatefulSet is immutable.
     #[serde(default = "default_storage_size")]
     pub size: Quantity,
 

@@ -163,3 +163,23 @@ fn uniqueness_rules_iterate_bounded_lists_of_bounded_values() {
         "the listener and tenant uniqueness rules are checked"
     );
 }
+
+#[test]
+fn what_the_statefulsets_claim_template_takes_is_immutable() {
+    // A real API server refuses every apply of a StatefulSet whose claim
+    // template changed (422), which wedged the cluster's reconcile: the
+    // schema refuses the change instead.
+    let storage: Vec<String> = all_rules()
+        .into_iter()
+        .filter(|(path, _, _)| path == "KafkaCluster.spec.storage")
+        .map(|(_, _, rule)| rule)
+        .collect();
+    for field in ["size", "storageClass"] {
+        assert!(
+            storage
+                .iter()
+                .any(|r| r.contains(&format!("self.{field} == oldSelf.{field}"))),
+            "spec.storage.{field} has no immutability rule: {storage:?}"
+        );
+    }
+}
