@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use kafka_protocol::messages::{DescribeLogDirsRequest, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    DescribeClusterRequest, DescribeLogDirsRequest, MetadataRequest, MetadataResponse,
+};
 use serde_json::json;
 use skiff_balance::{Broker, MoveKind, Options as PlanOptions, Partition, Plan, Tolerance};
 
@@ -48,16 +50,30 @@ pub struct Snapshot {
     /// Replicas of partitions that cannot move (single replicas), by
     /// broker: a broker holding one cannot be drained.
     pub pinned: BTreeMap<i32, usize>,
+    /// Registered brokers the cluster has fenced (stopped, or silent):
+    /// Metadata leaves them out, so the planner moves their replicas away
+    /// as from any broker it does not know, and places none on them.
+    pub fenced: BTreeSet<i32>,
 }
 
-/// Brokers and partitions of a Metadata answer; `drain` marks brokers
-/// draining.
+/// Brokers and partitions of a Metadata answer, with the `fenced` brokers
+/// Metadata leaves out; `drain` marks brokers draining (a fenced one may be
+/// drained too: its replicas move as a gone broker's).
 ///
 /// # Errors
 /// A drained broker that is not a cluster member, or a topic Metadata
 /// answers with an error.
-pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::Result<Snapshot> {
-    let ids: BTreeSet<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+pub fn snapshot_from_metadata(
+    md: &MetadataResponse,
+    drain: &[i32],
+    fenced: BTreeSet<i32>,
+) -> anyhow::Result<Snapshot> {
+    let ids: BTreeSet<i32> = md
+        .brokers
+        .iter()
+        .map(|b| b.node_id.0)
+        .chain(fenced.iter().copied())
+        .collect();
     for d in drain {
         anyhow::ensure!(
             ids.contains(d),
@@ -117,7 +133,37 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
         sizes_unknown: None,
         immovable,
         pinned,
+        fenced,
     })
+}
+
+/// The brokers the cluster has fenced, from DescribeCluster v2 (none from
+/// brokers that do not serve it).
+///
+/// # Errors
+/// The broker unreachable or answering with an error.
+async fn fenced_brokers(admin: &mut AdminClient) -> anyhow::Result<BTreeSet<i32>> {
+    if admin.version_of::<DescribeClusterRequest>().unwrap_or(0) < 2 {
+        return Ok(BTreeSet::new());
+    }
+    let (_, resp) = admin
+        .send(
+            &DescribeClusterRequest::default()
+                .with_include_fenced_brokers(true)
+                .with_endpoint_type(1),
+        )
+        .await?;
+    anyhow::ensure!(
+        resp.error_code == codes::NONE,
+        "DescribeCluster: {}",
+        error_name(resp.error_code)
+    );
+    Ok(resp
+        .brokers
+        .iter()
+        .filter(|b| b.is_fenced)
+        .map(|b| b.broker_id.0)
+        .collect())
 }
 
 /// The cluster as one broker's Metadata describes it (no sizes).
@@ -127,7 +173,8 @@ pub fn snapshot_from_metadata(md: &MetadataResponse, drain: &[i32]) -> anyhow::R
 pub async fn snapshot(admin: &mut AdminClient, drain: &[i32]) -> anyhow::Result<Snapshot> {
     let v = admin.version_of::<MetadataRequest>()?;
     let (_, md) = admin.send(&metadata_request(None, v)).await?;
-    snapshot_from_metadata(&md, drain)
+    let fenced = fenced_brokers(admin).await?;
+    snapshot_from_metadata(&md, drain, fenced)
 }
 
 /// Reads the cluster: Metadata from the bootstrap brokers, then sizes from
@@ -139,7 +186,8 @@ pub async fn read_cluster(opts: &Options) -> anyhow::Result<Snapshot> {
     let mut admin = AdminClient::connect_with(&opts.bootstrap, opts.credentials.as_ref()).await?;
     let v = admin.version_of::<MetadataRequest>()?;
     let (_, md) = admin.send(&metadata_request(None, v)).await?;
-    let mut snap = snapshot_from_metadata(&md, &opts.drain)?;
+    let fenced = fenced_brokers(&mut admin).await?;
+    let mut snap = snapshot_from_metadata(&md, &opts.drain, fenced)?;
     if !admin.supports::<DescribeLogDirsRequest>() {
         snap.sizes_unknown = Some(
             "the brokers do not serve DescribeLogDirs, so partition sizes are unknown and \
@@ -607,7 +655,7 @@ mod tests {
             &[(1, Some("a")), (2, Some("b")), (3, None)],
             &[("t", 0, &[1, 2]), ("t", 1, &[2, 3])],
         );
-        let snap = snapshot_from_metadata(&md, &[3]).unwrap();
+        let snap = snapshot_from_metadata(&md, &[3], BTreeSet::new()).unwrap();
         assert_eq!(
             snap.brokers,
             vec![
@@ -623,8 +671,30 @@ mod tests {
     #[test]
     fn draining_a_broker_that_is_not_a_member_is_refused() {
         let md = metadata(&[(1, None)], &[]);
-        let err = snapshot_from_metadata(&md, &[7]).unwrap_err().to_string();
+        let err = snapshot_from_metadata(&md, &[7], BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("broker 7 is not a member"), "{err}");
+    }
+
+    #[test]
+    fn a_fenced_broker_can_be_drained_and_gets_nothing() {
+        // Broker 3 is down: Metadata leaves it out, DescribeCluster says fenced.
+        let md = metadata(
+            &[(1, None), (2, None), (4, None)],
+            &[("t", 0, &[1, 3]), ("t", 1, &[3, 2])],
+        );
+        let snap = snapshot_from_metadata(&md, &[3], BTreeSet::from([3])).unwrap();
+        assert_eq!(snap.fenced, BTreeSet::from([3]));
+        let p = plan(&snap, Tolerance::default()).unwrap();
+        let j = reassignment_json(&p);
+        for e in j["partitions"].as_array().unwrap() {
+            assert!(
+                !e["replicas"].as_array().unwrap().contains(&3.into()),
+                "{e}"
+            );
+        }
+        assert_eq!(j["partitions"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -633,7 +703,7 @@ mod tests {
             &[(1, None), (2, None), (3, None)],
             &[("t", 0, &[1, 2]), ("t", 1, &[1, 2]), ("t", 2, &[1, 2])],
         );
-        let snap = snapshot_from_metadata(&md, &[1]).unwrap();
+        let snap = snapshot_from_metadata(&md, &[1], BTreeSet::new()).unwrap();
         let p = plan(&snap, Tolerance::default()).unwrap();
         let j = reassignment_json(&p);
         assert_eq!(j["version"], 1);
@@ -660,7 +730,7 @@ mod tests {
         let mut parts: Vec<(&str, i32, &[i32])> = (0..4).map(|p| ("t", p, &[1, 2][..])).collect();
         parts.extend([("one", 0, &[1][..]), ("one", 1, &[2][..])]);
         let md = metadata(&[(1, None), (2, None), (3, None)], &parts);
-        let mut snap = snapshot_from_metadata(&md, &[]).unwrap();
+        let mut snap = snapshot_from_metadata(&md, &[], BTreeSet::new()).unwrap();
         assert_eq!(snap.immovable, 2);
         snap.sizes_unknown = Some("sizes unknown".into());
         let p = plan(&snap, Tolerance::default()).unwrap();

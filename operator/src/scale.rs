@@ -57,8 +57,12 @@ impl Phase {
 /// What the brokers say (committed cluster metadata).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterView {
-    /// Registered brokers.
+    /// Registered brokers, fenced ones included.
     pub registered: BTreeSet<i32>,
+    /// Registered brokers the cluster has fenced (stopping, or silent for
+    /// its session timeout): still to unregister when they leave, but not
+    /// yet back when they stay.
+    pub fenced: BTreeSet<i32>,
     /// Replicas each broker holds.
     pub holding: BTreeMap<i32, usize>,
     /// Replicas of single-replica partitions each broker holds: they
@@ -181,7 +185,7 @@ pub fn decide(f: &Facts) -> Step {
     }
     let staying = f.desired.min(f.running);
     let missing: Vec<i32> = (0..staying)
-        .filter(|id| !f.ready.contains(id) || !c.registered.contains(id))
+        .filter(|id| !f.ready.contains(id) || !c.registered.contains(id) || c.fenced.contains(id))
         .collect();
     if !missing.is_empty() {
         // A broker that stays may restart during a drain as well as after a
@@ -319,6 +323,7 @@ mod tests {
     fn view(registered: &[i32], holding: &[(i32, usize)]) -> ClusterView {
         ClusterView {
             registered: registered.iter().copied().collect(),
+            fenced: BTreeSet::new(),
             holding: holding.iter().copied().collect(),
             pinned: BTreeMap::new(),
             moving: 0,
@@ -358,6 +363,7 @@ mod tests {
         for _ in 0..50 {
             let c = ClusterView {
                 registered: registered.clone(),
+                fenced: BTreeSet::new(),
                 holding: holding.clone(),
                 pinned: BTreeMap::new(),
                 moving,
@@ -472,6 +478,30 @@ mod tests {
         );
         assert_eq!(running, 3);
         assert_eq!(registered, (0..3).collect());
+    }
+
+    #[test]
+    fn a_fenced_broker_is_unregistered_when_it_left_and_waited_for_when_it_stays() {
+        // Shrunk from 4 to 3 by an operator that stopped before
+        // unregistering: broker 3 has stopped, so Metadata leaves it out
+        // (fenced), but it is still registered.
+        let mut c = view(&[0, 1, 2, 3], &[(0, 4), (1, 4), (2, 4)]);
+        c.fenced = BTreeSet::from([3]);
+        let step = decide(&facts(3, 3, &[0, 1, 2], Phase::Idle, Some(c.clone())));
+        assert_eq!(
+            step,
+            Step::Shrink {
+                to: 3,
+                unregister: vec![3]
+            }
+        );
+        // A broker that stays and is fenced (down) is not back yet.
+        c.fenced = BTreeSet::from([1]);
+        let step = decide(&facts(4, 4, &[0, 1, 2, 3], Phase::Growing, Some(c)));
+        assert!(
+            matches!(&step, Step::WaitForBrokers { brokers, .. } if brokers == &vec![1]),
+            "{step:?}"
+        );
     }
 
     #[test]

@@ -1129,7 +1129,13 @@ async fn scale_view(
         *holding.entry(*b).or_insert(0) += n;
     }
     let view = ClusterView {
-        registered: snap.brokers.iter().map(|b| b.id).collect(),
+        registered: snap
+            .brokers
+            .iter()
+            .map(|b| b.id)
+            .chain(snap.fenced.iter().copied())
+            .collect(),
+        fenced: snap.fenced.clone(),
         holding,
         pinned: snap.pinned.clone(),
         moving: in_progress.len(),
