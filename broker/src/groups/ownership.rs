@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
@@ -36,6 +36,41 @@ pub(super) struct Ownership {
     loaded: Mutex<HashMap<i32, u64>>,
     /// A creation of the offsets topic is under way.
     creating: AtomicBool,
+    /// Offsets partitions whose load failed: not tried again before the
+    /// backoff has passed (in the same term).
+    failed: Mutex<HashMap<i32, Backoff>>,
+}
+
+/// When a failed load of one offsets partition may be tried again.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    term: u64,
+    wait: Duration,
+    not_before: Instant,
+}
+
+/// The first and the longest wait after a failed load: a broken log is
+/// retried (and warned about) at most this often, not at every tick.
+const LOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+
+impl Backoff {
+    /// The backoff after one more failure in `term` (a new term starts over).
+    fn after_failure(prev: Option<Backoff>, term: u64, now: Instant) -> Backoff {
+        let wait = match prev {
+            Some(b) if b.term == term => (b.wait * 2).min(LOAD_RETRY_MAX),
+            _ => LOAD_RETRY_FIRST,
+        };
+        Backoff {
+            term,
+            wait,
+            not_before: now + wait,
+        }
+    }
+
+    fn allows(&self, term: u64, now: Instant) -> bool {
+        self.term != term || now >= self.not_before
+    }
 }
 
 /// This broker's part in one offsets partition.
@@ -89,6 +124,7 @@ impl Ownership {
             alone,
             loaded: Mutex::new(HashMap::new()),
             creating: AtomicBool::new(false),
+            failed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,7 +185,15 @@ impl Groups {
             let had = o.loaded.lock().get(&index).copied();
             match role(o.node_id, &topic, index) {
                 Role::Leads { term, ready: true } if had != Some(term) => {
-                    self.load(&topic, index, term);
+                    let now = Instant::now();
+                    let due = o
+                        .failed
+                        .lock()
+                        .get(&index)
+                        .is_none_or(|b| b.allows(term, now));
+                    if due {
+                        self.load(&topic, index, term);
+                    }
                 }
                 Role::Follows if had.is_some() => {
                     o.loaded.lock().remove(&index);
@@ -175,6 +219,7 @@ impl Groups {
         let mut report = ReplayReport::default();
         match self.replay(p, &mut report) {
             Ok(()) => {
+                self.ownership.failed.lock().remove(&index);
                 self.ownership.loaded.lock().insert(index, term);
                 let elapsed_ms = started.elapsed().as_millis() as u64;
                 // A new topic's fifty empty partitions are not news.
@@ -194,9 +239,18 @@ impl Groups {
                     );
                 }
             }
-            // Tried again at the next call; the groups stay unavailable.
+            // Tried again after a backoff; the groups stay unavailable
+            // (COORDINATOR_LOAD_IN_PROGRESS) meanwhile.
             Err(e) => {
-                warn!(partition = index, error = %e, "could not load {OFFSETS_TOPIC}-{index}")
+                let mut failed = self.ownership.failed.lock();
+                let b = Backoff::after_failure(failed.get(&index).copied(), term, Instant::now());
+                failed.insert(index, b);
+                warn!(
+                    partition = index,
+                    error = %e,
+                    retry_in_ms = b.wait.as_millis() as u64,
+                    "could not load {OFFSETS_TOPIC}-{index}"
+                );
             }
         }
     }
@@ -266,5 +320,30 @@ impl Groups {
         })();
         self.ownership.creating.store(false, Ordering::SeqCst);
         created
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_load_backs_off_doubling_and_a_new_term_starts_over() {
+        let t0 = Instant::now();
+        let b = Backoff::after_failure(None, 3, t0);
+        assert_eq!(b.wait, LOAD_RETRY_FIRST);
+        assert!(!b.allows(3, t0));
+        assert!(b.allows(3, t0 + LOAD_RETRY_FIRST));
+        // A new leadership term tries at once.
+        assert!(b.allows(4, t0));
+        let mut b = b;
+        for _ in 0..10 {
+            b = Backoff::after_failure(Some(b), 3, t0);
+        }
+        assert_eq!(b.wait, LOAD_RETRY_MAX);
+        assert_eq!(
+            Backoff::after_failure(Some(b), 4, t0).wait,
+            LOAD_RETRY_FIRST
+        );
     }
 }
