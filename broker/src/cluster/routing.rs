@@ -132,12 +132,28 @@ fn route_ignoring_fences(broker: &Broker, topic: &Topic, partition: i32) -> Rout
     }
 }
 
+/// The partition's replicas: in a cluster as the applied metadata has them
+/// (the local topic table follows it a moment later, so a reassignment's
+/// end shows in Metadata as soon as ListPartitionReassignments shows it),
+/// else as the topic table has them; this broker alone when unassigned.
 pub fn replicas_of(broker: &Broker, topic: &Topic, partition: i32) -> Vec<i32> {
-    usize::try_from(partition)
-        .ok()
-        .and_then(|p| topic.assignments.get(p))
-        .filter(|r| !r.is_empty())
-        .cloned()
+    let slot = usize::try_from(partition).ok();
+    let applied = broker.topics.store().group().and_then(|g| {
+        let state = g.state();
+        let t = state
+            .topics
+            .get(&*topic.name)
+            .filter(|t| t.id == topic.id)?;
+        slot.and_then(|p| t.assignments.get(p))
+            .filter(|r| !r.is_empty())
+            .cloned()
+    });
+    applied
+        .or_else(|| {
+            slot.and_then(|p| topic.assignments.get(p))
+                .filter(|r| !r.is_empty())
+                .cloned()
+        })
         .unwrap_or_else(|| vec![broker.node_id()])
 }
 
