@@ -961,13 +961,22 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         Some(_) => {}
     }
     patch_status(&api, &name, &patch).await?;
-    // A scale under way waits on the brokers (moves, registrations), which
-    // no watched object reports.
-    let scaling_now = status.scale.as_ref().is_some_and(|s| {
-        s.phase != Phase::Idle.as_str() || s.applied_replication_throttle.is_some()
-    });
-    let settled = matches!(step, RollStep::Done) && all_ready && !scaling_now;
+    let settled = matches!(step, RollStep::Done)
+        && all_ready
+        && !scale_under_way(status.scale.as_ref(), &scaling.step);
     Ok(Action::requeue(if settled { RESYNC } else { ROLL_POLL }))
+}
+
+/// Whether a scale waits on the brokers (moves, registrations, or their
+/// Admin API), which no watched object reports: the cluster is then looked
+/// at again after [`ROLL_POLL`], not at the resync. A scale-down that found
+/// the Admin API unusable is still `Idle`, and waited five minutes on a real
+/// API server before this looked at the step too.
+fn scale_under_way(scale: Option<&ScaleStatus>, step: &ScaleStep) -> bool {
+    matches!(step, ScaleStep::Unknown)
+        || scale.is_some_and(|s| {
+            s.phase != Phase::Idle.as_str() || s.applied_replication_throttle.is_some()
+        })
 }
 
 /// What the roll needs from the brokers: under-replicated partitions, the
@@ -1556,6 +1565,25 @@ fn wait_reason(w: &WaitReason) -> (&'static str, String) {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+
+    #[test]
+    fn a_scale_waiting_for_the_admin_api_is_looked_at_again_soon() {
+        let idle = ScaleStatus {
+            phase: Phase::Idle.as_str().to_string(),
+            target_replicas: 3,
+            message: "the brokers' Admin API cannot be reached; the scale waits".into(),
+            ..ScaleStatus::default()
+        };
+        assert!(scale_under_way(Some(&idle), &ScaleStep::Unknown));
+        assert!(scale_under_way(None, &ScaleStep::Unknown));
+        assert!(!scale_under_way(Some(&idle), &ScaleStep::Steady));
+        assert!(!scale_under_way(None, &ScaleStep::Steady));
+        let draining = ScaleStatus {
+            phase: Phase::Draining.as_str().to_string(),
+            ..idle.clone()
+        };
+        assert!(scale_under_way(Some(&draining), &ScaleStep::Steady));
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn pod(name: &str, ready: bool, rev: &str) -> Pod {
