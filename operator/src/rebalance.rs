@@ -174,7 +174,22 @@ pub async fn snapshot(admin: &mut AdminClient, drain: &[i32]) -> anyhow::Result<
     let v = admin.version_of::<MetadataRequest>()?;
     let (_, md) = admin.send(&metadata_request(None, v)).await?;
     let fenced = fenced_brokers(admin).await?;
-    snapshot_from_metadata(&md, drain, fenced)
+    let drain = members_of(&md, &fenced, drain);
+    snapshot_from_metadata(&md, &drain, fenced)
+}
+
+/// The brokers of `drain` that are cluster members (registered, fenced or
+/// not). A scale-down's leaving broker that never registered (its pod never
+/// started a broker) or was unregistered already holds nothing, so there is
+/// nothing to drain: refusing it, as `rebalance --drain` refuses a typo,
+/// left such a scale-down waiting for ever ("the brokers' Admin API cannot
+/// be reached").
+pub fn members_of(md: &MetadataResponse, fenced: &BTreeSet<i32>, drain: &[i32]) -> Vec<i32> {
+    drain
+        .iter()
+        .copied()
+        .filter(|d| fenced.contains(d) || md.brokers.iter().any(|b| b.node_id.0 == *d))
+        .collect()
 }
 
 /// Reads the cluster: Metadata from the bootstrap brokers, then sizes from
@@ -666,6 +681,16 @@ mod tests {
         );
         assert_eq!(snap.partitions[1], Partition::new("t", 1, &[2, 3], 0));
         assert_eq!(snap.addresses[&2], "127.0.0.1:9002");
+    }
+
+    #[test]
+    fn a_scale_down_drains_only_the_leaving_brokers_that_are_members() {
+        let md = metadata(&[(0, None), (1, None), (2, None)], &[("t", 0, &[0, 1])]);
+        assert_eq!(members_of(&md, &BTreeSet::new(), &[3]), Vec::<i32>::new());
+        assert_eq!(members_of(&md, &BTreeSet::new(), &[2, 3]), vec![2]);
+        assert_eq!(members_of(&md, &BTreeSet::from([3]), &[2, 3]), vec![2, 3]);
+        let drain = members_of(&md, &BTreeSet::new(), &[3]);
+        assert!(snapshot_from_metadata(&md, &drain, BTreeSet::new()).is_ok());
     }
 
     #[test]
