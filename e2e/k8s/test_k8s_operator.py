@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -36,7 +37,9 @@ def kubectl(*args, input=None, check=True, timeout=120):
     out = subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, *args], input=input,
                          capture_output=True, text=True, timeout=timeout)
     if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr}")
+        # The kcat commands carry the User's password: keep it out of reports.
+        shown = re.sub(r"(sasl\.password=)\S+", r"\1***", " ".join(args))
+        raise AssertionError(f"kubectl {shown}: {out.stderr}")
     return out.stdout
 
 
@@ -81,6 +84,11 @@ def env():
             ["kubectl", "--kubeconfig", KUBECONFIG, "-n", ns, "port-forward", "svc/kafka-bootstrap",
              f"{pf_port}:9092"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)}
     finally:
+        # The tenant's resources carry finalizers only the running operator
+        # removes: deleted after it stops, they would keep the namespace
+        # Terminating for good (seen on a real API server).
+        kubectl("delete", "topics,users,quotas", "--all", "-n", tenant, "--timeout=120s",
+                check=False, timeout=150)
         for n in (tenant, ns):
             kubectl("delete", "namespace", n, "--wait=false", check=False)
         operator.terminate()
