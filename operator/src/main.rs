@@ -410,10 +410,33 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             // Deployment restarts the pod as a follower.
             anyhow::bail!("lost the leader Lease; exiting so another replica leads")
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted");
+        () = stop_signal() => {
+            tracing::info!("stopping");
+            metrics.leader.set(0);
+            if let Some(e) = &elector {
+                e.release().await;
+            }
             Ok(())
         }
+    }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

@@ -50,6 +50,22 @@ pub fn decide(lease: Option<&Lease>, me: &str, now: Timestamp) -> Decision {
     }
 }
 
+/// The Lease `me` leaves behind when it stops while holding it: no holder,
+/// so another replica takes it over at its next look instead of waiting
+/// for it to expire (client-go's `ReleaseOnCancel`). `None` when `me` does
+/// not hold it.
+pub fn released(lease: &Lease, me: &str) -> Option<Lease> {
+    let spec = lease.spec.as_ref()?;
+    if spec.holder_identity.as_deref() != Some(me) {
+        return None;
+    }
+    let mut lease = lease.clone();
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    spec.holder_identity = None;
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    Some(lease)
+}
+
 /// One replica's view of the election.
 pub struct Elector {
     api: Api<Lease>,
@@ -124,6 +140,30 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up if this replica holds it (at shutdown), so a
+    /// standby leads within its retry period. Best effort: an error only
+    /// means the standby waits for the Lease to expire.
+    pub async fn release(&self) {
+        let released = match self.api.get_opt(&self.name).await {
+            Ok(Some(lease)) => released(&lease, &self.me),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "leader election: cannot read the Lease to release it");
+                None
+            }
+        };
+        let Some(lease) = released else { return };
+        // The resourceVersion read: a replica that took over meanwhile wins.
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!("leader election: released the Lease"),
+            Err(e) => tracing::warn!(error = %e, "leader election: cannot release the Lease"),
+        }
+    }
+
     /// Renews the Lease until it is lost: returns when another replica took
     /// it or when renewal failed for longer than the Lease lasts (minus a
     /// margin), so this replica stops before anyone else may start.
@@ -184,6 +224,17 @@ mod tests {
         );
         assert_eq!(
             decide(Some(&lease(None, None)), "a", now),
+            Decision::TakeOver
+        );
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_over_at_once_and_only_the_holder_releases() {
+        let held = lease(Some("a"), Some(1));
+        assert!(released(&held, "b").is_none());
+        let free = released(&held, "a").unwrap();
+        assert_eq!(
+            decide(Some(&free), "b", Timestamp::now()),
             Decision::TakeOver
         );
     }
