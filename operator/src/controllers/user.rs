@@ -36,6 +36,7 @@ use super::{
     Context, Error, FINALIZER, Lookup, RESYNC, finalizer_error, measured, object_key, patch_status,
     resolve_cluster, set_condition,
 };
+use crate::admin::AdminError;
 use crate::admin::scram::generate_password;
 use crate::converge::{acl_bindings, converge_tls_user, converge_user, delete_user};
 use crate::pki::{self, KeyedCert, LeafSpec, Usage};
@@ -348,33 +349,46 @@ async fn apply(user: &User, api: &Api<User>, ctx: &Context) -> Result<Action, Er
         };
         ctx.event(user, EventType::Normal, reason, note).await;
     }
-    if let Some(e) = outcome.acl_error {
-        let msg = format!("credential set, but the ACLs could not be applied: {e}");
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            "AclsNotApplied",
-            msg.clone(),
-            generation,
-        );
-        patch_status(api, &name, &status).await?;
-        ctx.event(user, EventType::Warning, "AclsNotApplied", msg)
-            .await;
-        return Ok(Action::requeue(RESYNC));
+    let ready = format!(
+        "{principal} has its credential and {} ACL binding(s)",
+        desired.len()
+    );
+    ready_unless_acls_failed(
+        user,
+        api,
+        ctx,
+        &mut status,
+        outcome.acl_error,
+        "credential set",
+        ready,
+    )
+    .await
+}
+
+/// The end of a reconcile once the credential is in place: Ready, or
+/// `AclsNotApplied` (with an Event) when the ACLs failed.
+async fn ready_unless_acls_failed(
+    user: &User,
+    api: &Api<User>,
+    ctx: &Context,
+    status: &mut UserStatus,
+    acl_error: Option<AdminError>,
+    done: &str,
+    ready: String,
+) -> Result<Action, Error> {
+    if let Some(e) = acl_error {
+        let msg = format!("{done}, but the ACLs could not be applied: {e}");
+        return refuse(user, api, ctx, status, "AclsNotApplied", msg).await;
     }
     set_condition(
         &mut status.conditions,
         "Ready",
         true,
         "Ready",
-        format!(
-            "{principal} has its credential and {} ACL binding(s)",
-            desired.len()
-        ),
-        generation,
+        ready,
+        user.metadata.generation,
     );
-    patch_status(api, &name, &status).await?;
+    patch_status(api, &user.name_any(), status).await?;
     Ok(Action::requeue(RESYNC))
 }
 
@@ -519,34 +533,20 @@ async fn apply_tls(
         )
         .await;
     }
-    if let Some(e) = outcome.acl_error {
-        let msg = format!("certificate issued, but the ACLs could not be applied: {e}");
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            "AclsNotApplied",
-            msg.clone(),
-            generation,
-        );
-        patch_status(api, &name, &status).await?;
-        ctx.event(user, EventType::Warning, "AclsNotApplied", msg)
-            .await;
-        return Ok(Action::requeue(RESYNC));
-    }
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        true,
-        "Ready",
-        format!(
-            "{principal} has a certificate from the cluster CA in Secret {sname} and {} ACL binding(s)",
-            desired.len()
-        ),
-        generation,
+    let ready = format!(
+        "{principal} has a certificate from the cluster CA in Secret {sname} and {} ACL binding(s)",
+        desired.len()
     );
-    patch_status(api, &name, &status).await?;
-    Ok(Action::requeue(RESYNC))
+    ready_unless_acls_failed(
+        user,
+        api,
+        ctx,
+        &mut status,
+        outcome.acl_error,
+        "certificate issued",
+        ready,
+    )
+    .await
 }
 
 async fn cleanup(user: &User, ctx: &Context) -> Result<Action, Error> {
