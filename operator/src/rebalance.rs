@@ -266,11 +266,17 @@ async fn partition_sizes(
 /// The planner refuses the input (e.g. a drain that would break a
 /// replication factor).
 pub fn plan(snap: &Snapshot, tolerance: Tolerance) -> anyhow::Result<Plan> {
-    Ok(skiff_balance::plan(
-        &snap.brokers,
-        &snap.partitions,
-        &PlanOptions { tolerance },
-    )?)
+    let mut plan =
+        skiff_balance::plan(&snap.brokers, &snap.partitions, &PlanOptions { tolerance })?;
+    // Said first: a broker merely restarting is a reason not to run this plan.
+    let fenced = snap.fenced.iter().map(|id| {
+        format!(
+            "broker {id} is fenced (down, or stopping): its replicas are planned onto the \
+             other brokers; run again once it is back unless that is what you want"
+        )
+    });
+    plan.warnings.splice(0..0, fenced);
+    Ok(plan)
 }
 
 /// The plan in Kafka's reassignment JSON, which `kafka-reassign-partitions
@@ -712,6 +718,11 @@ mod tests {
         let snap = snapshot_from_metadata(&md, &[3], BTreeSet::from([3])).unwrap();
         assert_eq!(snap.fenced, BTreeSet::from([3]));
         let p = plan(&snap, Tolerance::default()).unwrap();
+        assert!(
+            p.warnings[0].starts_with("broker 3 is fenced"),
+            "{:?}",
+            p.warnings
+        );
         let j = reassignment_json(&p);
         for e in j["partitions"].as_array().unwrap() {
             assert!(
