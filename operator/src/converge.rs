@@ -167,15 +167,7 @@ pub async fn converge_user(
         admin.upsert_scram_sha512(user, password).await?;
         out.credential_set = true;
     }
-    match converge_acls(admin, &format!("User:{user}"), acls).await {
-        Ok((added, removed)) => {
-            out.acls_added = added;
-            out.acls_removed = removed;
-        }
-        Err(e) if e.is_unreachable() => return Err(e),
-        Err(e) => out.acl_error = Some(e),
-    }
-    Ok(out)
+    user_acls(admin, user, acls, out).await
 }
 
 /// A TLS user: no SCRAM credential (one left from when the User was
@@ -195,6 +187,17 @@ pub async fn converge_tls_user(
         admin.delete_scram_sha512(user).await?;
         out.credential_removed = true;
     }
+    user_acls(admin, user, acls, out).await
+}
+
+/// The user's ACLs made exactly `acls`, into `out`: a refusal is recorded
+/// there (the credential stands), unreachable brokers fail the whole call.
+async fn user_acls(
+    admin: &mut AdminClient,
+    user: &str,
+    acls: &BTreeSet<AclBinding>,
+    mut out: UserOutcome,
+) -> Result<UserOutcome, AdminError> {
     match converge_acls(admin, &format!("User:{user}"), acls).await {
         Ok((added, removed)) => {
             out.acls_added = added;

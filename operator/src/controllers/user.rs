@@ -311,18 +311,7 @@ async fn apply(user: &User, api: &Api<User>, ctx: &Context) -> Result<Action, Er
     };
     let outcome = match outcome {
         Ok(o) => o,
-        Err(e) => {
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                e.reason(),
-                e.to_string(),
-                generation,
-            );
-            patch_status(api, &name, &status).await?;
-            return Err(e.into());
-        }
+        Err(e) => return Err(admin_failed(user, api, &mut status, e).await),
     };
     if !applied {
         let secret = credentials_secret(
@@ -363,6 +352,28 @@ async fn apply(user: &User, api: &Api<User>, ctx: &Context) -> Result<Action, Er
         ready,
     )
     .await
+}
+
+/// `Ready=False` with an admin call's failure as reason; the error to
+/// return (the reconcile backs off), or the status patch's own.
+async fn admin_failed(
+    user: &User,
+    api: &Api<User>,
+    status: &mut UserStatus,
+    e: AdminError,
+) -> Error {
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        e.reason(),
+        e.to_string(),
+        user.metadata.generation,
+    );
+    match patch_status(api, &user.name_any(), status).await {
+        Ok(()) => e.into(),
+        Err(pe) => pe.into(),
+    }
 }
 
 /// The end of a reconcile once the credential is in place: Ready, or
@@ -511,18 +522,7 @@ async fn apply_tls(
     };
     let outcome = match outcome {
         Ok(o) => o,
-        Err(e) => {
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                e.reason(),
-                e.to_string(),
-                generation,
-            );
-            patch_status(api, &name, &status).await?;
-            return Err(e.into());
-        }
+        Err(e) => return Err(admin_failed(user, api, &mut status, e).await),
     };
     if outcome.credential_removed {
         ctx.event(
