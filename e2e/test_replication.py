@@ -343,17 +343,19 @@ def test_a_stopping_broker_hands_its_leaderships_over_first(cluster_factory, top
     assert checked == w.sent
 
 
-def test_a_pipelined_producer_keeps_each_partitions_order(cluster_factory, topic_name):
-    """librdkafka keeps several Produce requests in flight on a connection.
-    The broker handles them at once (only their commit waits overlap), and
-    a connection's batches must still reach each partition in request
-    order: without retries (no faults here) every partition holds exactly
-    what was sent to it, in the order sent."""
+@pytest.mark.parametrize("in_flight", [5, 1000000])
+def test_a_pipelined_producer_keeps_each_partitions_order(cluster_factory, topic_name, in_flight):
+    """librdkafka keeps several Produce requests in flight on a connection
+    (up to 1000000 by default without idempotence). The broker handles up
+    to 64 at once (only their commit waits overlap), and a connection's
+    batches must still reach each partition in request order: without
+    retries (no faults here) every partition holds exactly what was sent to
+    it, in the order sent."""
     c = cluster_factory(3)
     create(c[1].bootstrap, topic_name, 3, 3)
     wait_in_sync(c, topic_name, 3)
     p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 0,
-                  "enable.idempotence": False, "max.in.flight.requests.per.connection": 5,
+                  "enable.idempotence": False, "max.in.flight.requests.per.connection": in_flight,
                   "batch.num.messages": 20})
     errors = []
 

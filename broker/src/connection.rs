@@ -48,8 +48,8 @@ pub struct ListenerInfo {
 }
 
 /// Frames decoded ahead of the handler. Small: the point is overlap, not
-/// buffering (memory is bounded by this plus [`PIPELINE`] times
-/// socket.request.max.bytes).
+/// buffering (memory is bounded by this times socket.request.max.bytes plus
+/// [`PIPELINE_BYTES`] and one more request).
 const READ_AHEAD: usize = 4;
 
 /// Why a frame could not be read.
@@ -182,6 +182,9 @@ async fn serve<R, W>(
     // waits until they are all answered and then runs alone.
     let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = Outcome> + Send + '_>>> =
         FuturesOrdered::new();
+    // The frame size of each request in `inflight`, in the same order.
+    let mut inflight_sizes: std::collections::VecDeque<usize> = Default::default();
+    let mut inflight_bytes = 0usize;
     // Resolves once the last pipelined Produce handed over its batches.
     let mut last_submitted: Option<oneshot::Receiver<()>> = None;
     let mut muted_until: Option<tokio::time::Instant> = None;
@@ -190,11 +193,18 @@ async fn serve<R, W>(
         mute: std::mem::take(&mut session.lock().mute_for),
     };
     loop {
-        let reading = inflight.len() < PIPELINE && muted_until.is_none();
+        // A throttle due for a request in flight holds the next one back.
+        let reading = inflight.len() < PIPELINE
+            && inflight_bytes < PIPELINE_BYTES
+            && muted_until.is_none()
+            && session.lock().mute_for.is_zero();
         let answered = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            Some(outcome) = inflight.next(), if !inflight.is_empty() => answer(outcome),
+            Some(outcome) = inflight.next(), if !inflight.is_empty() => {
+                inflight_bytes -= inflight_sizes.pop_front().unwrap_or(0);
+                answer(outcome)
+            }
             () = sleep_until_some(muted_until), if muted_until.is_some() => {
                 muted_until = None;
                 continue;
@@ -207,6 +217,8 @@ async fn serve<R, W>(
                     }
                     let (done, next) = oneshot::channel();
                     let order = SubmitOrder::new(last_submitted.replace(next), done);
+                    inflight_sizes.push_back(frame.len());
+                    inflight_bytes += frame.len();
                     inflight.push_back(Box::pin(dispatch(
                         &broker, &listener, &session, peer, frame, Some(order),
                     )));
@@ -214,6 +226,8 @@ async fn serve<R, W>(
                 }
                 // Not a Produce: the ones in flight are answered first.
                 let mut closed = false;
+                inflight_sizes.clear();
+                inflight_bytes = 0;
                 while let Some(outcome) = inflight.next().await {
                     let a = answer(outcome);
                     if !write_answer(&broker, &listener, &session, &mut write_half, peer, &a).await {
@@ -261,8 +275,17 @@ async fn serve<R, W>(
 /// Produce requests of one connection handled at once. Their batches reach
 /// each partition in request order; only the waits for commits overlap, so
 /// a producer with several requests in flight (librdkafka's default) lets
-/// Raft carry them in one round instead of one round each.
-const PIPELINE: usize = 5;
+/// Raft carry them in one round instead of one round each. At 5 (the
+/// idempotent producer's limit) a non-idempotent librdkafka producer at
+/// 10k msg/s outran the brokers: each request held one message, a Raft
+/// round carried at most five, and its requests queued in the socket
+/// (docs/benchmarks.md, session 9).
+const PIPELINE: usize = 64;
+
+/// Request bytes of one connection's pipelined Produce requests: no new one
+/// is read while they reach this, so a connection holds at most this plus
+/// one request.
+const PIPELINE_BYTES: usize = 16 << 20;
 
 /// A handled request and the throttle it asked for.
 struct AnswerOf {

@@ -438,6 +438,13 @@ pub async fn dispatch(
     if key == ApiKey::Produce {
         // Kafka meters a produce request's whole size.
         ctx.record_quota(crate::quota::QuotaKind::Produce, body.len() as f64);
+        // Said at once, not when answered: a connection with Produce requests
+        // in flight reads no further one once a throttle is due.
+        let throttle = ctx.throttle();
+        if !throttle.is_zero() {
+            let mut session = session.lock();
+            session.mute_for = session.mute_for.max(throttle);
+        }
     }
     let result = call(&ctx, key, correlation_id, started, &mut body).await;
     // KIP-219: the connection reads nothing more until the throttle ends.
