@@ -11,6 +11,7 @@ pub mod group;
 pub mod handover;
 pub mod host;
 pub mod reassign;
+mod recent;
 pub mod store;
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ use skiff_log::{PartitionLog, TimestampMode};
 use tokio::sync::Notify;
 
 use super::codec::{self, StoredKind};
+use super::recent::RecentEntries;
 use super::{Applied, NodeId, PartitionRaft, Proposal};
 use crate::broker::now_ms;
 use crate::producer_state::{ProducerStateTable, Verdict};
@@ -130,6 +131,9 @@ struct Inner {
     /// Idempotent producers' recent batches, from the log (see
     /// `producer_state`); checked by the leader before it proposes.
     producers: ProducerStateTable,
+    /// The unapplied entries as written, so replication and `apply` need
+    /// not read them back.
+    recent: RecentEntries,
 }
 
 /// Applied entries between saves of the applied position, which bound the
@@ -284,13 +288,11 @@ impl Inner {
         &self,
         index: u64,
         h: &BatchHeader,
-        raw: &[u8],
+        raw: Bytes,
     ) -> Result<Entry<PartitionRaft>, SErr> {
         let term = u64::try_from(h.partition_leader_epoch).unwrap_or(0);
-        let payload = match codec::classify(h, raw) {
-            StoredKind::Normal => EntryPayload::Normal(Proposal {
-                batch: Bytes::copy_from_slice(raw),
-            }),
+        let payload = match codec::classify(h, &raw) {
+            StoredKind::Normal => EntryPayload::Normal(Proposal { batch: raw }),
             StoredKind::Blank => EntryPayload::Blank,
             StoredKind::Membership(json) => {
                 let m: Membership<NodeId, BasicNode> =
@@ -309,6 +311,14 @@ impl Inner {
         if start >= end {
             return Ok(Vec::new());
         }
+        if let Some(cached) = self.recent.range(start, end) {
+            return cached
+                .map(|(index, raw)| {
+                    let h = BatchHeader::parse(raw).map_err(|e| log_err(ErrorVerb::Read, e))?;
+                    self.decode(index, &h, raw.clone())
+                })
+                .collect();
+        }
         let Some(mut offset) = self.offset_of(start)? else {
             return Err(other(format!("log entry {start} is not in the log")));
         };
@@ -325,7 +335,7 @@ impl Inner {
             let bytes = slice.load().map_err(|e| log_err(ErrorVerb::Read, e))?;
             for item in batch::headers(&bytes) {
                 let (at, h) = item.map_err(|e| log_err(ErrorVerb::Read, e))?;
-                out.push(self.decode(index, &h, &bytes[at..at + h.size()])?);
+                out.push(self.decode(index, &h, bytes.slice(at..at + h.size()))?);
                 index += 1;
                 if index == end {
                     break;
@@ -375,8 +385,9 @@ impl Inner {
         if self.last.is_none() || index.is_multiple_of(SPARSE_EVERY) {
             self.sparse.push((index, info.base_offset));
         }
+        let stored = Bytes::from(bytes);
         if let EntryPayload::Normal(_) = &entry.payload
-            && let Ok(mut h) = BatchHeader::parse(&bytes)
+            && let Ok(mut h) = BatchHeader::parse(&stored)
         {
             // The table follows the log, not the commit index, as Kafka's
             // does: a batch whose commit timed out is still in the log, so
@@ -390,6 +401,7 @@ impl Inner {
             base_offset: info.base_offset,
             next_offset: info.last_offset + 1,
         });
+        self.recent.push(index, stored);
         self.last = Some(entry.log_id);
         Ok(())
     }
@@ -410,6 +422,7 @@ impl Inner {
         while self.tail.back().is_some_and(|p| p.log_id.index >= index) {
             self.tail.pop_back();
         }
+        self.recent.truncate_from(index);
         self.last = prev.map(|p| p.log_id);
         if let Some(p) = prev
             && self.tail.is_empty()
@@ -443,6 +456,7 @@ impl Inner {
         self.purged_segments += (segments - self.log.segment_count()) as u64;
         self.sparse.retain(|&(i, _)| i > next);
         self.sparse.insert(0, (next, next_offset));
+        self.recent.release_through(log_id.index);
         while self.tail.len() > 1 && self.tail.front().is_some_and(|p| p.log_id.index < next) {
             self.tail.pop_front();
         }
@@ -462,6 +476,7 @@ impl Inner {
         while self.tail.len() > 1 && self.tail.front().is_some_and(|t| t.log_id.index <= index) {
             self.tail.pop_front();
         }
+        self.recent.release_through(index);
         match &entry.payload {
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -535,6 +550,7 @@ impl Inner {
             self.sparse = vec![(next, snap.next_offset)];
             self.producers = ProducerStateTable::default();
             self.tail.clear();
+            self.recent.clear();
             self.last = None;
         }
         self.applied = meta.last_log_id;
@@ -639,6 +655,7 @@ impl ReplicaStore {
             purged_segments: 0,
             applied_since_save: 0,
             producers: ProducerStateTable::default(),
+            recent: RecentEntries::default(),
         };
         let (first, first_offset) = inner.anchor();
         if inner.log.log_start_offset() > first_offset {
