@@ -24,6 +24,9 @@ use crate::quota::QuotaKind;
 /// Longest a fetch may park, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// A fetch reading at most this many bytes reads them on the async worker.
+const INLINE_READ_BYTES: usize = 64 << 10;
+
 /// One requested partition, resolved.
 struct Target {
     topic: usize,
@@ -121,8 +124,14 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
         }
     };
 
-    // Page-cache reads, but still file I/O: keep it off the async workers.
-    let loaded = tokio::task::spawn_blocking(move || {
+    // Page-cache reads, but still file I/O: a large one goes off the async
+    // workers. A consumer at the log end reads a few small batches, where
+    // the hand-over to a blocking thread cost more than the read.
+    let planned: usize = reads
+        .iter()
+        .map(|r| r.slice.as_ref().map_or(0, ReadSlice::len))
+        .sum();
+    let load = move || {
         reads
             .into_iter()
             .map(|r| {
@@ -133,9 +142,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
                 (r, data)
             })
             .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    };
+    let loaded = if planned <= INLINE_READ_BYTES {
+        load()
+    } else {
+        tokio::task::spawn_blocking(load).await.unwrap_or_default()
+    };
 
     let mut responses: Vec<FetchableTopicResponse> = topics
         .iter()
