@@ -128,6 +128,14 @@ async fn elect(
             "the preferred replica leads already".into(),
         );
     }
+    if route.leader < 0 {
+        return fail(
+            ResponseError::PreferredLeaderNotAvailable,
+            "the partition has no leader now (its last one is fenced or an election is under \
+             way): retry once one is elected"
+                .into(),
+        );
+    }
     let Some(meta) = broker.topics.store().group() else {
         return fail(
             ResponseError::ElectionNotNeeded,
