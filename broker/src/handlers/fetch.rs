@@ -98,7 +98,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
 
-    let reads = loop {
+    let (reads, planned) = loop {
         // Register interest before looking, so an append in between wakes us.
         let mut signals: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> = targets
             .iter()
@@ -116,7 +116,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
             .sum();
         let any_error = reads.iter().any(|r| r.error.is_some());
         if bytes >= min_bytes || any_error || signals.is_empty() || Instant::now() >= deadline {
-            break reads;
+            break (reads, bytes);
         }
         tokio::select! {
             _ = select_all(signals.iter_mut()) => {}
@@ -127,10 +127,6 @@ pub async fn handle(ctx: &RequestContext<'_>, req: FetchRequest) -> FetchRespons
     // Page-cache reads, but still file I/O: a large one goes off the async
     // workers. A consumer at the log end reads a few small batches, where
     // the hand-over to a blocking thread cost more than the read.
-    let planned: usize = reads
-        .iter()
-        .map(|r| r.slice.as_ref().map_or(0, ReadSlice::len))
-        .sum();
     let load = move || {
         reads
             .into_iter()
