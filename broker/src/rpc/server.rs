@@ -254,6 +254,15 @@ where
     }
 }
 
+/// The connections `listener` accepts, with Nagle's algorithm off. The
+/// server builder's `tcp_nodelay` covers only listeners it binds itself.
+/// With Nagle on, a reply's frames wait for the peer's delayed ACK (40 ms
+/// on Linux) whenever a small frame is still unacknowledged: that held one
+/// Raft round trip in a hundred, and produce latency's p99, at 30-40 ms.
+pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// Serves `registry` on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -263,13 +272,11 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tonic::codegen::tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // One in-flight request per group and kind per peer is what Raft
         // sends; this only stops a misbehaving peer from flooding us.
         .concurrency_limit_per_connection(256)
         .add_service(RaftService::new(registry))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
 }

@@ -266,3 +266,18 @@ async fn a_coalesced_call_to_a_dead_peer_fails_within_its_deadline() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn accepted_connections_have_nagle_off() {
+    use futures_util::StreamExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut accepted = super::server::incoming(listener);
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let conn = accepted.next().await.unwrap().unwrap();
+    assert!(
+        conn.nodelay().unwrap(),
+        "a Raft peer's connection keeps Nagle on"
+    );
+}
