@@ -268,7 +268,8 @@ impl ReplicaHost {
             self.node_id,
             self.config.clone(),
             NetworkFactory::<PartitionRaft>::new(self.meta.pool().clone(), gid)
-                .with_throttle(self.throttle.clone()),
+                .with_throttle(self.throttle.clone())
+                .with_log_tail(r.store.log_tail()),
             r.store.log_store(),
             r.store.state_machine(),
         )

@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use skiff_log::batch::{self, BatchHeader};
 use skiff_log::{PartitionLog, TimestampMode};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::codec::{self, StoredKind};
 use super::recent::RecentEntries;
@@ -145,6 +145,9 @@ const SAVE_APPLIED_EVERY: u64 = 10_000;
 pub struct ReplicaStore {
     inner: Arc<Mutex<Inner>>,
     applied: Arc<Notify>,
+    /// The index after the log's last entry, for the leader's replication
+    /// streams (see [`Self::log_tail`]).
+    tail: Arc<watch::Sender<u64>>,
 }
 
 /// openraft's log storage handle.
@@ -712,9 +715,14 @@ impl ReplicaStore {
         if inner.applied.is_none() {
             inner.high_watermark = inner.high_watermark.max(first_offset);
         }
+        let tail = inner
+            .last
+            .or(inner.durable.last_purged)
+            .map_or(0, |l| l.index + 1);
         Ok(ReplicaStore {
             inner: Arc::new(Mutex::new(inner)),
             applied: Arc::new(Notify::new()),
+            tail: Arc::new(watch::Sender::new(tail)),
         })
     }
 
@@ -724,6 +732,13 @@ impl ReplicaStore {
 
     pub fn state_machine(&self) -> StateMachine {
         StateMachine(self.clone())
+    }
+
+    /// Follows the index after the log's last entry: a replication stream
+    /// that sees entries past what a follower holds knows its next message
+    /// carries them (and the commit index with them).
+    pub fn log_tail(&self) -> watch::Receiver<u64> {
+        self.tail.subscribe()
     }
 
     /// Kafka offset after the last applied (hence committed) entry.
@@ -881,12 +896,14 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
         I: IntoIterator<Item = Entry<PartitionRaft>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
+        let tail = {
             let mut g = self.0.inner.lock();
             for entry in entries {
                 g.append_entry(&entry)?;
             }
-        }
+            g.last.map_or(0, |l| l.index + 1)
+        };
+        self.0.tail.send_replace(tail);
         // Durable in the page cache, like Kafka: a replica that crashes
         // with the machine is repaired by the others (the log's flush.ms /
         // flush.messages still bound what any single replica can lose).
@@ -895,7 +912,9 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        self.0.inner.lock().truncate(log_id.index)
+        self.0.inner.lock().truncate(log_id.index)?;
+        self.0.tail.send_replace(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
@@ -953,10 +972,12 @@ impl RaftStateMachine<PartitionRaft> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SErr> {
-        self.0
-            .inner
-            .lock()
-            .install_snapshot(meta, snapshot.get_ref())?;
+        let tail = {
+            let mut g = self.0.inner.lock();
+            g.install_snapshot(meta, snapshot.get_ref())?;
+            g.last.or(g.durable.last_purged).map_or(0, |l| l.index + 1)
+        };
+        self.0.tail.send_replace(tail);
         self.0.applied.notify_waiters();
         Ok(())
     }

@@ -17,7 +17,7 @@ use openraft::{BasicNode, EntryPayload, RaftLogId, RaftTypeConfig};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
@@ -62,6 +62,11 @@ struct Pace {
 }
 
 impl Pace {
+    /// Whether `commit` is one this group has not told the peer yet.
+    fn is_news(&self, commit: Option<u64>) -> bool {
+        commit != self.last_commit
+    }
+
     fn may_wait(&mut self, entries: usize, commit: Option<u64>, now: std::time::Instant) -> bool {
         if entries > 0 || commit != self.last_commit {
             self.last_commit = commit;
@@ -71,6 +76,36 @@ impl Pace {
         self.last_busy
             .is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_FOR)
     }
+}
+
+/// How long an empty AppendEntries that only carries a new commit index
+/// waits for the group's next entries. openraft sends one right after each
+/// commit; when the leader appends again within this time the message is
+/// dropped, because the entries' AppendEntries carries the commit index too
+/// and follows at once. Under steady writes that saves one message per
+/// write and follower; after the last write of a burst the follower learns
+/// the commit this much later, which nobody waits for (clients read from
+/// the leader). The answer openraft gets for a message left out is a
+/// success: the follower answered the message before it and is sent the
+/// entries next.
+const COMMIT_NOTICE_HOLD: Duration = Duration::from_millis(5);
+
+/// Whether an empty AppendEntries to a follower that holds the log up to
+/// (not including) `follower_next` can be left out because the leader's log
+/// already reaches past it, or does within `hold` (`tail` follows the index
+/// after the leader's last entry): the stream's next message then carries
+/// those entries with the commit index.
+async fn superseded(tail: &mut watch::Receiver<u64>, follower_next: u64, hold: Duration) -> bool {
+    if *tail.borrow_and_update() > follower_next {
+        return true;
+    }
+    if hold.is_zero() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(hold, tail.wait_for(|&next| next > follower_next)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// A call waiting for its batch.
@@ -416,6 +451,7 @@ pub struct NetworkFactory<C> {
     pool: Arc<PeerPool>,
     group: GroupId,
     throttle: Option<Arc<CatchUpThrottle>>,
+    tail: Option<watch::Receiver<u64>>,
     _types: PhantomData<fn() -> C>,
 }
 
@@ -425,8 +461,18 @@ impl<C> NetworkFactory<C> {
             pool,
             group,
             throttle: None,
+            tail: None,
             _types: PhantomData,
         }
+    }
+
+    /// Empty AppendEntries that only carry a commit index are left out when
+    /// the log (whose tail `tail` follows) has entries for the follower
+    /// (see [`COMMIT_NOTICE_HOLD`]).
+    #[must_use]
+    pub fn with_log_tail(mut self, tail: watch::Receiver<u64>) -> Self {
+        self.tail = Some(tail);
+        self
     }
 
     /// Entries sent to replicas a reassignment is adding go through
@@ -452,6 +498,8 @@ where
             pool: self.pool.clone(),
             group: self.group,
             throttle: self.throttle.clone(),
+            tail: self.tail.clone(),
+            reached: false,
             target,
             addr: node.rpc_addr().to_string(),
             pace: Pace::default(),
@@ -465,6 +513,9 @@ pub struct Network<C: RaftTypeConfig> {
     pool: Arc<PeerPool>,
     group: GroupId,
     throttle: Option<Arc<CatchUpThrottle>>,
+    tail: Option<watch::Receiver<u64>>,
+    /// Whether the last AppendEntries sent reached the follower.
+    reached: bool,
     target: C::NodeId,
     addr: String,
     pace: Pace,
@@ -481,6 +532,61 @@ type RpcResult<C, T, E> = Result<
 >;
 
 impl<C: RaftTypeConfig> Network<C> {
+    /// An AppendEntries on the wire: coalesced with other groups' when it is
+    /// an idle group's heartbeat, paced when it feeds a replica catching up.
+    async fn send_append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> RpcResult<C, AppendEntriesResponse<C::NodeId>, openraft::error::Infallible>
+    where
+        C::NodeId: Into<u64>,
+        C::Entry: EntrySize,
+    {
+        // An idle partition group's heartbeat may wait a moment and travel
+        // with the other groups' to this peer (see `Pace`). The metadata
+        // group is alone in its kind and has the tightest timing, so it
+        // never waits.
+        let may_wait = matches!(self.group, GroupId::Partition { .. })
+            && self.pace.may_wait(
+                rpc.entries.len(),
+                rpc.leader_commit.as_ref().map(|c| c.index),
+                std::time::Instant::now(),
+            );
+        let throttle = self.throttle.clone().filter(|t| {
+            !rpc.entries.is_empty() && t.applies(self.group, self.target.clone().into())
+        });
+        let Some(throttle) = throttle else {
+            return self
+                .raft_call(RpcKind::AppendEntries, &rpc, &option, may_wait)
+                .await;
+        };
+        // A replica catching up gets what the throttle's credit covers now;
+        // Raft sends the rest next (a partial success, not an error). With
+        // no credit within a third of the deadline it gets no entry, but the
+        // call still checks that the replica holds `prev_log_id`.
+        let mut rpc = rpc;
+        let sizes: Vec<usize> = rpc.entries.iter().map(EntrySize::data_size).collect();
+        let n = throttle.admit(&sizes, option.hard_ttl() / 3).await;
+        if n == rpc.entries.len() {
+            return self
+                .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
+                .await;
+        }
+        let matching = match n {
+            0 => rpc.prev_log_id.clone(),
+            n => Some(rpc.entries[n - 1].get_log_id().clone()),
+        };
+        rpc.entries.truncate(n);
+        let reply: AppendEntriesResponse<C::NodeId> = self
+            .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
+            .await?;
+        Ok(match reply {
+            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(matching),
+            other => other,
+        })
+    }
+
     async fn raft_call<Req, Resp, E>(
         &self,
         kind: RpcKind,
@@ -548,48 +654,26 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> RpcResult<C, AppendEntriesResponse<C::NodeId>, openraft::error::Infallible> {
-        // An idle partition group's heartbeat may wait a moment and travel
-        // with the other groups' to this peer (see `Pace`). The metadata
-        // group is alone in its kind and has the tightest timing, so it
-        // never waits.
-        let may_wait = matches!(self.group, GroupId::Partition { .. })
-            && self.pace.may_wait(
-                rpc.entries.len(),
-                rpc.leader_commit.as_ref().map(|c| c.index),
-                std::time::Instant::now(),
-            );
-        let throttle = self.throttle.clone().filter(|t| {
-            !rpc.entries.is_empty() && t.applies(self.group, self.target.clone().into())
-        });
-        let Some(throttle) = throttle else {
-            return self
-                .raft_call(RpcKind::AppendEntries, &rpc, &option, may_wait)
-                .await;
-        };
-        // A replica catching up gets what the throttle's credit covers now;
-        // Raft sends the rest next (a partial success, not an error). With
-        // no credit within a third of the deadline it gets no entry, but the
-        // call still checks that the replica holds `prev_log_id`.
-        let mut rpc = rpc;
-        let sizes: Vec<usize> = rpc.entries.iter().map(EntrySize::data_size).collect();
-        let n = throttle.admit(&sizes, option.hard_ttl() / 3).await;
-        if n == rpc.entries.len() {
-            return self
-                .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
-                .await;
+        if rpc.entries.is_empty()
+            && self.reached
+            && let Some(tail) = self.tail.as_mut()
+        {
+            let follower_next = rpc.prev_log_id.as_ref().map_or(0, |l| l.index + 1);
+            let commit = rpc.leader_commit.as_ref().map(|c| c.index);
+            let hold = if self.pace.is_news(commit) {
+                COMMIT_NOTICE_HOLD
+            } else {
+                Duration::ZERO
+            };
+            if superseded(tail, follower_next, hold).await {
+                return Ok(AppendEntriesResponse::Success);
+            }
         }
-        let matching = match n {
-            0 => rpc.prev_log_id.clone(),
-            n => Some(rpc.entries[n - 1].get_log_id().clone()),
-        };
-        rpc.entries.truncate(n);
-        let reply: AppendEntriesResponse<C::NodeId> = self
-            .raft_call(RpcKind::AppendEntries, &rpc, &option, false)
-            .await?;
-        Ok(match reply {
-            AppendEntriesResponse::Success => AppendEntriesResponse::PartialSuccess(matching),
-            other => other,
-        })
+        let reply = self.send_append_entries(rpc, option).await;
+        // Only a follower that answered lately has its empty messages left
+        // out: one that does not is told everything, as openraft asks.
+        self.reached = reply.is_ok();
+        reply
     }
 
     async fn install_snapshot(
@@ -621,7 +705,33 @@ where
 mod pace_tests {
     use std::time::{Duration, Instant};
 
-    use super::{ACTIVE_FOR, Pace};
+    use tokio::sync::watch;
+
+    use super::{ACTIVE_FOR, Pace, superseded};
+
+    #[tokio::test]
+    async fn an_empty_append_is_superseded_only_by_entries_the_follower_lacks() {
+        let (tx, mut tail) = watch::channel(5u64);
+        // The leader's log already reaches past what the follower holds.
+        assert!(superseded(&mut tail, 4, Duration::ZERO).await);
+        // The follower holds it all: no hold, no skip.
+        assert!(!superseded(&mut tail, 5, Duration::ZERO).await);
+        // Nothing appended within the hold: the message goes.
+        let t0 = Instant::now();
+        assert!(!superseded(&mut tail, 5, Duration::from_millis(20)).await);
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        // An append during the hold supersedes it at once.
+        let append = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            tx.send_replace(6);
+            tx
+        });
+        assert!(superseded(&mut tail, 5, Duration::from_secs(30)).await);
+        // A truncation (the tail moving back) does not.
+        let tx = append.await.unwrap();
+        tx.send_replace(3);
+        assert!(!superseded(&mut tail, 5, Duration::from_millis(10)).await);
+    }
 
     #[test]
     fn only_an_idle_groups_heartbeats_wait_for_company() {
