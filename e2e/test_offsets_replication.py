@@ -6,12 +6,16 @@ a group's coordinator is the leader of the group's partition of it; a
 commit survives the SIGKILL of that coordinator (the group resumes from it
 on the new leader, nothing committed is read again), a restart of every
 broker, and a new broker joining the cluster (which used to move groups to
-another broker's offsets).
+another broker's offsets). A Stable group's metadata (generation, members,
+assignments) is stored there too: when its coordinator is SIGKILLed, the
+members carry on with the new coordinator under the same member ids and
+assignments, with no rebalance.
 """
 
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import NewTopic
 
 import skiff
@@ -132,3 +136,92 @@ def test_commits_survive_the_coordinators_kill_a_full_restart_and_a_new_broker(
     c.start_one(4)
     c.wait_converged()
     assert committed(c[4].bootstrap, group, topic_name) == done
+
+
+def describe(bootstrap: str, group: str):
+    admin = skiff.admin_client(bootstrap)
+    try:
+        return admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=8)
+    except KafkaException:
+        return None
+
+
+def test_a_stable_group_carries_on_through_its_coordinators_kill(cluster_factory, topic_name):
+    c = cluster_factory(3)
+    admin = skiff.admin_client(c.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=3, replication_factor=3)],
+                        operation_timeout=60)[topic_name].result(timeout=60)
+    skiff.wait_until(lambda: len(c.metadata(1)["topics"].get(topic_name, {})) == 3, 60,
+                     what="the topic")
+    group = f"{topic_name}-g"
+    events = []
+    members = []
+    for i in range(2):
+        m = Consumer({"bootstrap.servers": c.bootstrap, "group.id": group,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "session.timeout.ms": 30000, "heartbeat.interval.ms": 500,
+                      "partition.assignment.strategy": "range"})
+        m.subscribe([topic_name],
+                    on_assign=lambda _c, ps, i=i: events.append((i, "assign", sorted(p.partition for p in ps))),
+                    on_revoke=lambda _c, ps, i=i: events.append((i, "revoke", sorted(p.partition for p in ps))))
+        members.append(m)
+
+    def poll_all():
+        for m in members:
+            m.poll(0.1)
+
+    def stable(bootstrap):
+        poll_all()
+        d = describe(bootstrap, group)
+        ok = (d is not None and d.state == ConsumerGroupState.STABLE and len(d.members) == 2
+              and all(m.assignment() for m in members))
+        return d if ok else None
+
+    try:
+        d = skiff.wait_until(lambda: stable(c.bootstrap), 90, interval=0.1,
+                             what="a Stable group of two")
+        ids = sorted(m.member_id for m in d.members)
+        assert ids == sorted(m.memberid() for m in members)
+        assignment = {m.memberid(): sorted(tp.partition for tp in m.assignment()) for m in members}
+        assert sorted(p for ps in assignment.values() for p in ps) == [0, 1, 2], assignment
+        # The group's record is written as it turns Stable; give it a moment.
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            poll_all()
+        settled = list(events)
+
+        coord = d.coordinator.id
+        c.kill(coord)
+        killed_at = time.monotonic()
+        survivor = next(b for b in c.alive())
+
+        def moved():
+            d = stable(survivor.bootstrap)
+            return d if d is not None and d.coordinator.id != coord else None
+        d = skiff.wait_until(moved, 60, interval=0.1, what="the group on a new coordinator")
+        took = time.monotonic() - killed_at
+        # Several heartbeats on the new coordinator, then look again.
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            poll_all()
+        d = describe(survivor.bootstrap, group)
+        print(f"\ncoordinator {coord} SIGKILLed; the group answered from broker "
+              f"{d.coordinator.id} after {took:.1f} s with members {ids}")
+        assert d.state == ConsumerGroupState.STABLE, d.state
+        assert sorted(m.member_id for m in d.members) == ids
+        assert events == settled, f"a rebalance after the coordinator moved: {events[len(settled):]}"
+        assert {m.memberid(): sorted(tp.partition for tp in m.assignment()) for m in members} == assignment
+
+        # And the members still consume what is written.
+        produce(survivor.bootstrap, topic_name, 30)
+        got = []
+        end = time.monotonic() + 60
+        while len(got) < 30 and time.monotonic() < end:
+            for m in members:
+                msg = m.poll(0.1)
+                if msg is not None and not msg.error():
+                    got.append(int(msg.value()))
+        assert sorted(got) == list(range(30))
+    finally:
+        for m in members:
+            m.close()

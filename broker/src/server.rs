@@ -92,6 +92,15 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         });
     }
     tokio::spawn(broker.clone().run_maintenance(shutdown_rx.clone()));
+    if let Some(changes) = broker.groups.coordinator.take_changes() {
+        let b = broker.clone();
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            b.groups
+                .store_group_records(&b.topics, changes, shutdown)
+                .await;
+        });
+    }
     broker.set_ready(true);
     info!(node_id = broker.node_id(), cluster_id = %broker.cluster_id, %http_addr, "broker ready");
 

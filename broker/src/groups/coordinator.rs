@@ -40,10 +40,11 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 use prometheus::IntCounter;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::log_format::{GroupValue, MemberValue};
 use crate::errors::BrokerError;
 
 #[derive(Debug, Clone)]
@@ -385,6 +386,10 @@ pub struct Coordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
     rebalances: IntCounter,
+    /// Groups whose metadata (generation, members, assignments) changed in
+    /// a way worth storing: they became Stable or Empty.
+    changes: mpsc::UnboundedSender<String>,
+    changes_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
     /// Lets timer tasks reach the coordinator without keeping it alive.
     me: Weak<Coordinator>,
 }
@@ -414,10 +419,13 @@ fn ms(d: i32) -> Duration {
 
 impl Coordinator {
     pub fn new(config: GroupConfig, rebalances: IntCounter) -> Arc<Self> {
+        let (changes, changes_rx) = mpsc::unbounded_channel();
         Arc::new_cyclic(|me| Self {
             config,
             groups: Mutex::new(HashMap::new()),
             rebalances,
+            changes,
+            changes_rx: Mutex::new(Some(changes_rx)),
             me: me.clone(),
         })
     }
@@ -598,6 +606,7 @@ impl Coordinator {
                 // learns it leads; from v9 it gets the members and is told to
                 // skip the assignment, before that it gets none, and its
                 // SyncGroup (in Stable) returns the current assignment.
+                self.changed(group_id);
                 let mut answer = group.joined_for(&new_id);
                 if was_leader {
                     if p.supports_skip_assignment {
@@ -756,6 +765,7 @@ impl Coordinator {
                 generation = group.generation,
                 "group is empty"
             );
+            self.changed(group_id);
             return;
         }
         if group
@@ -883,6 +893,7 @@ impl Coordinator {
                     }
                     group.set_state(GroupState::Stable);
                     info!(group = %p.group_id, generation = group.generation, "group is stable");
+                    self.changed(&p.group_id);
                     let ids: Vec<String> = group.members.keys().cloned().collect();
                     for id in ids {
                         let answer = group.synced_for(&id);
@@ -1050,23 +1061,116 @@ impl Coordinator {
         }
     }
 
-    /// Restores what a group metadata record says (replay at start). Members
-    /// are not restored: their clients rejoin; the generation carries on.
-    pub fn restore_group(&self, group_id: &str, generation: Option<i32>, protocol_type: &str) {
+    /// Restores what a group metadata record says (replay when this broker
+    /// comes to coordinate the group, or starts alone): the generation, and
+    /// a Stable group's members with their assignments, so members that
+    /// keep heartbeating carry on without a rebalance. Each restored member
+    /// has a full session timeout from now to show up. `None` is a
+    /// tombstone: the group is gone.
+    pub fn restore_group(&self, group_id: &str, value: Option<GroupValue>) {
         let mut groups = self.groups.lock();
-        match generation {
-            Some(g) => {
-                let group = groups
-                    .entry(group_id.to_string())
-                    .or_insert_with(|| Group::new(crate::broker::now_ms()));
-                group.generation = g;
-                group.protocol_type =
-                    (!protocol_type.is_empty()).then(|| protocol_type.to_string());
-            }
-            None => {
-                groups.remove(group_id);
+        let Some(v) = value else {
+            groups.remove(group_id);
+            return;
+        };
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(crate::broker::now_ms()));
+        for (_, mut m) in group.members.drain(..) {
+            send(m.join_waiter.take(), Err(BrokerError::NotCoordinator));
+            send(m.sync_waiter.take(), Err(BrokerError::NotCoordinator));
+        }
+        group.pending.clear();
+        group.statics.clear();
+        group.generation = v.generation;
+        group.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+        let protocol = v.protocol.filter(|_| !v.members.is_empty());
+        group.leader = v.leader.filter(|_| protocol.is_some());
+        let now = Instant::now();
+        let mut restored = Vec::new();
+        if let Some(protocol) = &protocol {
+            for m in v.members {
+                let session = ms(m.session_timeout_ms);
+                if let Some(instance) = &m.instance_id {
+                    group.statics.insert(instance.clone(), m.member_id.clone());
+                }
+                restored.push((m.member_id.clone(), session));
+                group.members.insert(
+                    m.member_id,
+                    Member {
+                        instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        session_timeout: session,
+                        rebalance_timeout: ms(m.rebalance_timeout_ms),
+                        protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                        protocols: vec![(protocol.clone(), m.subscription)],
+                        assignment: m.assignment,
+                        join_waiter: None,
+                        sync_waiter: None,
+                        deadline: now + session,
+                    },
+                );
             }
         }
+        group.protocol = protocol;
+        group.set_state(if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        });
+        if v.state_timestamp > 0 {
+            // Offset retention of an Empty group counts from here.
+            group.state_since_ms = v.state_timestamp;
+        }
+        for (id, session) in restored {
+            self.arm_session(group_id, &id, session);
+        }
+    }
+
+    /// The metadata record of a group that is Stable or Empty (the states
+    /// worth storing; a group in a rebalance stores the outcome).
+    pub fn group_record(&self, group_id: &str) -> Option<GroupValue> {
+        let groups = self.groups.lock();
+        let group = groups.get(group_id)?;
+        if !matches!(group.state, GroupState::Stable | GroupState::Empty) {
+            return None;
+        }
+        let protocol = group.protocol.clone().unwrap_or_default();
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        Some(GroupValue {
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            generation: group.generation,
+            protocol: group.protocol.clone(),
+            leader: group.leader.clone(),
+            state_timestamp: group.state_since_ms,
+            members: group
+                .members
+                .iter()
+                .map(|(id, m)| MemberValue {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: ms(m.rebalance_timeout),
+                    session_timeout_ms: ms(m.session_timeout),
+                    subscription: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The ids of groups whose record is worth storing again, as they
+    /// change (see [`Self::group_record`]). There is one receiver: the
+    /// first call takes it.
+    pub fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.changes_rx.lock().take()
+    }
+
+    fn changed(&self, group_id: &str) {
+        // Nobody stores them when the receiver is gone (tests, shutdown).
+        let _ = self.changes.send(group_id.to_string());
     }
 
     /// Drops the groups `which` selects (their coordination moved to

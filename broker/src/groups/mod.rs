@@ -144,6 +144,52 @@ impl Groups {
         Ok((groups, report))
     }
 
+    /// Stores the metadata record of each group the coordinator reports as
+    /// changed (Stable after a SyncGroup, or Empty), in Kafka's format, so
+    /// that the next coordinator of the group restores its members and
+    /// their assignments. Runs until `shutdown`. A record is taken from the
+    /// group as it is when its turn comes, and one group's records are
+    /// written in order, so the last one stored is the latest. SyncGroup
+    /// does not wait for it: a coordinator lost before it is stored leaves
+    /// the previous record, and members rejoin as they would without one.
+    pub async fn store_group_records(
+        &self,
+        topics: &TopicTable,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<String>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.changed() => return,
+                next = changes.recv() => match next {
+                    Some(id) => id,
+                    None => return,
+                },
+            };
+            let mut ids = std::collections::BTreeSet::from([first]);
+            while let Ok(id) = changes.try_recv() {
+                ids.insert(id);
+            }
+            for id in ids {
+                let Some(value) = self.coordinator.group_record(&id) else {
+                    continue;
+                };
+                let record = (
+                    log_format::group_key(&id),
+                    Some(log_format::group_value(&value)),
+                );
+                match self.write(topics, &id, vec![record]).await {
+                    Ok(()) => {}
+                    // Its coordination moved on: the new coordinator has it.
+                    Err(BrokerError::NotCoordinator | BrokerError::CoordinatorLoadInProgress) => {}
+                    Err(e) => {
+                        warn!(group = %id, generation = value.generation, error = %e, "group metadata could not be stored; members rejoin if its coordinator moves");
+                    }
+                }
+            }
+        }
+    }
+
     /// Appends `records` (key, value or tombstone) for `group` as one batch
     /// to its offsets partition. Returns once the records are durable:
     /// fsynced on a single broker, committed by a quorum in a cluster.
@@ -287,14 +333,13 @@ impl Groups {
                 self.coordinator
                     .apply_offsets(&group, [((topic, partition), value)]);
             }
-            log_format::Key::Group { group } => match &record.value {
-                Some(v) => {
-                    let v = log_format::decode_group_value(v)?;
-                    self.coordinator
-                        .restore_group(&group, Some(v.generation), &v.protocol_type);
-                }
-                None => self.coordinator.restore_group(&group, None, ""),
-            },
+            log_format::Key::Group { group } => {
+                let value = match &record.value {
+                    Some(v) => Some(log_format::decode_group_value(v)?),
+                    None => None,
+                };
+                self.coordinator.restore_group(&group, value);
+            }
         }
         Ok(())
     }

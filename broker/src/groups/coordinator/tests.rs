@@ -369,3 +369,87 @@ async fn a_pending_member_id_is_forgotten_after_the_session_timeout() {
     let r = wait(c.join(join_params(&id, &["range"]))).await;
     assert!(matches!(r, Err(BrokerError::UnknownMemberId)), "{r:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_stable_group_carries_on_at_its_next_coordinator() {
+    let c = coordinator();
+    let mut changes = c.take_changes().expect("first taker");
+    let a = join_new(&c, &["range"]).await;
+    let b = join_new(&c, &["range"]).await;
+    let (a, b) = (wait(a).await.unwrap(), wait(b).await.unwrap());
+    let (leader, follower) = if a.member_id == a.leader {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let f_sync = sync(&c, &follower, vec![]);
+    let l_sync = sync(
+        &c,
+        &leader,
+        vec![
+            (leader.member_id.clone(), Bytes::from_static(b"to-leader")),
+            (
+                follower.member_id.clone(),
+                Bytes::from_static(b"to-follower"),
+            ),
+        ],
+    );
+    wait(l_sync).await.unwrap();
+    wait(f_sync).await.unwrap();
+    // Stable: the group is reported changed, and its record says it all.
+    assert_eq!(changes.try_recv().as_deref(), Ok("g"));
+    let record = c.group_record("g").expect("a Stable group has a record");
+    assert_eq!(record.generation, leader.generation);
+    assert_eq!(record.leader.as_deref(), Some(leader.member_id.as_str()));
+    assert_eq!(record.members.len(), 2);
+    // Through the log's encoding, as the next coordinator reads it.
+    let stored = super::super::log_format::decode_group_value(
+        &super::super::log_format::group_value(&record),
+    )
+    .unwrap();
+
+    let next = coordinator();
+    next.restore_group("g", Some(stored));
+    assert_eq!(next.state("g"), Some(GroupState::Stable));
+    // Both members heartbeat on, with the generation they had.
+    next.heartbeat("g", leader.generation, &leader.member_id, None)
+        .unwrap();
+    next.heartbeat("g", follower.generation, &follower.member_id, None)
+        .unwrap();
+    let s = wait(sync(&next, &follower, vec![])).await.unwrap();
+    assert_eq!(s.assignment, Bytes::from_static(b"to-follower"));
+    let d = next.describe("g").unwrap();
+    assert_eq!(d.protocol, "range");
+    assert!(
+        d.members
+            .iter()
+            .all(|m| m.metadata == Bytes::from_static(b"meta-range"))
+    );
+    // A stranger is still a stranger.
+    assert!(matches!(
+        next.heartbeat("g", leader.generation, "someone-else", None),
+        Err(BrokerError::UnknownMemberId)
+    ));
+
+    // A member that never shows up again expires: the group rebalances
+    // and, with nobody rejoining, ends Empty (and is stored so).
+    let mut next_changes = next.take_changes().unwrap();
+    tokio::time::advance(Duration::from_millis(SESSION_MS as u64 / 2)).await;
+    next.heartbeat("g", leader.generation, &leader.member_id, None)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(SESSION_MS as u64)).await;
+    assert!(matches!(
+        next.heartbeat("g", leader.generation, &follower.member_id, None),
+        Err(BrokerError::UnknownMemberId)
+    ));
+    tokio::time::sleep(Duration::from_millis(REBALANCE_MS as u64 * 2)).await;
+    assert_eq!(next.state("g"), Some(GroupState::Empty));
+    assert_eq!(next_changes.try_recv().as_deref(), Ok("g"));
+    let empty = next.group_record("g").unwrap();
+    assert!(empty.members.is_empty());
+    assert!(empty.generation > leader.generation);
+
+    // A tombstone removes the group.
+    next.restore_group("g", None);
+    assert_eq!(next.state("g"), None);
+}
