@@ -171,19 +171,25 @@ impl Groups {
                 ids.insert(id);
             }
             for id in ids {
-                let Some(value) = self.coordinator.group_record(&id) else {
-                    continue;
+                // Taken when the write's turn comes: a group being deleted
+                // (Dead) or gone has no record, so none follows its tombstone.
+                let build = || {
+                    self.coordinator
+                        .group_record(&id)
+                        .map(|v| {
+                            vec![(
+                                log_format::group_key(&id),
+                                Some(log_format::group_value(&v)),
+                            )]
+                        })
+                        .unwrap_or_default()
                 };
-                let record = (
-                    log_format::group_key(&id),
-                    Some(log_format::group_value(&value)),
-                );
-                match self.write(topics, &id, vec![record]).await {
+                match self.write_built(topics, &id, build).await {
                     Ok(()) => {}
                     // Its coordination moved on: the new coordinator has it.
                     Err(BrokerError::NotCoordinator | BrokerError::CoordinatorLoadInProgress) => {}
                     Err(e) => {
-                        warn!(group = %id, generation = value.generation, error = %e, "group metadata could not be stored; members rejoin if its coordinator moves");
+                        warn!(group = %id, error = %e, "group metadata could not be stored; members rejoin if its coordinator moves");
                     }
                 }
             }
@@ -203,6 +209,33 @@ impl Groups {
         group: &str,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.write_built(topics, group, move || records).await
+    }
+
+    /// As [`Self::write`], with the records built by `build` once this
+    /// write's turn on the partition has come: what it reads from memory
+    /// then is not overtaken by a write that was ahead of it.
+    async fn write_built(
+        &self,
+        topics: &TopicTable,
+        group: &str,
+        build: impl FnOnce() -> Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<()> {
+        self.check_coordinator(topics, group)?;
+        let (topic, index) = self.ownership.partition_of(topics, group)?;
+        let partition = topic
+            .partition(index)
+            .cloned()
+            .ok_or(BrokerError::NotCoordinator)?;
+        let lock = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.write_locks.get(i % self.write_locks.len().max(1)))
+            .ok_or_else(|| BrokerError::CoordinatorNotAvailable("no write lock".into()))?;
+        let _guard = lock.lock().await;
+        let records = build();
         if records.is_empty() {
             return Ok(());
         }
@@ -236,17 +269,6 @@ impl Groups {
             },
         )
         .map_err(|e| BrokerError::Storage(format!("encoding offset records: {e}")))?;
-        self.check_coordinator(topics, group)?;
-        let (topic, index) = self.ownership.partition_of(topics, group)?;
-        let partition = topic
-            .partition(index)
-            .cloned()
-            .ok_or(BrokerError::NotCoordinator)?;
-        let lock = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.write_locks.get(i % self.write_locks.len().max(1)))
-            .ok_or_else(|| BrokerError::CoordinatorNotAvailable("no write lock".into()))?;
-        let _guard = lock.lock().await;
         if let Some(group) = partition.replicated().and_then(|r| r.group()) {
             let min_insync = usize::try_from(topic.config.min_insync_replicas).unwrap_or(1);
             return match group
