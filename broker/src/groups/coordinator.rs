@@ -203,6 +203,8 @@ struct Member {
     join_waiter: Option<oneshot::Sender<JoinOutcome>>,
     sync_waiter: Option<oneshot::Sender<SyncOutcome>>,
     deadline: Instant,
+    /// Restored from the group's stored record and not heard from since.
+    restored: bool,
 }
 
 impl Member {
@@ -241,6 +243,10 @@ struct Group {
     new_member_added: bool,
     /// Bumped by every state change; timers check it.
     epoch: u64,
+    /// The highest generation a member claimed that this group does not
+    /// have: a restored record can be older than the last generation handed
+    /// out, and the next generation must not reuse that number.
+    claimed_generation: i32,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
 }
 
@@ -259,6 +265,7 @@ impl Group {
             initial_delay: false,
             new_member_added: false,
             epoch: 0,
+            claimed_generation: 0,
             offsets: BTreeMap::new(),
         }
     }
@@ -366,12 +373,38 @@ impl Group {
         }
     }
 
+    /// A request's generation against the group's, remembering a higher
+    /// one (see `claimed_generation`).
+    fn check_generation(&mut self, got: i32) -> Result<(), BrokerError> {
+        if got == self.generation {
+            return Ok(());
+        }
+        self.claimed_generation = self.claimed_generation.max(got);
+        Err(BrokerError::IllegalGeneration {
+            got,
+            current: self.generation,
+        })
+    }
+
+    /// A member's own request arrived: it is no longer only restored.
+    fn seen(&mut self, member_id: &str) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.restored = false;
+        }
+    }
+
     /// Checks a (member id, instance id) pair of a request on a known group.
     fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), BrokerError> {
         if let Some(instance) = instance_id
             && let Some(owner) = self.statics.get(instance)
             && owner != member_id
         {
+            if self.members.get(owner).is_some_and(|m| m.restored) {
+                // The stored record names an older id of this instance (the
+                // coordinator moved before the newer one was stored): the
+                // member rejoins rather than being fenced for good.
+                return Err(BrokerError::UnknownMemberId);
+            }
             return Err(BrokerError::FencedInstanceId);
         }
         if !self.members.contains_key(member_id) {
@@ -390,6 +423,9 @@ pub struct Coordinator {
     /// a way worth storing: they became Stable or Empty.
     changes: mpsc::UnboundedSender<String>,
     changes_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Members restored during a replay, whose session timers start when
+    /// it ends ([`Coordinator::finish_restore`]).
+    restoring: Mutex<HashMap<String, HashSet<String>>>,
     /// Lets timer tasks reach the coordinator without keeping it alive.
     me: Weak<Coordinator>,
 }
@@ -426,6 +462,7 @@ impl Coordinator {
             rebalances,
             changes,
             changes_rx: Mutex::new(Some(changes_rx)),
+            restoring: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
     }
@@ -596,6 +633,7 @@ impl Coordinator {
                 join_waiter: None,
                 sync_waiter: None,
                 deadline: Instant::now() + ms(p.session_timeout_ms),
+                restored: false,
             },
         );
         self.arm_session(group_id, &new_id, ms(p.session_timeout_ms));
@@ -666,6 +704,7 @@ impl Coordinator {
                 join_waiter: Some(tx),
                 sync_waiter: None,
                 deadline: Instant::now() + session,
+                restored: false,
             },
         );
         self.arm_session(group_id, &id, session);
@@ -688,6 +727,7 @@ impl Coordinator {
         tx: oneshot::Sender<JoinOutcome>,
     ) {
         if let Some(m) = group.members.get_mut(id) {
+            m.restored = false;
             m.protocols = p.protocols;
             m.protocol_type = p.protocol_type;
             m.session_timeout = ms(p.session_timeout_ms);
@@ -753,7 +793,11 @@ impl Coordinator {
             info!(group = group_id, member = %id, "removing member that did not rejoin in time");
             self.drop_member(group, &id);
         }
-        group.generation = group.generation.wrapping_add(1).max(1);
+        group.generation = group
+            .generation
+            .max(group.claimed_generation)
+            .wrapping_add(1)
+            .max(1);
         group.initial_delay = false;
         if group.members.is_empty() {
             group.protocol = None;
@@ -848,13 +892,11 @@ impl Coordinator {
             let _ = tx.send(Err(e));
             return rx;
         }
-        if p.generation != group.generation {
-            let _ = tx.send(Err(BrokerError::IllegalGeneration {
-                got: p.generation,
-                current: group.generation,
-            }));
+        if let Err(e) = group.check_generation(p.generation) {
+            let _ = tx.send(Err(e));
             return rx;
         }
+        group.seen(&p.member_id);
         let mismatch = |mine: &Option<String>, theirs: &Option<String>| {
             theirs.is_some() && mine.is_some() && mine != theirs
         };
@@ -921,12 +963,8 @@ impl Coordinator {
             .get_mut(group_id)
             .ok_or(BrokerError::UnknownMemberId)?;
         group.check_member(member_id, instance_id)?;
-        if generation != group.generation {
-            return Err(BrokerError::IllegalGeneration {
-                got: generation,
-                current: group.generation,
-            });
-        }
+        group.check_generation(generation)?;
+        group.seen(member_id);
         let state = group.state;
         if let Some(m) = group.members.get_mut(member_id) {
             m.deadline = Instant::now() + m.session_timeout;
@@ -1087,14 +1125,16 @@ impl Coordinator {
         let protocol = v.protocol.filter(|_| !v.members.is_empty());
         group.leader = v.leader.filter(|_| protocol.is_some());
         let now = Instant::now();
-        let mut restored = Vec::new();
+        let mut restoring = self.restoring.lock();
+        let restored = restoring.entry(group_id.to_string()).or_default();
+        restored.clear();
         if let Some(protocol) = &protocol {
             for m in v.members {
                 let session = ms(m.session_timeout_ms);
                 if let Some(instance) = &m.instance_id {
                     group.statics.insert(instance.clone(), m.member_id.clone());
                 }
-                restored.push((m.member_id.clone(), session));
+                restored.insert(m.member_id.clone());
                 group.members.insert(
                     m.member_id,
                     Member {
@@ -1102,13 +1142,19 @@ impl Coordinator {
                         client_id: m.client_id,
                         client_host: m.client_host,
                         session_timeout: session,
-                        rebalance_timeout: ms(m.rebalance_timeout_ms),
+                        // Records before value version 1 have none (-1).
+                        rebalance_timeout: if m.rebalance_timeout_ms > 0 {
+                            ms(m.rebalance_timeout_ms)
+                        } else {
+                            session
+                        },
                         protocol_type: group.protocol_type.clone().unwrap_or_default(),
                         protocols: vec![(protocol.clone(), m.subscription)],
                         assignment: m.assignment,
                         join_waiter: None,
                         sync_waiter: None,
                         deadline: now + session,
+                        restored: true,
                     },
                 );
             }
@@ -1123,8 +1169,33 @@ impl Coordinator {
             // Offset retention of an Empty group counts from here.
             group.state_since_ms = v.state_timestamp;
         }
-        for (id, session) in restored {
-            self.arm_session(group_id, &id, session);
+    }
+
+    /// Ends a replay: restored members' session timers start (once each,
+    /// however many records named them), and Empty groups left with no
+    /// offsets are dropped, as Kafka's cleanup drops them.
+    pub fn finish_restore(&self) {
+        let restored = std::mem::take(&mut *self.restoring.lock());
+        let mut groups = self.groups.lock();
+        let now = Instant::now();
+        for (group_id, members) in restored {
+            let Some(g) = groups.get_mut(&group_id) else {
+                continue;
+            };
+            if g.state == GroupState::Empty
+                && g.members.is_empty()
+                && g.pending.is_empty()
+                && g.offsets.is_empty()
+            {
+                groups.remove(&group_id);
+                continue;
+            }
+            for id in members {
+                if let Some(m) = g.members.get_mut(&id).filter(|m| m.restored) {
+                    m.deadline = now + m.session_timeout;
+                    self.arm_session(&group_id, &id, m.session_timeout);
+                }
+            }
         }
     }
 

@@ -294,6 +294,13 @@ impl Groups {
     /// Applies the committed records of one offsets partition to the
     /// coordinator, in log order.
     fn replay(&self, p: &Partition, report: &mut ReplayReport) -> anyhow::Result<()> {
+        let read = self.replay_records(p, report);
+        // Even after a failed read: what was restored gets its timers.
+        self.coordinator.finish_restore();
+        read
+    }
+
+    fn replay_records(&self, p: &Partition, report: &mut ReplayReport) -> anyhow::Result<()> {
         let mut offset = p.log_start_offset();
         let end = p.high_watermark();
         while offset < end {

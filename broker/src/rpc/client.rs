@@ -669,9 +669,12 @@ where
                 return Ok(AppendEntriesResponse::Success);
             }
         }
+        // Only a follower that answered the last message has its empty
+        // messages left out: one that does not is told everything, as
+        // openraft asks. Cleared first: openraft's own timeout may drop
+        // this call before it ends.
+        self.reached = false;
         let reply = self.send_append_entries(rpc, option).await;
-        // Only a follower that answered lately has its empty messages left
-        // out: one that does not is told everything, as openraft asks.
         self.reached = reply.is_ok();
         reply
     }
