@@ -453,6 +453,16 @@ fn ms(d: i32) -> Duration {
     Duration::from_millis(u64::try_from(d).unwrap_or(0))
 }
 
+/// A member's rebalance timeout; without one (JoinGroup v0, old group
+/// records) Kafka uses the session timeout.
+fn rebalance_timeout(rebalance_ms: i32, session: Duration) -> Duration {
+    if rebalance_ms > 0 {
+        ms(rebalance_ms)
+    } else {
+        session
+    }
+}
+
 impl Coordinator {
     pub fn new(config: GroupConfig, rebalances: IntCounter) -> Arc<Self> {
         let (changes, changes_rx) = mpsc::unbounded_channel();
@@ -692,12 +702,8 @@ impl Coordinator {
                 client_id: p.client_id,
                 client_host: p.client_host,
                 session_timeout: session,
-                // v0 has no rebalance timeout: Kafka uses the session timeout.
-                rebalance_timeout: if p.rebalance_timeout_ms > 0 {
-                    ms(p.rebalance_timeout_ms)
-                } else {
-                    session
-                },
+                // v0 has no rebalance timeout.
+                rebalance_timeout: rebalance_timeout(p.rebalance_timeout_ms, session),
                 protocol_type: p.protocol_type,
                 protocols: p.protocols,
                 assignment: Bytes::new(),
@@ -1143,11 +1149,7 @@ impl Coordinator {
                         client_host: m.client_host,
                         session_timeout: session,
                         // Records before value version 1 have none (-1).
-                        rebalance_timeout: if m.rebalance_timeout_ms > 0 {
-                            ms(m.rebalance_timeout_ms)
-                        } else {
-                            session
-                        },
+                        rebalance_timeout: rebalance_timeout(m.rebalance_timeout_ms, session),
                         protocol_type: group.protocol_type.clone().unwrap_or_default(),
                         protocols: vec![(protocol.clone(), m.subscription)],
                         assignment: m.assignment,
