@@ -48,6 +48,7 @@ pub struct Metrics {
     pub reassignments_in_progress: IntGauge,
     pub partition_leaders: IntGauge,
     pub partition_replicas: IntGauge,
+    pub replica_cache_bytes: IntGauge,
     pub partition_raft_term: IntGaugeVec,
     pub partition_raft_commit_lag: IntGaugeVec,
     pub partition_elections: IntCounter,
@@ -324,6 +325,11 @@ impl Metrics {
                 &r,
                 "skiff_partition_replicas",
                 "Partition replicas this broker holds (replicated ones it hosts, new ones being added included, and single-replica ones assigned to it): a drained broker reaches 0",
+            ),
+            replica_cache_bytes: gauge(
+                &r,
+                "skiff_replica_cache_bytes",
+                "Bytes of recent Raft entries held in memory so replication and apply need not read them back (bounded per broker)",
             ),
             partition_raft_term: gauge_vec(
                 &r,

@@ -46,6 +46,7 @@ async fn node(
     };
     let (log, _) = PartitionLog::open(dir, log_config).expect("open log");
     let store = ReplicaStore::open(log).expect("store");
+    store.serve_as(id);
     let pool = PeerPool::new(RpcConfig::new("test-cluster", id));
     let raft = Raft::new(
         id,

@@ -264,6 +264,7 @@ impl ReplicaHost {
                     .is_some_and(|m| m.contains_key(&p.index));
             (members, initial.first().copied(), known)
         };
+        r.store.serve_as(self.node_id);
         let raft = Raft::new(
             self.node_id,
             self.config.clone(),
@@ -576,6 +577,8 @@ impl ReplicaHost {
         }
         m.partition_leaders.set(led);
         m.partition_replicas.set(replicas_held);
+        m.replica_cache_bytes
+            .set(i64::try_from(super::recent::BROKER_BUDGET.used()).unwrap_or(i64::MAX));
         m.under_replicated_partitions.set(under);
         m.offline_partitions.set(offline);
         m.reassignments_in_progress

@@ -30,6 +30,7 @@ use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -56,6 +57,9 @@ pub const STATE_FILE: &str = "raft-state.json";
 pub const SPARSE_EVERY: u64 = 64;
 /// Bytes read per step when loading entries.
 const READ_CHUNK: usize = 1 << 20;
+/// Entry bytes in one AppendEntries (one entry more when a single entry is
+/// larger).
+const APPEND_BYTES: usize = 4 << 20;
 
 type SErr = StorageError<NodeId>;
 
@@ -131,9 +135,12 @@ struct Inner {
     /// Idempotent producers' recent batches, from the log (see
     /// `producer_state`); checked by the leader before it proposes.
     producers: ProducerStateTable,
-    /// The unapplied entries as written, so replication and `apply` need
-    /// not read them back.
+    /// The latest entries as written, so replication and `apply` need not
+    /// read them back.
     recent: RecentEntries,
+    /// This replica's node, once its group runs: entries it wrote as leader
+    /// are kept a moment past their apply for the followers.
+    local: Option<NodeId>,
 }
 
 /// Applied entries between saves of the applied position, which bound the
@@ -309,13 +316,27 @@ impl Inner {
         })
     }
 
-    fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry<PartitionRaft>>, SErr> {
+    /// Entries `start..end`, or fewer (at least one) once `max_bytes` are
+    /// taken.
+    fn entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry<PartitionRaft>>, SErr> {
         let end = end.min(self.next_index());
         if start >= end {
             return Ok(Vec::new());
         }
+        let mut taken = 0usize;
+        let mut room = |len: usize| {
+            let fits = taken == 0 || taken + len <= max_bytes;
+            taken += len;
+            fits
+        };
         if let Some(cached) = self.recent.range(start, end) {
             return cached
+                .take_while(|(_, raw)| room(raw.len()))
                 .map(|(index, raw)| {
                     let h = BatchHeader::parse(raw).map_err(|e| log_err(ErrorVerb::Read, e))?;
                     self.decode(index, &h, raw.clone())
@@ -338,6 +359,9 @@ impl Inner {
             let bytes = slice.load().map_err(|e| log_err(ErrorVerb::Read, e))?;
             for item in batch::headers(&bytes) {
                 let (at, h) = item.map_err(|e| log_err(ErrorVerb::Read, e))?;
+                if !room(h.size()) {
+                    return Ok(out);
+                }
                 out.push(self.decode(index, &h, bytes.slice(at..at + h.size()))?);
                 index += 1;
                 if index == end {
@@ -404,7 +428,8 @@ impl Inner {
             base_offset: info.base_offset,
             next_offset: info.last_offset + 1,
         });
-        self.recent.push(index, stored);
+        let mine = self.local == Some(entry.log_id.leader_id.node_id);
+        self.recent.push(index, stored, mine, Instant::now());
         self.last = Some(entry.log_id);
         Ok(())
     }
@@ -479,7 +504,7 @@ impl Inner {
         while self.tail.len() > 1 && self.tail.front().is_some_and(|t| t.log_id.index <= index) {
             self.tail.pop_front();
         }
-        self.recent.release_through(index);
+        self.recent.applied(index, Instant::now());
         match &entry.payload {
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -659,6 +684,7 @@ impl ReplicaStore {
             applied_since_save: 0,
             producers: ProducerStateTable::default(),
             recent: RecentEntries::default(),
+            local: None,
         };
         let (first, first_offset) = inner.anchor();
         if inner.log.log_start_offset() > first_offset {
@@ -741,6 +767,11 @@ impl ReplicaStore {
         self.tail.subscribe()
     }
 
+    /// Names the node this replica runs on, before its group starts.
+    pub fn serve_as(&self, node: NodeId) {
+        self.inner.lock().local = Some(node);
+    }
+
     /// Kafka offset after the last applied (hence committed) entry.
     pub fn high_watermark(&self) -> i64 {
         self.inner.lock().high_watermark
@@ -796,8 +827,14 @@ impl ReplicaStore {
     ///
     /// # Errors
     /// I/O.
-    pub fn flush_if_due(&self, now: std::time::Instant) -> io::Result<bool> {
-        let Some(pending) = self.inner.lock().log.take_due_flush(now) else {
+    pub fn flush_if_due(&self, now: Instant) -> io::Result<bool> {
+        let due = {
+            let mut g = self.inner.lock();
+            // The same periodic visit lets an idle partition's kept entries go.
+            g.recent.expire(now);
+            g.log.take_due_flush(now)
+        };
+        let Some(pending) = due else {
             return Ok(false);
         };
         if let Err(e) = pending.sync() {
@@ -858,7 +895,19 @@ impl RaftLogReader<PartitionRaft> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<PartitionRaft>>, SErr> {
         let (start, end) = bounds(&range);
-        self.0.inner.lock().entries(start, end)
+        self.0.inner.lock().entries(start, end, usize::MAX)
+    }
+
+    /// What replication sends in one AppendEntries: a few MiB at most, so
+    /// that a message of whole ~1 MB client batches crosses in well under
+    /// the heartbeat interval openraft gives it (a timed-out one is sent
+    /// again whole).
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<PartitionRaft>>, SErr> {
+        self.0.inner.lock().entries(start, end, APPEND_BYTES)
     }
 }
 

@@ -165,6 +165,7 @@ impl Cluster {
     async fn start(&mut self, id: NodeId) {
         let (log, _) = PartitionLog::open(&self.dir(id), self.log.clone()).expect("open log");
         let store = ReplicaStore::open(log).expect("open store");
+        store.serve_as(id);
         let raft = Raft::new(
             id,
             Arc::clone(&self.config),
@@ -311,6 +312,68 @@ async fn entries_replicate_as_identical_batches_with_dense_offsets() {
         log.last().expect("batches").0.partition_leader_epoch as u64,
         term
     );
+}
+
+/// A batch of `size` bytes (zero-padded records area).
+fn batch_of_size(size: usize) -> Vec<u8> {
+    let mut b = producer_batch(-1, -1, -1, 1);
+    b.resize(size, 0);
+    let len = i32::try_from(size - batch::LOG_OVERHEAD).expect("small");
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_append_entries_carries_a_few_mib_from_memory_or_from_the_log() {
+    use openraft::RaftLogReader;
+    use openraft::storage::RaftLogStorage;
+
+    let c = Cluster::new().await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let raft = c.raft(leader);
+    for _ in 0..6 {
+        raft.client_write(Proposal {
+            batch: batch_of_size((1 << 20) + 1024).into(),
+        })
+        .await
+        .expect("committed write");
+    }
+    c.settle(leader).await;
+    let last = c.stores[&leader].last_log_index().expect("entries");
+    let first = last - 5;
+    let follower = *c.stores.keys().find(|&&id| id != leader).expect("follower");
+    // The leader still holds them in memory (kept for slower followers), a
+    // follower released them on apply and reads its segment files: the
+    // limit is the same either way, and a plain read is not limited.
+    for id in [leader, follower] {
+        let mut reader = c.stores[&id].log_store().get_log_reader().await;
+        let limited = reader
+            .limited_get_log_entries(first, last + 1)
+            .await
+            .expect("read");
+        let indexes: Vec<u64> = limited.iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, vec![first, first + 1, first + 2], "node {id}");
+        let all = reader
+            .try_get_log_entries(first..=last)
+            .await
+            .expect("read");
+        assert_eq!(all.len(), 6, "node {id}");
+    }
+    // One entry over the limit still goes, alone.
+    raft.client_write(Proposal {
+        batch: batch_of_size(5 << 20).into(),
+    })
+    .await
+    .expect("committed write");
+    let big = last + 1;
+    let mut reader = c.stores[&leader].log_store().get_log_reader().await;
+    let one = reader
+        .limited_get_log_entries(big, big + 1)
+        .await
+        .expect("read");
+    assert_eq!(one.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
