@@ -332,6 +332,16 @@ impl PartitionLog {
         self.append_inner(records, ts, Some(leader_epoch))
     }
 
+    /// Lets the kernel drop the page cache of the active segment except its
+    /// last `keep` bytes (see [`Segment::drop_cached_pages`]). For a
+    /// follower's replica: consumers fetch from the leader, so its written
+    /// pages would only crowd out ones that are read, and in a VM each new
+    /// page-cache page costs far more than a reused one (docs/benchmarks.md,
+    /// session 11).
+    pub fn drop_cached_pages(&mut self, keep: u64) {
+        self.active_mut().drop_cached_pages(keep);
+    }
+
     fn append_inner(
         &mut self,
         records: &mut [u8],
@@ -873,6 +883,10 @@ impl PartitionLog {
 impl PartitionLog {
     pub(crate) fn fail_next_write_after(&mut self, n: usize) {
         self.active_mut().fail_next_write_after = Some(n);
+    }
+
+    pub(crate) fn uncached_below(&self) -> u64 {
+        self.active().uncached_below
     }
 }
 

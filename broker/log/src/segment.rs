@@ -6,10 +6,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustix::fs::Advice;
 
 use crate::batch::{self, BatchHeader, CRC_START, HEADER_LEN};
 use crate::error::LogError;
@@ -21,6 +24,8 @@ pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 pub(crate) const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
 
 const CRC_CHUNK: usize = 256 * 1024;
+/// Written bytes between two page-cache drops (see `drop_cached_pages`).
+const UNCACHE_STEP: u64 = 16 << 20;
 
 pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
@@ -101,6 +106,8 @@ pub(crate) struct Segment {
     pub created_ms: i64,
     /// A failed write could not be cut back; retried before the next write.
     tail_dirty: bool,
+    /// Where [`Self::drop_cached_pages`] last stopped.
+    pub(crate) uncached_below: u64,
     /// Test hook: the next write stores this many bytes, then fails.
     #[cfg(test)]
     pub fail_next_write_after: Option<usize>,
@@ -121,6 +128,7 @@ impl Segment {
             first_batch_timestamp: None,
             created_ms: now_ms(),
             tail_dirty: false,
+            uncached_below: 0,
             #[cfg(test)]
             fail_next_write_after: None,
         }
@@ -424,6 +432,24 @@ impl Segment {
             self.track_batch(start + *at as u64, h, interval);
         }
         Ok(())
+    }
+
+    /// Advises the kernel to drop the cached pages of this segment below
+    /// its last `keep` bytes, once per [`UNCACHE_STEP`] written. Advice
+    /// only: dirty pages stay until written back (the kernel starts that),
+    /// and a later read loads pages again, so nothing can be lost.
+    pub fn drop_cached_pages(&mut self, keep: u64) {
+        let below = self.size.saturating_sub(keep) / UNCACHE_STEP * UNCACHE_STEP;
+        if below <= self.uncached_below {
+            return;
+        }
+        // From 0 every time: pages still dirty at the last call are clean now.
+        if let Err(e) =
+            rustix::fs::fadvise(&*self.file, 0, NonZeroU64::new(below), Advice::DontNeed)
+        {
+            tracing::debug!(segment = %self.path.display(), error = %e, "fadvise failed");
+        }
+        self.uncached_below = below;
     }
 
     fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()> {

@@ -372,6 +372,32 @@ fn a_failed_write_leaves_no_partial_batch_and_the_log_usable() {
 }
 
 #[test]
+fn dropping_cached_pages_steps_behind_the_tail_and_loses_nothing() {
+    const MIB: u64 = 1 << 20;
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), config());
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let info = append(&mut log, 1, i64::from(i), MIB as usize);
+        expected.push(info.base_offset);
+        log.drop_cached_pages(8 * MIB);
+        let due = log.size_bytes().saturating_sub(8 * MIB) / (16 * MIB) * (16 * MIB);
+        assert_eq!(
+            log.uncached_below(),
+            due,
+            "after {} bytes",
+            log.size_bytes()
+        );
+    }
+    assert_eq!(log.uncached_below(), 32 * MIB);
+    log.flush().expect("flush");
+    log.drop_cached_pages(0);
+    // Every batch reads back whole and valid, from the disk where the
+    // cache let go.
+    assert_eq!(bases(&read(&log, 0, ALL, NO_HW, false)), expected);
+}
+
+#[test]
 fn retention_by_bytes_deletes_the_oldest_segments_and_moves_the_start() {
     let tmp = TempDir::new().expect("tmp");
     let mut cfg = small_segments(1000);

@@ -57,6 +57,10 @@ pub const STATE_FILE: &str = "raft-state.json";
 pub const SPARSE_EVERY: u64 = 64;
 /// Bytes read per step when loading entries.
 const READ_CHUNK: usize = 1 << 20;
+/// The tail of a follower's active segment left in the page cache: what a
+/// new leader's tailing consumers read next. Older pages are dropped (see
+/// `PartitionLog::drop_cached_pages`).
+const FOLLOWER_CACHED_BYTES: u64 = 64 << 20;
 /// Entry bytes in one AppendEntries (one entry more when a single entry is
 /// larger).
 const APPEND_BYTES: usize = 4 << 20;
@@ -430,6 +434,9 @@ impl Inner {
         });
         let mine = self.local == Some(entry.log_id.leader_id.node_id);
         self.recent.push(index, stored, mine, Instant::now());
+        if !mine {
+            self.log.drop_cached_pages(FOLLOWER_CACHED_BYTES);
+        }
         self.last = Some(entry.log_id);
         Ok(())
     }
