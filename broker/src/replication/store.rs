@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
     AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId,
@@ -377,7 +377,7 @@ impl Inner {
         Ok(out)
     }
 
-    fn append_entry(&mut self, entry: &Entry<PartitionRaft>) -> Result<(), SErr> {
+    fn append_entry(&mut self, entry: Entry<PartitionRaft>) -> Result<(), SErr> {
         let index = entry.log_id.index;
         let term = entry.log_id.leader_id.term;
         if index != self.next_index() {
@@ -396,12 +396,21 @@ impl Inner {
             self.persist()?;
         }
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
-        let mut bytes = match &entry.payload {
-            EntryPayload::Normal(p) => p.batch.to_vec(),
-            EntryPayload::Blank => codec::control_batch(codec::CONTROL_RAFT_BLANK, &[], epoch),
+        let normal = matches!(entry.payload, EntryPayload::Normal(_));
+        let mut bytes = match entry.payload {
+            // The offsets are rewritten in place: without a copy when the
+            // batch is this entry's alone (as decoded from a peer's message).
+            EntryPayload::Normal(p) => p
+                .batch
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+            EntryPayload::Blank => {
+                BytesMut::from(&codec::control_batch(codec::CONTROL_RAFT_BLANK, &[], epoch)[..])
+            }
             EntryPayload::Membership(m) => {
-                let json = serde_json::to_vec(m).map_err(|e| log_err(ErrorVerb::Write, e))?;
-                codec::control_batch(codec::CONTROL_RAFT_MEMBERSHIP, &json, epoch)
+                let json = serde_json::to_vec(&m).map_err(|e| log_err(ErrorVerb::Write, e))?;
+                let batch = codec::control_batch(codec::CONTROL_RAFT_MEMBERSHIP, &json, epoch);
+                BytesMut::from(&batch[..])
             }
         };
         if batch::headers(&bytes).count() != 1 {
@@ -416,10 +425,8 @@ impl Inner {
         if self.last.is_none() || index.is_multiple_of(SPARSE_EVERY) {
             self.sparse.push((index, info.base_offset));
         }
-        let stored = Bytes::from(bytes);
-        if let EntryPayload::Normal(_) = &entry.payload
-            && let Ok(mut h) = BatchHeader::parse(&stored)
-        {
+        let stored = bytes.freeze();
+        if normal && let Ok(mut h) = BatchHeader::parse(&stored) {
             // The table follows the log, not the commit index, as Kafka's
             // does: a batch whose commit timed out is still in the log, so
             // the producer's next batch continues after it and a retry of
@@ -955,7 +962,7 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
         let tail = {
             let mut g = self.0.inner.lock();
             for entry in entries {
-                g.append_entry(&entry)?;
+                g.append_entry(entry)?;
             }
             g.last.map_or(0, |l| l.index + 1)
         };
