@@ -32,6 +32,7 @@ pub use error::LogError;
 pub use partition_log::{
     AppendInfo, PartitionLog, PendingFlush, ReadSlice, RecoveryReport, RetentionReport,
 };
+pub use segment::PageDrop;
 
 #[cfg(test)]
 mod tests;

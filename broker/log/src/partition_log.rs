@@ -14,7 +14,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{LogConfig, TimestampMode};
 use crate::error::LogError;
 use crate::segment::{
-    self, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES, Planned, Segment, index_path, sync_dir,
+    self, MAX_RELATIVE_OFFSET, MAX_SEGMENT_BYTES, PageDrop, Planned, Segment, index_path, sync_dir,
     time_index_path, write_atomic,
 };
 
@@ -332,14 +332,15 @@ impl PartitionLog {
         self.append_inner(records, ts, Some(leader_epoch))
     }
 
-    /// Lets the kernel drop the page cache of the active segment except its
-    /// last `keep` bytes (see [`Segment::drop_cached_pages`]). For a
-    /// follower's replica: consumers fetch from the leader, so its written
-    /// pages would only crowd out ones that are read, and in a VM each new
-    /// page-cache page costs far more than a reused one (docs/benchmarks.md,
-    /// session 11).
-    pub fn drop_cached_pages(&mut self, keep: u64) {
-        self.active_mut().drop_cached_pages(keep);
+    /// The advice, due once per 16 MiB written, that lets the kernel drop
+    /// the page cache of the active segment except its last `keep` bytes;
+    /// [`PageDrop::run`] it after releasing the log. For a follower's
+    /// replica: consumers fetch from the leader, so its written pages would
+    /// only crowd out ones that are read, and in a VM each new page-cache
+    /// page costs far more than a reused one (docs/benchmarks.md, session
+    /// 11).
+    pub fn pages_to_drop(&mut self, keep: u64) -> Option<PageDrop> {
+        self.active_mut().pages_to_drop(keep)
     }
 
     fn append_inner(
@@ -883,10 +884,6 @@ impl PartitionLog {
 impl PartitionLog {
     pub(crate) fn fail_next_write_after(&mut self, n: usize) {
         self.active_mut().fail_next_write_after = Some(n);
-    }
-
-    pub(crate) fn uncached_below(&self) -> u64 {
-        self.active().uncached_below
     }
 }
 

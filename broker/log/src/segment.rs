@@ -24,8 +24,35 @@ pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 pub(crate) const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
 
 const CRC_CHUNK: usize = 256 * 1024;
-/// Written bytes between two page-cache drops (see `drop_cached_pages`).
+/// Written bytes between two page-cache drops (see `pages_to_drop`).
 const UNCACHE_STEP: u64 = 16 << 20;
+
+/// Advice to the kernel to drop a segment's cached pages from its start,
+/// taken under the log's lock and given without it (see
+/// `PartitionLog::pages_to_drop`).
+#[derive(Debug)]
+pub struct PageDrop {
+    file: Arc<File>,
+    path: PathBuf,
+    len: NonZeroU64,
+}
+
+impl PageDrop {
+    /// Advice only: dirty pages stay until written back (the kernel starts
+    /// that) and a later read loads pages again, so nothing can be lost.
+    /// From the segment's start every time, because pages still dirty at
+    /// the last call are clean now.
+    pub fn run(self) {
+        if let Err(e) = rustix::fs::fadvise(&*self.file, 0, Some(self.len), Advice::DontNeed) {
+            tracing::debug!(segment = %self.path.display(), error = %e, "fadvise failed");
+        }
+    }
+
+    /// Bytes from the segment's start the advice covers.
+    pub fn covers(&self) -> u64 {
+        self.len.get()
+    }
+}
 
 pub(crate) fn log_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
@@ -106,8 +133,8 @@ pub(crate) struct Segment {
     pub created_ms: i64,
     /// A failed write could not be cut back; retried before the next write.
     tail_dirty: bool,
-    /// Where [`Self::drop_cached_pages`] last stopped.
-    pub(crate) uncached_below: u64,
+    /// Where the last [`Self::pages_to_drop`] stopped.
+    uncached_below: u64,
     /// Test hook: the next write stores this many bytes, then fails.
     #[cfg(test)]
     pub fail_next_write_after: Option<usize>,
@@ -434,22 +461,17 @@ impl Segment {
         Ok(())
     }
 
-    /// Advises the kernel to drop the cached pages of this segment below
-    /// its last `keep` bytes, once per [`UNCACHE_STEP`] written. Advice
-    /// only: dirty pages stay until written back (the kernel starts that),
-    /// and a later read loads pages again, so nothing can be lost.
-    pub fn drop_cached_pages(&mut self, keep: u64) {
+    /// The page-cache drop due for this segment below its last `keep`
+    /// bytes, once per [`UNCACHE_STEP`] written.
+    pub fn pages_to_drop(&mut self, keep: u64) -> Option<PageDrop> {
         let below = self.size.saturating_sub(keep) / UNCACHE_STEP * UNCACHE_STEP;
-        if below <= self.uncached_below {
-            return;
-        }
-        // From 0 every time: pages still dirty at the last call are clean now.
-        if let Err(e) =
-            rustix::fs::fadvise(&*self.file, 0, NonZeroU64::new(below), Advice::DontNeed)
-        {
-            tracing::debug!(segment = %self.path.display(), error = %e, "fadvise failed");
-        }
+        let len = NonZeroU64::new(below).filter(|_| below > self.uncached_below)?;
         self.uncached_below = below;
+        Some(PageDrop {
+            file: Arc::clone(&self.file),
+            path: self.path.clone(),
+            len,
+        })
     }
 
     fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
@@ -607,6 +629,8 @@ impl Segment {
         self.file.set_len(pos)?;
         self.file.sync_all()?;
         self.tail_dirty = false;
+        // Bytes written again below the cut are new pages to drop.
+        self.uncached_below = self.uncached_below.min(pos / UNCACHE_STEP * UNCACHE_STEP);
         if let Some(problem) = self.rebuild(pos, false, None, interval)? {
             // The bytes were validated when written, so this means the disk
             // changed under us; keep what still parses.

@@ -372,29 +372,39 @@ fn a_failed_write_leaves_no_partial_batch_and_the_log_usable() {
 }
 
 #[test]
-fn dropping_cached_pages_steps_behind_the_tail_and_loses_nothing() {
+fn page_drops_step_behind_the_tail_and_restart_below_a_truncation() {
     const MIB: u64 = 1 << 20;
     let tmp = TempDir::new().expect("tmp");
     let mut log = open(tmp.path(), config());
-    let mut expected = Vec::new();
+    let mut drops = Vec::new();
+    let mut ends = Vec::new();
     for i in 0..40 {
-        let info = append(&mut log, 1, i64::from(i), MIB as usize);
-        expected.push(info.base_offset);
-        log.drop_cached_pages(8 * MIB);
-        let due = log.size_bytes().saturating_sub(8 * MIB) / (16 * MIB) * (16 * MIB);
-        assert_eq!(
-            log.uncached_below(),
-            due,
-            "after {} bytes",
-            log.size_bytes()
-        );
+        append(&mut log, 1, i64::from(i), MIB as usize);
+        ends.push(log.log_end_offset());
+        if let Some(d) = log.pages_to_drop(8 * MIB) {
+            drops.push((log.size_bytes(), d.covers()));
+            d.run();
+        }
     }
-    assert_eq!(log.uncached_below(), 32 * MIB);
-    log.flush().expect("flush");
-    log.drop_cached_pages(0);
-    // Every batch reads back whole and valid, from the disk where the
-    // cache let go.
-    assert_eq!(bases(&read(&log, 0, ALL, NO_HW, false)), expected);
+    // Once per 16 MiB, up to 8 MiB behind the tail.
+    assert_eq!(drops.len(), 2, "{drops:?}");
+    assert!(
+        drops
+            .iter()
+            .all(|&(size, len)| len % (16 * MIB) == 0 && len + 8 * MIB <= size)
+    );
+    assert_eq!(drops[1].1, 32 * MIB);
+    assert!(log.pages_to_drop(8 * MIB).is_none(), "nothing new to drop");
+    // Cut back to ~10 MiB: what is written again there is dropped again.
+    log.truncate_to(ends[9]).expect("truncate");
+    let mut again = None;
+    for i in 0..20 {
+        append(&mut log, 1, i64::from(i), MIB as usize);
+        again = again.or(log.pages_to_drop(8 * MIB).map(|d| d.covers()));
+    }
+    assert_eq!(again, Some(16 * MIB));
+    // Advice only: every batch reads back whole and valid.
+    assert_eq!(read(&log, 0, ALL, NO_HW, false).len(), 30);
 }
 
 #[test]

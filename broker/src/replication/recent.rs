@@ -3,13 +3,15 @@
 //! thousands of entries a second reading them back from the segment files
 //! cost a few syscalls each (docs/benchmarks.md, session 9).
 //!
-//! On the leader an entry is kept a moment past its apply ([`RETAIN`]):
-//! the commit needs only the faster follower, so the slower one asks for
-//! the entry after it is applied, and with ~1 MB client batches reading it
-//! back cost the leader more than the write did (docs/benchmarks.md,
-//! session 11). Memory stays bounded per partition ([`PARTITION_BUDGET`])
-//! and per broker ([`Budget`]), and an idle partition gives its kept
-//! entries up at the next [`RecentEntries::expire`].
+//! On the leader an entry is kept past its apply, up to [`RETAIN`] after
+//! it was written: the commit needs only the faster follower, so the slower
+//! one asks for the entry after it is applied, and with ~1 MB client
+//! batches reading it back cost the leader more than the write did
+//! (docs/benchmarks.md, session 11). Memory stays bounded per partition
+//! ([`PARTITION_BUDGET`]) and per broker ([`Budget`]), and no entry stays
+//! past [`RETAIN`], applied or not: a partition without a quorum, whose
+//! entries never apply, does not hold the broker's budget, and an idle
+//! partition gives its entries up at the next [`RecentEntries::expire`].
 //!
 //! The cache is always one contiguous run of indexes ending at the last
 //! entry written, so a range is either wholly here or read from the log.
@@ -22,8 +24,9 @@ use bytes::Bytes;
 
 /// Bytes cached per partition; past it the oldest go.
 pub const PARTITION_BUDGET: usize = 32 << 20;
-/// How long the leader keeps an applied entry for a slower follower. A
-/// follower further behind reads from the log, as it must anyway.
+/// How long after its write an entry stays at most: the leader keeps an
+/// applied one this long for a slower follower (one further behind reads
+/// from the log, as it must anyway).
 pub const RETAIN: Duration = Duration::from_secs(1);
 
 /// Bytes cached by all partitions of the process together. Past the limit
@@ -127,17 +130,15 @@ impl RecentEntries {
         self.expire(now);
     }
 
-    /// Gives up applied entries that are no longer worth keeping: all of
-    /// them while the broker is over its budget, else those past
-    /// [`RETAIN`] or not kept for followers.
+    /// Gives up the entries no longer worth keeping: those written
+    /// [`RETAIN`] ago, and applied ones not kept for followers or while the
+    /// broker is over its budget.
     pub fn expire(&mut self, now: Instant) {
-        let Some(applied) = self.applied else {
-            return;
-        };
         let squeezed = self.budget.over();
         while let Some(c) = self.entries.front() {
-            let done = c.index <= applied
-                && (squeezed || !c.for_followers || now.duration_since(c.written) >= RETAIN);
+            let applied = self.applied.is_some_and(|a| c.index <= a);
+            let done = now.duration_since(c.written) >= RETAIN
+                || (applied && (squeezed || !c.for_followers));
             if !done {
                 break;
             }
@@ -284,15 +285,19 @@ mod tests {
     }
 
     #[test]
-    fn unapplied_entries_outlive_the_retention() {
+    fn entries_that_never_apply_go_after_the_retention_too() {
+        // A partition without a quorum must not hold the broker's budget.
         let mut r = RecentEntries::with_budget(budget(usize::MAX));
         let t0 = Instant::now();
         r.push(1, Bytes::from_static(b"a"), true, t0);
-        r.push(2, Bytes::from_static(b"b"), true, t0);
-        r.applied(1, t0);
-        r.expire(t0 + RETAIN * 10);
-        assert_eq!(indexes(&r, 2, 3), Some(vec![2]));
+        r.push(2, Bytes::from_static(b"b"), false, t0 + RETAIN / 2);
+        r.expire(t0 + RETAIN / 2);
+        assert_eq!(indexes(&r, 1, 3), Some(vec![1, 2]));
+        r.expire(t0 + RETAIN);
         assert_eq!(indexes(&r, 1, 2), None);
+        assert_eq!(indexes(&r, 2, 3), Some(vec![2]));
+        r.expire(t0 + RETAIN * 2);
+        assert_eq!(r.bytes, 0);
     }
 
     #[test]

@@ -42,7 +42,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use skiff_log::batch::{self, BatchHeader};
-use skiff_log::{PartitionLog, TimestampMode};
+use skiff_log::{PageDrop, PartitionLog, TimestampMode};
 use tokio::sync::{Notify, watch};
 
 use super::codec::{self, StoredKind};
@@ -59,7 +59,7 @@ pub const SPARSE_EVERY: u64 = 64;
 const READ_CHUNK: usize = 1 << 20;
 /// The tail of a follower's active segment left in the page cache: what a
 /// new leader's tailing consumers read next. Older pages are dropped (see
-/// `PartitionLog::drop_cached_pages`).
+/// `PartitionLog::pages_to_drop`).
 const FOLLOWER_CACHED_BYTES: u64 = 64 << 20;
 /// Entry bytes in one AppendEntries (one entry more when a single entry is
 /// larger).
@@ -145,6 +145,8 @@ struct Inner {
     /// This replica's node, once its group runs: entries it wrote as leader
     /// are kept a moment past their apply for the followers.
     local: Option<NodeId>,
+    /// A follower's page-cache advice, given once the lock is released.
+    page_drop: Option<PageDrop>,
 }
 
 /// Applied entries between saves of the applied position, which bound the
@@ -441,8 +443,8 @@ impl Inner {
         });
         let mine = self.local == Some(entry.log_id.leader_id.node_id);
         self.recent.push(index, stored, mine, Instant::now());
-        if !mine {
-            self.log.drop_cached_pages(FOLLOWER_CACHED_BYTES);
+        if !mine && let Some(drop) = self.log.pages_to_drop(FOLLOWER_CACHED_BYTES) {
+            self.page_drop = Some(drop);
         }
         self.last = Some(entry.log_id);
         Ok(())
@@ -699,6 +701,7 @@ impl ReplicaStore {
             producers: ProducerStateTable::default(),
             recent: RecentEntries::default(),
             local: None,
+            page_drop: None,
         };
         let (first, first_offset) = inner.anchor();
         if inner.log.log_start_offset() > first_offset {
@@ -779,6 +782,12 @@ impl ReplicaStore {
     /// carries them (and the commit index with them).
     pub fn log_tail(&self) -> watch::Receiver<u64> {
         self.tail.subscribe()
+    }
+
+    /// Whether entries `start..end` are all in the recent-entries cache.
+    #[cfg(test)]
+    pub fn holds_in_memory(&self, start: u64, end: u64) -> bool {
+        self.inner.lock().recent.range(start, end).is_some()
     }
 
     /// Names the node this replica runs on, before its group starts.
@@ -959,14 +968,17 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
         I: IntoIterator<Item = Entry<PartitionRaft>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let tail = {
+        let (tail, page_drop) = {
             let mut g = self.0.inner.lock();
             for entry in entries {
                 g.append_entry(entry)?;
             }
-            g.last.map_or(0, |l| l.index + 1)
+            (g.last.map_or(0, |l| l.index + 1), g.page_drop.take())
         };
         self.0.tail.send_replace(tail);
+        if let Some(drop) = page_drop {
+            drop.run();
+        }
         // Durable in the page cache, like Kafka: a replica that crashes
         // with the machine is repaired by the others (the log's flush.ms /
         // flush.messages still bound what any single replica can lose).

@@ -340,10 +340,15 @@ async fn one_append_entries_carries_a_few_mib_from_memory_or_from_the_log() {
         .await
         .expect("committed write");
     }
-    c.settle(leader).await;
     let last = c.stores[&leader].last_log_index().expect("entries");
     let first = last - 5;
+    assert!(
+        c.stores[&leader].holds_in_memory(first, last + 1),
+        "the leader keeps what it wrote"
+    );
+    c.settle(leader).await;
     let follower = *c.stores.keys().find(|&&id| id != leader).expect("follower");
+    assert!(!c.stores[&follower].holds_in_memory(first, last + 1));
     // The leader still holds them in memory (kept for slower followers), a
     // follower released them on apply and reads its segment files: the
     // limit is the same either way, and a plain read is not limited.
@@ -759,6 +764,7 @@ async fn idle_groups_cost() {
                 let dir = root.path().join(format!("{g}-{id}"));
                 let (log, _) = PartitionLog::open(&dir, log_config()).expect("log");
                 let store = ReplicaStore::open(log).expect("store");
+                store.serve_as(id);
                 let raft = Raft::new(
                     id,
                     Arc::clone(&config),
