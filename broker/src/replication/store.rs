@@ -145,8 +145,6 @@ struct Inner {
     /// This replica's node, once its group runs: entries it wrote as leader
     /// are kept a moment past their apply for the followers.
     local: Option<NodeId>,
-    /// A follower's page-cache advice, given once the lock is released.
-    page_drop: Option<PageDrop>,
 }
 
 /// Applied entries between saves of the applied position, which bound the
@@ -443,11 +441,21 @@ impl Inner {
         });
         let mine = self.local == Some(entry.log_id.leader_id.node_id);
         self.recent.push(index, stored, mine, Instant::now());
-        if !mine && let Some(drop) = self.log.pages_to_drop(FOLLOWER_CACHED_BYTES) {
-            self.page_drop = Some(drop);
-        }
         self.last = Some(entry.log_id);
         Ok(())
+    }
+
+    /// The page-cache advice due after appending as a follower (the last
+    /// entry's leader is another node), to give once the lock is released.
+    fn follower_page_drop(&mut self) -> Option<PageDrop> {
+        let follower = self
+            .last
+            .is_some_and(|l| self.local != Some(l.leader_id.node_id));
+        if follower {
+            self.log.pages_to_drop(FOLLOWER_CACHED_BYTES)
+        } else {
+            None
+        }
     }
 
     fn truncate(&mut self, index: u64) -> Result<(), SErr> {
@@ -701,7 +709,6 @@ impl ReplicaStore {
             producers: ProducerStateTable::default(),
             recent: RecentEntries::default(),
             local: None,
-            page_drop: None,
         };
         let (first, first_offset) = inner.anchor();
         if inner.log.log_start_offset() > first_offset {
@@ -973,7 +980,7 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
             for entry in entries {
                 g.append_entry(entry)?;
             }
-            (g.last.map_or(0, |l| l.index + 1), g.page_drop.take())
+            (g.last.map_or(0, |l| l.index + 1), g.follower_page_drop())
         };
         self.0.tail.send_replace(tail);
         if let Some(drop) = page_drop {
