@@ -22,6 +22,7 @@
 
 pub mod batch;
 mod config;
+mod direct;
 mod error;
 mod index;
 mod partition_log;

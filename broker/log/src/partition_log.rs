@@ -118,6 +118,10 @@ impl ReadSlice {
     }
 }
 
+/// Smallest append written past the page cache (see
+/// [`PartitionLog::set_direct_appends`]).
+const DIRECT_MIN_BYTES: u64 = 64 << 10;
+
 /// The durable log of one partition replica. See the crate docs.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -129,6 +133,8 @@ pub struct PartitionLog {
     size_bytes: u64,
     unflushed_records: u64,
     unflushed_since: Option<Instant>,
+    /// See [`Self::set_direct_appends`].
+    direct_appends: bool,
 }
 
 fn parse_base(stem: &str) -> Option<i64> {
@@ -250,6 +256,7 @@ impl PartitionLog {
             size_bytes,
             unflushed_records: 0,
             unflushed_since: None,
+            direct_appends: false,
         };
         let report = RecoveryReport {
             segments: log.segments.len(),
@@ -343,6 +350,18 @@ impl PartitionLog {
         self.active_mut().pages_to_drop(keep)
     }
 
+    /// Whether appends of at least 64 KiB are written past the page cache,
+    /// with direct I/O where the file system has it (off by default). A
+    /// buffered write copies every byte into a new page-cache page, and in
+    /// a VM whose freed memory goes back to the host each new page costs
+    /// far more than the write itself (docs/benchmarks.md, session 12).
+    /// Reads then come from the device (or its cache) instead. Small
+    /// appends always go through the cache: a direct write waits for the
+    /// device, which latency-bound small batches cannot afford.
+    pub fn set_direct_appends(&mut self, on: bool) {
+        self.direct_appends = on;
+    }
+
     fn append_inner(
         &mut self,
         records: &mut [u8],
@@ -384,7 +403,9 @@ impl PartitionLog {
 
         self.maybe_roll(bytes, last_offset, incoming_ts)?;
         let interval = u64::from(self.config.index_interval_bytes);
-        self.active_mut().append(records, &batches, interval)?;
+        let direct = self.direct_appends && bytes >= DIRECT_MIN_BYTES;
+        self.active_mut()
+            .append(records, &batches, interval, direct)?;
         self.size_bytes += bytes;
         self.unflushed_records += record_count;
         self.unflushed_since.get_or_insert_with(Instant::now);
@@ -864,6 +885,7 @@ impl PartitionLog {
     /// # Errors
     /// I/O.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.active_mut().trim_padding()?;
         self.flush()
     }
 

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rustix::fs::Advice;
 
 use crate::batch::{self, BatchHeader, CRC_START, HEADER_LEN};
+use crate::direct::{self, DirectWriter};
 use crate::error::LogError;
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 
@@ -135,6 +136,10 @@ pub(crate) struct Segment {
     tail_dirty: bool,
     /// Where the last [`Self::pages_to_drop`] stopped.
     uncached_below: u64,
+    /// Opened at the first write that bypasses the page cache.
+    direct: Option<DirectWriter>,
+    /// The file system refused direct I/O; every write goes through the cache.
+    no_direct: bool,
     /// Test hook: the next write stores this many bytes, then fails.
     #[cfg(test)]
     pub fail_next_write_after: Option<usize>,
@@ -156,6 +161,8 @@ impl Segment {
             created_ms: now_ms(),
             tail_dirty: false,
             uncached_below: 0,
+            direct: None,
+            no_direct: false,
             #[cfg(test)]
             fail_next_write_after: None,
         }
@@ -186,7 +193,12 @@ impl Segment {
         let file = open_rw(&log_path(dir, base_offset))?;
         let len = file.metadata()?.len();
         let mut seg = Segment::blank(dir, base_offset, file);
-        let problem = seg.rebuild(len, true, None, interval)?;
+        let mut problem = seg.rebuild(len, true, None, interval)?;
+        if problem.is_some() && direct::is_padding(&seg.file, seg.size, len)? {
+            tracing::debug!(segment = %seg.path.display(), bytes = len - seg.size, "cutting a direct write's padding");
+            seg.file.set_len(seg.size)?;
+            problem = None;
+        }
         let cut = seg.cut_tail(len, problem)?;
         // Index files of the active segment would go stale with the next
         // append; they are rebuilt by this scan on every open anyway.
@@ -433,21 +445,23 @@ impl Segment {
         self.next_offset = last.saturating_add(1);
     }
 
-    /// Appends validated, offset-assigned batches with one positional write.
-    /// On failure the file is cut back so no partial batch remains and the
-    /// in-memory state is unchanged.
+    /// Appends validated, offset-assigned batches with one positional write,
+    /// past the page cache when `direct` (see [`crate::direct`]). On failure
+    /// the file is cut back so no partial batch remains and the in-memory
+    /// state is unchanged.
     pub fn append(
         &mut self,
         data: &[u8],
         batches: &[(usize, BatchHeader)],
         interval: u64,
+        direct: bool,
     ) -> io::Result<()> {
         let start = self.size;
         if self.tail_dirty {
             self.file.set_len(start)?;
             self.tail_dirty = false;
         }
-        if let Err(e) = self.write_at(data, start) {
+        if let Err(e) = self.write_at(data, start, direct) {
             if let Err(cut) = self.file.set_len(start) {
                 // Readers stop at `size`, and recovery cuts whatever is left.
                 tracing::warn!(segment = %self.path.display(), error = %cut, "cannot cut back a failed write");
@@ -474,7 +488,7 @@ impl Segment {
         })
     }
 
-    fn write_at(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
+    fn write_at(&mut self, data: &[u8], pos: u64, direct: bool) -> io::Result<()> {
         #[cfg(test)]
         if let Some(n) = self.fail_next_write_after.take() {
             self.file.write_all_at(&data[..n.min(data.len())], pos)?;
@@ -483,7 +497,31 @@ impl Segment {
                 "injected: no space left on device",
             ));
         }
-        self.file.write_all_at(data, pos)
+        let direct = direct && self.open_direct();
+        match &mut self.direct {
+            Some(writer) if direct => writer.write(&self.file, data, pos),
+            writer => {
+                if let Some(writer) = writer {
+                    writer.forget_tail();
+                }
+                self.file.write_all_at(data, pos)
+            }
+        }
+    }
+
+    /// Whether the direct writer is open, opening it on first use.
+    fn open_direct(&mut self) -> bool {
+        if self.direct.is_none() && !self.no_direct {
+            match DirectWriter::open(&self.path) {
+                Ok(writer) => self.direct = Some(writer),
+                Err(e) => {
+                    tracing::info!(segment = %self.path.display(), error = %e,
+                        "no direct I/O here; follower writes go through the page cache");
+                    self.no_direct = true;
+                }
+            }
+        }
+        self.direct.is_some()
     }
 
     /// The header of the batch at `pos`, which must lie within `size`.
@@ -606,8 +644,19 @@ impl Segment {
     /// Makes the segment immutable: data synced, index files written.
     pub fn seal(&mut self, dir: &Path) -> io::Result<()> {
         self.push_time_entry();
+        self.trim_padding()?;
         self.file.sync_data()?;
         self.write_indexes(dir)
+    }
+
+    /// Cuts the zero padding direct writes may leave past the log end, so
+    /// the file's length is the segment's size again.
+    pub fn trim_padding(&mut self) -> io::Result<()> {
+        if let Some(writer) = &mut self.direct {
+            self.file.set_len(self.size)?;
+            writer.forget_tail();
+        }
+        Ok(())
     }
 
     fn write_indexes(&self, dir: &Path) -> io::Result<()> {
@@ -629,6 +678,9 @@ impl Segment {
         self.file.set_len(pos)?;
         self.file.sync_all()?;
         self.tail_dirty = false;
+        if let Some(writer) = &mut self.direct {
+            writer.forget_tail();
+        }
         // Bytes written again below the cut are new pages to drop.
         self.uncached_below = self.uncached_below.min(pos / UNCACHE_STEP * UNCACHE_STEP);
         if let Some(problem) = self.rebuild(pos, false, None, interval)? {

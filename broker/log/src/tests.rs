@@ -906,3 +906,83 @@ fn scan_headers_visits_every_batch_from_an_offset_across_segments() {
         .expect("scan");
     assert!(seen.is_empty());
 }
+
+/// Whether `dir`'s file system takes direct I/O (tmpfs does not).
+fn direct_io_works(dir: &Path) -> bool {
+    let probe = dir.join("probe");
+    fs::write(&probe, b"").expect("probe");
+    let ok = crate::direct::DirectWriter::open(&probe).is_ok();
+    fs::remove_file(probe).expect("remove probe");
+    ok
+}
+
+#[test]
+fn appends_past_the_page_cache_store_the_same_log_and_reopen_without_a_cut() {
+    let (tmp_a, tmp_b) = (TempDir::new().expect("tmp"), TempDir::new().expect("tmp"));
+    let direct = direct_io_works(tmp_b.path());
+    let (mut cached, mut uncached) = (
+        open(tmp_a.path(), small_segments(1_000_000)),
+        open(tmp_b.path(), small_segments(1_000_000)),
+    );
+    let mut padded = false;
+    // Small appends (through the cache) between large ones (past it when
+    // on), none a whole number of 4 KiB blocks; direct appends are switched
+    // off and on again, and both logs are cut back once, as Raft does.
+    let sizes = [
+        10, 70_000, 65_500, 5, 90_000, 1, 200_000, 300, 65_535, 123_456, 7, 66_000,
+    ];
+    for (i, &payload) in sizes.iter().cycle().take(60).enumerate() {
+        uncached.set_direct_appends(i % 10 != 7);
+        let ts = i64::try_from(i).expect("small");
+        let a = append(&mut cached, 1 + (i % 3) as i32, ts, payload);
+        let b = append(&mut uncached, 1 + (i % 3) as i32, ts, payload);
+        assert_eq!(a, b);
+        let file_bytes: u64 = files_with(tmp_b.path(), ".log")
+            .iter()
+            .map(|f| fs::metadata(tmp_b.path().join(f)).expect("stat").len())
+            .sum();
+        padded |= file_bytes > uncached.size_bytes();
+        if i == 40 {
+            let cut = a.base_offset - 5;
+            assert_eq!(cached.truncate_to(cut).ok(), uncached.truncate_to(cut).ok());
+        }
+        assert_eq!(
+            read(&cached, 0, ALL, NO_HW, false),
+            read(&uncached, 0, ALL, NO_HW, false)
+        );
+    }
+    assert!(cached.segment_count() > 2, "the logs rolled");
+    assert_eq!(padded, direct, "direct writes pad their last block");
+    let bytes = read(&cached, 0, ALL, NO_HW, false);
+    let end = cached.log_end_offset();
+    // A crash, not a close: the active segment keeps its padding.
+    drop(uncached);
+    let (reopened, report) =
+        PartitionLog::open(tmp_b.path(), small_segments(1_000_000)).expect("reopen");
+    assert_eq!((report.truncated_bytes, report.log_end_offset), (0, end));
+    assert_eq!(read(&reopened, 0, ALL, NO_HW, false), bytes);
+    for name in files_with(tmp_a.path(), ".log") {
+        let a = fs::read(tmp_a.path().join(&name)).expect("read");
+        assert_eq!(
+            a,
+            fs::read(tmp_b.path().join(&name)).expect("read"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn zeros_shorter_than_a_block_are_padding_and_cut_without_a_report() {
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), config());
+    append(&mut log, 2, 1, 50);
+    drop(log);
+    let path = last_log_file(tmp.path());
+    let len = fs::metadata(&path).expect("stat").len();
+    let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+    f.write_all(&[0u8; 4000]).expect("write");
+    drop(f);
+    let (log, report) = PartitionLog::open(tmp.path(), config()).expect("reopen");
+    assert_eq!((report.truncated_bytes, log.log_end_offset()), (0, 2));
+    assert_eq!(fs::metadata(&path).expect("stat").len(), len);
+}

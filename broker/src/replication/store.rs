@@ -57,8 +57,9 @@ pub const STATE_FILE: &str = "raft-state.json";
 pub const SPARSE_EVERY: u64 = 64;
 /// Bytes read per step when loading entries.
 const READ_CHUNK: usize = 1 << 20;
-/// The tail of a follower's active segment left in the page cache: what a
-/// new leader's tailing consumers read next. Older pages are dropped (see
+/// The tail of a follower's active segment left in the page cache where
+/// its writes cannot bypass the cache (no direct I/O): what a new leader's
+/// tailing consumers read next. Older pages are dropped (see
 /// `PartitionLog::pages_to_drop`).
 const FOLLOWER_CACHED_BYTES: u64 = 64 << 20;
 /// Entry bytes in one AppendEntries (one entry more when a single entry is
@@ -689,7 +690,12 @@ impl ReplicaStore {
     /// # Errors
     /// I/O; an unreadable state file (refused rather than guessed: it holds
     /// the vote).
-    pub fn open(log: PartitionLog) -> io::Result<ReplicaStore> {
+    pub fn open(mut log: PartitionLog) -> io::Result<ReplicaStore> {
+        // Large appends skip the page cache on every replica (see
+        // `PartitionLog::set_direct_appends`): entries are replicated from
+        // the recent-entries cache, and fetches of large batches read the
+        // disk off the async workers.
+        log.set_direct_appends(true);
         let state_path = log.dir().join(STATE_FILE);
         let durable = read_state(&state_path)?.unwrap_or_default();
         let mut inner = Inner {
