@@ -1,5 +1,7 @@
-//! Appends that bypass the page cache (`O_DIRECT`), for replicas nobody
-//! reads from (a Raft follower's: consumers fetch from leaders).
+//! Appends that bypass the page cache (`O_DIRECT`): a replicated log's
+//! large appends, whose pages nothing needs (followers are sent entries
+//! from memory; a Fetch of large batches reads the device off the async
+//! workers).
 //!
 //! A buffered write copies every byte into a page-cache page, and in a VM
 //! whose freed memory goes back to the host (virtio-balloon free page
@@ -73,10 +75,14 @@ impl DirectWriter {
         let block = pos - pos % ALIGN64;
         let head = (pos - block) as usize;
         if self.tail_for != Some(pos) {
+            self.tail_for = None;
             self.tail.resize(head, 0);
             cached.read_exact_at(&mut self.tail, block)?;
+            self.tail_for = Some(pos);
         }
-        self.tail_for = None;
+        // A failed write keeps the tail: the caller cuts the file back to
+        // `pos`, and re-reading the block after a device error could take
+        // damaged bytes for acknowledged ones.
         let total = head + data.len();
         let padded = total.div_ceil(ALIGN) * ALIGN;
         SCRATCH.with_borrow_mut(|buf| {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fs::Advice;
+use rustix::io::Errno;
 
 use crate::batch::{self, BatchHeader, CRC_START, HEADER_LEN};
 use crate::direct::{self, DirectWriter};
@@ -193,12 +194,7 @@ impl Segment {
         let file = open_rw(&log_path(dir, base_offset))?;
         let len = file.metadata()?.len();
         let mut seg = Segment::blank(dir, base_offset, file);
-        let mut problem = seg.rebuild(len, true, None, interval)?;
-        if problem.is_some() && direct::is_padding(&seg.file, seg.size, len)? {
-            tracing::debug!(segment = %seg.path.display(), bytes = len - seg.size, "cutting a direct write's padding");
-            seg.file.set_len(seg.size)?;
-            problem = None;
-        }
+        let problem = seg.rebuild(len, true, None, interval)?;
         let cut = seg.cut_tail(len, problem)?;
         // Index files of the active segment would go stale with the next
         // append; they are rebuilt by this scan on every open anyway.
@@ -391,10 +387,19 @@ impl Segment {
         None
     }
 
+    /// Cuts the file back to the valid batches after a scan found
+    /// `problem` past them, and returns the bytes cut as torn or corrupt:
+    /// none when they are only a direct write's zero padding.
     fn cut_tail(&mut self, len: u64, problem: Option<String>) -> io::Result<u64> {
         let Some(reason) = problem else {
             return Ok(0);
         };
+        if direct::is_padding(&self.file, self.size, len)? {
+            tracing::debug!(segment = %self.path.display(), bytes = len - self.size, "cutting a direct write's padding");
+            self.file.set_len(self.size)?;
+            self.file.sync_all()?;
+            return Ok(0);
+        }
         let cut = len - self.size;
         tracing::warn!(
             segment = %self.path.display(),
@@ -497,16 +502,26 @@ impl Segment {
                 "injected: no space left on device",
             ));
         }
-        let direct = direct && self.open_direct();
-        match &mut self.direct {
-            Some(writer) if direct => writer.write(&self.file, data, pos),
-            writer => {
-                if let Some(writer) = writer {
-                    writer.forget_tail();
+        if direct
+            && self.open_direct()
+            && let Some(writer) = &mut self.direct
+        {
+            match writer.write(&self.file, data, pos) {
+                // Opened, but the device wants another alignment (a larger
+                // block, some FUSE file systems).
+                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
+                    tracing::warn!(segment = %self.path.display(), error = %e,
+                        "direct write refused; this segment's writes go through the page cache");
+                    self.direct = None;
+                    self.no_direct = true;
                 }
-                self.file.write_all_at(data, pos)
+                written => return written,
             }
         }
+        if let Some(writer) = &mut self.direct {
+            writer.forget_tail();
+        }
+        self.file.write_all_at(data, pos)
     }
 
     /// Whether the direct writer is open, opening it on first use.
@@ -645,6 +660,8 @@ impl Segment {
     pub fn seal(&mut self, dir: &Path) -> io::Result<()> {
         self.push_time_entry();
         self.trim_padding()?;
+        // Reopened if a truncation makes the segment active again.
+        self.direct = None;
         self.file.sync_data()?;
         self.write_indexes(dir)
     }

@@ -985,4 +985,23 @@ fn zeros_shorter_than_a_block_are_padding_and_cut_without_a_report() {
     let (log, report) = PartitionLog::open(tmp.path(), config()).expect("reopen");
     assert_eq!((report.truncated_bytes, log.log_end_offset()), (0, 2));
     assert_eq!(fs::metadata(&path).expect("stat").len(), len);
+    drop(log);
+
+    // A sealed segment with padding (its trim lost in a crash) too.
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), small_segments(1000));
+    for i in 0..8 {
+        append(&mut log, 1, i, 300);
+    }
+    assert!(log.segment_count() > 1);
+    drop(log);
+    let first = tmp.path().join(files_with(tmp.path(), ".log").remove(0));
+    let mut f = OpenOptions::new().append(true).open(&first).expect("open");
+    f.write_all(&[0u8; 100]).expect("write");
+    drop(f);
+    let (log, report) = PartitionLog::open(tmp.path(), small_segments(1000)).expect("reopen");
+    assert_eq!((report.truncated_bytes, log.log_end_offset()), (0, 8));
+    for offset in 0..8 {
+        assert_eq!(bases(&read(&log, offset, 1, NO_HW, true)), vec![offset]);
+    }
 }
