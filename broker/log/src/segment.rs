@@ -531,7 +531,7 @@ impl Segment {
                 Ok(writer) => self.direct = Some(writer),
                 Err(e) => {
                     tracing::info!(segment = %self.path.display(), error = %e,
-                        "no direct I/O here; follower writes go through the page cache");
+                        "no direct I/O here; large appends go through the page cache");
                     self.no_direct = true;
                 }
             }
@@ -667,10 +667,14 @@ impl Segment {
     }
 
     /// Cuts the zero padding direct writes may leave past the log end, so
-    /// the file's length is the segment's size again.
+    /// the file's length is the segment's size again. By the file's length,
+    /// not by whether a direct writer is open: one that fell back to the
+    /// page cache may have left padding a shorter append did not cover.
     pub fn trim_padding(&mut self) -> io::Result<()> {
-        if let Some(writer) = &mut self.direct {
+        if self.file.metadata()?.len() > self.size {
             self.file.set_len(self.size)?;
+        }
+        if let Some(writer) = &mut self.direct {
             writer.forget_tail();
         }
         Ok(())

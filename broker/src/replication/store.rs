@@ -57,10 +57,10 @@ pub const STATE_FILE: &str = "raft-state.json";
 pub const SPARSE_EVERY: u64 = 64;
 /// Bytes read per step when loading entries.
 const READ_CHUNK: usize = 1 << 20;
-/// The tail of a follower's active segment left in the page cache where
-/// its writes cannot bypass the cache (no direct I/O): what a new leader's
-/// tailing consumers read next. Older pages are dropped (see
-/// `PartitionLog::pages_to_drop`).
+/// What a follower still writes through the page cache (small appends, or
+/// all of them without direct I/O) stays there for the last this many bytes
+/// of its active segment: what a new leader's tailing consumers read next.
+/// Older pages are dropped (see `PartitionLog::pages_to_drop`).
 const FOLLOWER_CACHED_BYTES: u64 = 64 << 20;
 /// Entry bytes in one AppendEntries (one entry more when a single entry is
 /// larger).
