@@ -31,7 +31,8 @@ mod segment;
 pub use config::{LogConfig, TimestampMode};
 pub use error::LogError;
 pub use partition_log::{
-    AppendInfo, PartitionLog, PendingFlush, ReadSlice, RecoveryReport, RetentionReport,
+    AppendInfo, DIRECT_MIN_BYTES, PartitionLog, PendingFlush, ReadSlice, RecoveryReport,
+    RetentionReport,
 };
 pub use segment::PageDrop;
 

@@ -120,7 +120,7 @@ impl ReadSlice {
 
 /// Smallest append written past the page cache (see
 /// [`PartitionLog::set_direct_appends`]).
-const DIRECT_MIN_BYTES: u64 = 64 << 10;
+pub const DIRECT_MIN_BYTES: u64 = 64 << 10;
 
 /// The durable log of one partition replica. See the crate docs.
 #[derive(Debug)]
