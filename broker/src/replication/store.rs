@@ -991,35 +991,38 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
             .sum();
         let write = {
             let inner = self.0.inner.clone();
+            let tail = self.0.tail.clone();
             move || {
-                let (tail, page_drop) = {
+                let (end, page_drop) = {
                     let mut g = inner.lock();
                     for entry in entries {
                         g.append_entry(entry)?;
                     }
                     (g.last.map_or(0, |l| l.index + 1), g.follower_page_drop())
                 };
+                tail.send_replace(end);
                 if let Some(drop) = page_drop {
                     drop.run();
                 }
-                Ok::<_, SErr>(tail)
+                Ok::<_, SErr>(())
             }
         };
-        // Large entries go to the device directly (see `ReplicaStore::open`)
-        // and the write waits for it: on the blocking pool, not holding an
-        // async worker (docs/benchmarks.md, session 13).
-        let tail = if bytes as u64 >= skiff_log::DIRECT_MIN_BYTES {
+        // An append of 64 KiB or more in all holds entries the log writes
+        // past the page cache (see `ReplicaStore::open`), and such a write
+        // waits for the device: on the blocking pool, so that the async
+        // worker is not held meanwhile (docs/benchmarks.md, session 13). The
+        // partition's lock still is.
+        if bytes as u64 >= skiff_log::DIRECT_MIN_BYTES {
             tokio::task::spawn_blocking(write)
                 .await
-                .map_err(|e| other(format!("log append task: {e}")))??
+                .map_err(|e| log_err(ErrorVerb::Write, e))??;
         } else {
-            write()?
-        };
-        self.0.tail.send_replace(tail);
-        // Durable once written (in the page cache, like Kafka, or on the
-        // device): a replica that crashes with the machine is repaired by
-        // the others (the log's flush.ms / flush.messages still bound what
-        // any single replica can lose).
+            write()?;
+        }
+        // Written (to the page cache, like Kafka, or past it), not synced:
+        // a replica that crashes with the machine is repaired by the others
+        // (the log's flush.ms / flush.messages still bound what any single
+        // replica can lose).
         callback.log_io_completed(Ok(()));
         Ok(())
     }
