@@ -1007,11 +1007,11 @@ impl RaftLogStorage<PartitionRaft> for LogStore {
                 Ok::<_, SErr>(())
             }
         };
-        // An append of 64 KiB or more in all holds entries the log writes
-        // past the page cache (see `ReplicaStore::open`), and such a write
-        // waits for the device: on the blocking pool, so that the async
-        // worker is not held meanwhile (docs/benchmarks.md, session 13). The
-        // partition's lock still is.
+        // The log writes an entry of 64 KiB or more past the page cache (see
+        // `ReplicaStore::open`), and such a write waits for the device. An
+        // append that large in all (whether one entry or many) runs on the
+        // blocking pool, so that the async worker is not held meanwhile
+        // (docs/benchmarks.md, session 13); the partition's lock still is.
         if bytes as u64 >= skiff_log::DIRECT_MIN_BYTES {
             tokio::task::spawn_blocking(write)
                 .await
