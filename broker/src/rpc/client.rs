@@ -23,6 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
 use super::server::{BATCH_PATH, CALL_PATH};
+use super::stream::{CallStream, Outcome, STREAM_MAX_PAYLOAD};
 use super::throttle::CatchUpThrottle;
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
@@ -35,6 +36,8 @@ struct Peer {
     /// Calls that may wait a moment to travel with others (see
     /// [`PeerPool::call_coalesced`]).
     coalesce: mpsc::UnboundedSender<Queued>,
+    /// Small calls' long-lived stream (see [`super::stream`]).
+    stream: Arc<CallStream>,
 }
 
 /// How long a coalesced call waits for others to the same peer, and how
@@ -170,6 +173,10 @@ impl PeerPool {
             queue,
         ));
         let peer = Peer {
+            stream: CallStream::new(addr, channel.clone(), self.config.max_message_bytes, {
+                let (last_reply, addr) = (self.last_reply.clone(), addr.to_string());
+                move || record_reply(&last_reply, &addr)
+            }),
             channel,
             inflight: Arc::new(Semaphore::new(self.config.max_inflight_bytes_per_peer)),
             coalesce,
@@ -231,6 +238,7 @@ impl PeerPool {
                 .clamp(1, self.config.max_inflight_bytes_per_peer.max(1)),
         )
         .unwrap_or(u32::MAX);
+        let small = payload.len() <= STREAM_MAX_PAYLOAD;
         let req = self.request(group, kind, payload);
         let fut = async {
             // Held until the reply arrives: the bound covers the whole call.
@@ -239,6 +247,14 @@ impl PeerPool {
                 .acquire_many(permits)
                 .await
                 .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))?;
+            let req = if small && peer.stream.usable() {
+                match peer.stream.call(req.clone(), deadline).await {
+                    Outcome::Answered(r) => return r,
+                    Outcome::Unsupported => req,
+                }
+            } else {
+                req
+            };
             let reply: CallReply = unary(&peer.channel, CALL_PATH, req, deadline, max)
                 .await
                 .map_err(|s| status_error(addr, deadline, &s))?;

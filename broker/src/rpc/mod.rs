@@ -35,6 +35,7 @@
 pub mod client;
 pub mod recovery;
 pub mod server;
+pub mod stream;
 pub mod throttle;
 pub mod wire;
 

@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use tonic::codegen::{Body, StdError, http};
 use tracing::{debug, info, warn};
 
+use super::stream::{STREAM_PATH, StreamSvc};
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
 
@@ -81,6 +82,12 @@ pub struct Registry {
     /// `Batch` requests served, and the calls they carried.
     batches: std::sync::atomic::AtomicU64,
     batched_calls: std::sync::atomic::AtomicU64,
+    /// `Stream` calls opened, and the calls they carried.
+    pub(super) streams: std::sync::atomic::AtomicU64,
+    pub(super) streamed_calls: std::sync::atomic::AtomicU64,
+    /// Set when the server shuts down: open streams end, as unary calls do
+    /// once the connection is drained.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Registry {
@@ -90,7 +97,27 @@ impl Registry {
             groups: RwLock::new(HashMap::new()),
             batches: std::sync::atomic::AtomicU64::new(0),
             batched_calls: std::sync::atomic::AtomicU64::new(0),
+            streams: std::sync::atomic::AtomicU64::new(0),
+            streamed_calls: std::sync::atomic::AtomicU64::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// `Stream` calls opened and the calls they carried, since start.
+    pub fn stream_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.streams.load(Relaxed),
+            self.streamed_calls.load(Relaxed),
+        )
+    }
+
+    /// Completes once the server is shutting down.
+    pub(super) fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     /// `Batch` requests served and the calls they carried, since start.
@@ -228,16 +255,22 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let batch = match req.uri().path() {
-            CALL_PATH => false,
-            BATCH_PATH => true,
-            _ => return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) }),
-        };
+        let path = req.uri().path();
+        if ![CALL_PATH, BATCH_PATH, STREAM_PATH].contains(&path) {
+            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        }
+        let (batch, stream) = (path == BATCH_PATH, path == STREAM_PATH);
         let registry = self.registry.clone();
         let max = registry.config.max_message_bytes;
         Box::pin(async move {
             // The codec is typed by the messages: one per path.
-            Ok(if batch {
+            Ok(if stream {
+                tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max)
+                    .streaming(StreamSvc(registry), req)
+                    .await
+            } else if batch {
                 tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max)
@@ -272,6 +305,11 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let closing = registry.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.closing.send_replace(true);
+    };
     tonic::transport::Server::builder()
         // One in-flight request per group and kind per peer is what Raft
         // sends; this only stops a misbehaving peer from flooding us.

@@ -281,3 +281,167 @@ async fn accepted_connections_have_nagle_off() {
         "a Raft peer's connection keeps Nagle on"
     );
 }
+
+/// Answers payload `[i, ..]` after `64 - i` ms: later calls finish first.
+struct Reversed;
+
+impl GroupHandler for Reversed {
+    fn handle(
+        &self,
+        _kind: RpcKind,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        Box::pin(async move {
+            let wait = 64 - u64::from(payload[0].min(64));
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok(payload.to_vec())
+        })
+    }
+}
+
+#[tokio::test]
+async fn small_calls_share_one_stream_and_keep_their_answers() {
+    let (registry, addr, _stop) = start("c").await;
+    registry.register(GroupId::Metadata, Arc::new(Reversed));
+    let pool = PeerPool::new(RpcConfig::new("c", 2));
+    let calls = (0..64u8).map(|i| {
+        let (pool, addr) = (pool.clone(), addr.clone());
+        async move {
+            let got = pool
+                .call(
+                    &addr,
+                    GroupId::Metadata,
+                    RpcKind::Forward,
+                    vec![i; 100],
+                    None,
+                )
+                .await;
+            (i, got)
+        }
+    });
+    for (i, got) in futures_util::future::join_all(calls).await {
+        assert_eq!(got.as_deref(), Ok(&[i; 100][..]), "call {i}");
+    }
+    assert_eq!(registry.stream_counts(), (1, 64));
+    assert!(pool.since_last_reply(&addr).is_some());
+
+    // A large call goes unary, beside the stream.
+    let big = vec![0u8; super::stream::STREAM_MAX_PAYLOAD + 1];
+    let got = pool
+        .call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            big.clone(),
+            None,
+        )
+        .await;
+    assert_eq!(got.as_deref(), Ok(&big[..]));
+    assert_eq!(registry.stream_counts(), (1, 64));
+}
+
+#[tokio::test]
+async fn the_stream_is_opened_again_after_the_peer_restarts() {
+    let (registry, addr, stop) = start("c").await;
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let pool = PeerPool::new(RpcConfig::new("c", 2));
+    let call = |payload: &'static [u8]| {
+        let (pool, addr) = (pool.clone(), addr.clone());
+        async move {
+            pool.call(
+                &addr,
+                GroupId::Metadata,
+                RpcKind::Forward,
+                payload.to_vec(),
+                Some(Duration::from_secs(2)),
+            )
+            .await
+        }
+    };
+    assert_eq!(call(b"before").await.as_deref(), Ok(&b"before"[..]));
+    // Shutting down ends the open stream, so the server can drain.
+    stop.send(()).unwrap();
+    let mut listener = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(l) = tokio::net::TcpListener::bind(&addr).await {
+            listener = Some(l);
+            break;
+        }
+    }
+    let listener = listener.expect("the old server never let go of its port");
+    let again = Registry::new(RpcConfig::new("c", 1));
+    again.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let r = again.clone();
+    tokio::spawn(async move { serve(listener, r, std::future::pending()).await });
+    let mut answered = None;
+    for _ in 0..50 {
+        if let Ok(got) = call(b"after").await {
+            answered = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answered.as_deref(), Some(&b"after"[..]));
+    assert_eq!(again.stream_counts().0, 1);
+}
+
+/// A server as an older broker serves it: no `Stream` method.
+#[derive(Clone)]
+struct WithoutStream(super::server::RaftService);
+
+impl tonic::server::NamedService for WithoutStream {
+    const NAME: &'static str = "skiff.rpc.Raft";
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for WithoutStream
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        if req.uri().path() == super::stream::STREAM_PATH {
+            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        }
+        self.0.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_peer_without_the_stream_gets_unary_calls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let registry = Registry::new(RpcConfig::new("c", 1));
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let service = WithoutStream(super::server::RaftService::new(registry.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(super::server::incoming(listener)),
+    );
+    let pool = PeerPool::new(RpcConfig::new("c", 2));
+    for payload in [&b"first"[..], b"second"] {
+        let got = pool
+            .call(
+                &addr,
+                GroupId::Metadata,
+                RpcKind::Forward,
+                payload.to_vec(),
+                None,
+            )
+            .await;
+        assert_eq!(got.as_deref(), Ok(payload));
+    }
+    assert_eq!(registry.stream_counts(), (0, 0));
+}

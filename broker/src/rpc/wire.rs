@@ -19,6 +19,10 @@
 //! // /skiff.rpc.Raft/Batch: several calls in one request, answered in order.
 //! message BatchRequest { repeated CallRequest calls = 1; }
 //! message BatchReply { repeated CallReply replies = 1; }
+//! // /skiff.rpc.Raft/Stream (bidirectional): calls and their replies,
+//! // matched by id; replies come in the order they are ready.
+//! message StreamCall { uint64 id = 1; CallRequest call = 2; }
+//! message StreamReply { uint64 id = 1; CallReply reply = 2; }
 //! ```
 
 use uuid::Uuid;
@@ -63,6 +67,22 @@ pub struct BatchRequest {
 pub struct BatchReply {
     #[prost(message, repeated, tag = "1")]
     pub replies: Vec<CallReply>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamCall {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub call: Option<CallRequest>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamReply {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(message, optional, tag = "2")]
+    pub reply: Option<CallReply>,
 }
 
 impl CallRequest {
