@@ -448,8 +448,10 @@ def phase_cluster(ctx, workdir, args, out):
 
         lat_topic = "bench-cluster-latency"
         skiff.create_topic(skiff.admin_client(c[1]), lat_topic, args.partitions, replication_factor=3)
+        cpu0 = [b.cpu_seconds() for b in c.brokers]
         out["cluster_latency"] = measure_latency(ctx, bootstrap, lat_topic, args.partitions,
                                                  args.cluster_latency_rate, args.latency_seconds)
+        out["cluster_latency"]["broker_cpu_s"] = [b.cpu_seconds() - c0 for b, c0 in zip(c.brokers, cpu0)]
     finally:
         c.close()
 
@@ -692,7 +694,8 @@ def table(out, args):
                      f"p50 {fmt(cl.get('p50_ms'), '.2f')} / p99 {fmt(cl.get('p99_ms'), '.2f')} / "
                      f"max {fmt(cl.get('max_ms'), '.2f')} ms",
                      f"{cl['measured']:,} samples over {cl['duration_s']:g} s; acks=all linger.ms=0; "
-                     f"sent {cl['sent']:,}, received {cl['received']:,}, errors {cl['errors']}"))
+                     f"sent {cl['sent']:,}, received {cl['received']:,}, errors {cl['errors']}; "
+                     f"broker CPU {', '.join(f'{x:.1f}' for x in cl['broker_cpu_s'])} core-s"))
     ip = out.get("idle_partitions")
     if ip:
         rows.append((f"(j) {ip['partitions']:,} idle RF 3 partitions per broker",

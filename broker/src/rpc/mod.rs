@@ -3,9 +3,12 @@
 //!
 //! # Contract
 //!
-//! - **One method**, `/skiff.rpc.Raft/Call`, unary, protobuf messages
-//!   [`wire::CallRequest`] → [`wire::CallReply`] (hand-written prost types, no
-//!   `.proto` compilation step).
+//! - **One call shape**, protobuf messages [`wire::CallRequest`] →
+//!   [`wire::CallReply`] (hand-written prost types, no `.proto` compilation
+//!   step), on three methods: `/skiff.rpc.Raft/Call` (unary),
+//!   `/skiff.rpc.Raft/Batch` (several calls in one request, for heartbeats)
+//!   and `/skiff.rpc.Raft/Stream` (one long-lived stream per peer for calls
+//!   of up to 64 KiB, see [`stream`]).
 //! - **Every request names its cluster and group.** A request whose
 //!   `cluster_id` is not the server's is refused with
 //!   [`RpcError::ClusterMismatch`] and logged; a request for a group that is

@@ -31,7 +31,7 @@ use tracing::debug;
 
 use super::RpcError;
 use super::server::Registry;
-use super::wire::{CallRequest, StreamCall, StreamReply};
+use super::wire::{CallReply, CallRequest, StreamCall, StreamReply};
 
 pub const STREAM_PATH: &str = "/skiff.rpc.Raft/Stream";
 
@@ -108,17 +108,16 @@ impl CallStream {
         let (tx, rx) = oneshot::channel();
         let open = self.open_or_reuse();
         open.waiters.lock().insert(id, tx);
-        if open
+        let sent = open
             .calls
             .send(StreamCall {
                 id,
                 call: Some(req),
             })
-            .is_err()
-        {
-            // The stream ended between the lookup and the send; its driver
-            // answers the waiters it knew of, this one is ours to drop.
-            open.waiters.lock().remove(&id);
+            .is_ok();
+        // A driver that ended clears the slot before it answers its waiters:
+        // a waiter it may have missed is still in the map, and ours to fail.
+        if (!sent || !self.is_current(&open)) && open.waiters.lock().remove(&id).is_some() {
             return Outcome::Answered(Err(RpcError::Unreachable(
                 self.addr.clone(),
                 "call stream closed".into(),
@@ -135,6 +134,13 @@ impl CallStream {
                 Outcome::Answered(Err(RpcError::Timeout(self.addr.clone(), deadline)))
             }
         }
+    }
+
+    fn is_current(&self, open: &Open) -> bool {
+        self.open
+            .lock()
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(&o.waiters, &open.waiters))
     }
 
     fn open_or_reuse(self: &Arc<Self>) -> Open {
@@ -180,9 +186,10 @@ impl CallStream {
                 (self.on_reply)();
                 let waiter = open.waiters.lock().remove(&reply.id);
                 if let Some(w) = waiter {
-                    let _ = w.send(Outcome::Answered(
-                        reply.reply.unwrap_or_default().into_result(),
-                    ));
+                    let _ = w.send(Outcome::Answered(reply.reply.map_or_else(
+                        || Err(RpcError::Decode("a stream reply without its answer".into())),
+                        CallReply::into_result,
+                    )));
                 }
             }
             Ok(())
@@ -264,7 +271,12 @@ impl tonic::codegen::Service<tonic::Request<tonic::Streaming<StreamCall>>> for S
                     let registry = registry.clone();
                     let answers = answers.clone();
                     tokio::spawn(async move {
-                        let reply = registry.dispatch(call.call.unwrap_or_default()).await;
+                        let reply = match call.call {
+                            Some(req) => registry.dispatch(req).await,
+                            None => CallReply::err(&RpcError::Decode(
+                                "a stream call without its request".into(),
+                            )),
+                        };
                         let _ = answers.send((
                             StreamReply {
                                 id: call.id,
