@@ -23,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
 use super::server::{BATCH_PATH, CALL_PATH};
-use super::stream::{CallStream, Outcome, STREAM_MAX_PAYLOAD};
+use super::stream::{CallStream, Outcome};
 use super::throttle::CatchUpThrottle;
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
@@ -238,23 +238,24 @@ impl PeerPool {
                 .clamp(1, self.config.max_inflight_bytes_per_peer.max(1)),
         )
         .unwrap_or(u32::MAX);
-        let small = payload.len() <= STREAM_MAX_PAYLOAD;
         let req = self.request(group, kind, payload);
-        let fut = async {
-            // Held until the reply arrives: the bound covers the whole call.
-            let _permit = peer
-                .inflight
-                .acquire_many(permits)
+        let room = || async {
+            peer.inflight
+                .clone()
+                .acquire_many_owned(permits)
                 .await
-                .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))?;
-            let req = if small && peer.stream.usable() {
-                match peer.stream.call(req.clone(), deadline).await {
+                .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))
+        };
+        let fut = async {
+            if peer.stream.takes(&req) {
+                let bytes = Arc::new(room().await?);
+                match peer.stream.call(req.clone(), deadline, bytes).await {
                     Outcome::Answered(r) => return r,
-                    Outcome::Unsupported => req,
+                    Outcome::Unsupported => {}
                 }
-            } else {
-                req
-            };
+            }
+            // Held until the reply arrives: the bound covers the whole call.
+            let _permit = room().await?;
             let reply: CallReply = unary(&peer.channel, CALL_PATH, req, deadline, max)
                 .await
                 .map_err(|s| status_error(addr, deadline, &s))?;

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use tonic::codegen::{Body, StdError, http};
 use tracing::{debug, info, warn};
 
-use super::stream::{STREAM_PATH, StreamSvc};
+use super::stream::{STREAM_MAX_CALL, STREAM_PATH, StreamSvc};
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
 
@@ -266,7 +266,7 @@ where
             // The codec is typed by the messages: one per path.
             Ok(if stream {
                 tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                    .max_decoding_message_size(max)
+                    .max_decoding_message_size(STREAM_MAX_CALL)
                     .max_encoding_message_size(max)
                     .streaming(StreamSvc(registry), req)
                     .await

@@ -42,12 +42,26 @@ pub const STREAM_MAX_PAYLOAD: usize = 64 << 10;
 /// HTTP/2 flow control (unary calls have the server's per-connection limit).
 const SERVER_CONCURRENCY: usize = 256;
 
+/// The largest message on the stream: a call whose request fits
+/// [`STREAM_MAX_PAYLOAD`], and its id and deadline.
+pub(super) const STREAM_MAX_CALL: usize = STREAM_MAX_PAYLOAD + 64;
+
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Outcome>>>>;
+
+/// A call waiting to be handed to the transport, with its share of the
+/// peer's in-flight byte bound (shared with its caller, so it covers the
+/// call until it is answered and also until it leaves the queue): a stalled
+/// peer's stream stops taking calls, and the bound then stops new ones from
+/// piling up behind those already given up on.
+struct Queued {
+    call: StreamCall,
+    _bytes: Arc<OwnedSemaphorePermit>,
+}
 
 /// The open stream to a peer.
 #[derive(Clone)]
 struct Open {
-    calls: mpsc::UnboundedSender<StreamCall>,
+    calls: mpsc::UnboundedSender<Queued>,
     waiters: Waiters,
 }
 
@@ -58,16 +72,22 @@ pub enum Outcome {
     Unsupported,
 }
 
-/// The client end: opened at the first call, opened again after it breaks.
-pub struct CallStream {
+/// What a stream's driver needs of its peer.
+#[derive(Clone)]
+struct Link {
     addr: String,
     channel: Channel,
     max: usize,
+    /// Runs whenever the peer answers anything on the stream.
+    on_reply: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The client end: opened at the first call, opened again after it breaks.
+pub struct CallStream {
+    link: Link,
     open: Mutex<Option<Open>>,
     unsupported: AtomicBool,
     next_id: AtomicU64,
-    /// Runs whenever the peer answers anything on the stream.
-    on_reply: Box<dyn Fn() + Send + Sync>,
 }
 
 /// Answers every waiter of a stream that ended.
@@ -75,6 +95,20 @@ fn fail_all(waiters: &Waiters, outcome: impl Fn() -> Outcome) {
     let drained: Vec<_> = waiters.lock().drain().collect();
     for (_, w) in drained {
         let _ = w.send(outcome());
+    }
+}
+
+/// Withdraws a call whose caller stopped waiting (its deadline, or the
+/// caller's own timeout dropping it): not sent if still queued, and its
+/// waiter does not outlive it.
+struct Withdraw<'a> {
+    waiters: &'a Waiters,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.waiters.lock().remove(&self.id);
     }
 }
 
@@ -86,53 +120,75 @@ impl CallStream {
         on_reply: impl Fn() + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
-            addr: addr.to_string(),
-            channel,
-            max,
+            link: Link {
+                addr: addr.to_string(),
+                channel,
+                max,
+                on_reply: Arc::new(on_reply),
+            },
             open: Mutex::new(None),
             unsupported: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
-            on_reply: Box::new(on_reply),
         })
     }
 
-    /// Whether calls may go on the stream (false once the peer said it has
-    /// no `Stream`).
-    pub fn usable(&self) -> bool {
+    /// Whether `req` may go on the stream: small enough, and the peer did
+    /// not say it has no `Stream`.
+    pub fn takes(&self, req: &CallRequest) -> bool {
         !self.unsupported.load(Ordering::Relaxed)
+            && prost::Message::encoded_len(req) <= STREAM_MAX_PAYLOAD
     }
 
     /// Sends `req` on the stream and waits up to `deadline` for its answer.
-    pub async fn call(self: &Arc<Self>, req: CallRequest, deadline: Duration) -> Outcome {
+    /// `bytes` (the call's share of the peer's in-flight bound) is held
+    /// until the call is answered or given up on, and until the transport
+    /// took it or dropped it from the queue.
+    pub async fn call(
+        self: &Arc<Self>,
+        req: CallRequest,
+        deadline: Duration,
+        bytes: Arc<OwnedSemaphorePermit>,
+    ) -> Outcome {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let open = self.open_or_reuse();
         open.waiters.lock().insert(id, tx);
+        let _withdraw = Withdraw {
+            waiters: &open.waiters,
+            id,
+        };
+        let call = StreamCall {
+            id,
+            call: Some(req),
+            timeout_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        };
         let sent = open
             .calls
-            .send(StreamCall {
-                id,
-                call: Some(req),
+            .send(Queued {
+                call,
+                _bytes: bytes.clone(),
             })
             .is_ok();
         // A driver that ended clears the slot before it answers its waiters:
         // a waiter it may have missed is still in the map, and ours to fail.
         if (!sent || !self.is_current(&open)) && open.waiters.lock().remove(&id).is_some() {
+            if self.unsupported.load(Ordering::Relaxed) {
+                return Outcome::Unsupported;
+            }
             return Outcome::Answered(Err(RpcError::Unreachable(
-                self.addr.clone(),
+                self.link.addr.clone(),
                 "call stream closed".into(),
             )));
         }
-        match tokio::time::timeout(deadline, rx).await {
+        let answer = tokio::time::timeout(deadline, rx).await;
+        drop(bytes);
+        match answer {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Outcome::Answered(Err(RpcError::Unreachable(
-                self.addr.clone(),
+                self.link.addr.clone(),
                 "call stream dropped".into(),
             ))),
-            Err(_) => {
-                open.waiters.lock().remove(&id);
-                Outcome::Answered(Err(RpcError::Timeout(self.addr.clone(), deadline)))
-            }
+            Err(_) => Outcome::Answered(Err(RpcError::Timeout(self.link.addr.clone(), deadline))),
         }
     }
 
@@ -156,71 +212,92 @@ impl CallStream {
             waiters: Arc::default(),
         };
         *slot = Some(open.clone());
-        tokio::spawn(self.clone().drive(queue, open.clone()));
+        // The driver holds no sender and no strong reference: once the
+        // pool lets go of this peer, the queue closes and the stream ends.
+        tokio::spawn(drive(
+            Arc::downgrade(self),
+            self.link.clone(),
+            queue,
+            open.waiters.clone(),
+        ));
         open
     }
+}
 
-    /// Runs one stream until it ends, delivering answers to their waiters.
-    async fn drive(self: Arc<Self>, queue: mpsc::UnboundedReceiver<StreamCall>, open: Open) {
-        let outbound =
-            futures_util::stream::unfold(
-                queue,
-                |mut q| async move { q.recv().await.map(|c| (c, q)) },
-            );
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-            .max_decoding_message_size(self.max)
-            .max_encoding_message_size(self.max);
-        let ended: Result<(), tonic::Status> = async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let mut inbound = grpc
-                .streaming(
-                    tonic::Request::new(outbound),
-                    http::uri::PathAndQuery::from_static(STREAM_PATH),
-                    tonic_prost::ProstCodec::<StreamCall, StreamReply>::default(),
-                )
-                .await?
-                .into_inner();
-            while let Some(reply) = inbound.message().await? {
-                (self.on_reply)();
-                let waiter = open.waiters.lock().remove(&reply.id);
-                if let Some(w) = waiter {
-                    let _ = w.send(Outcome::Answered(reply.reply.map_or_else(
-                        || Err(RpcError::Decode("a stream reply without its answer".into())),
-                        CallReply::into_result,
-                    )));
+/// Runs one stream until it ends, delivering answers to their waiters.
+async fn drive(
+    owner: std::sync::Weak<CallStream>,
+    link: Link,
+    queue: mpsc::UnboundedReceiver<Queued>,
+    waiters: Waiters,
+) {
+    let pending = waiters.clone();
+    let outbound = futures_util::stream::unfold(queue, move |mut q| {
+        let pending = pending.clone();
+        async move {
+            loop {
+                let Queued { call, _bytes } = q.recv().await?;
+                // A call its caller gave up on is not sent.
+                if pending.lock().contains_key(&call.id) {
+                    return Some((call, q));
                 }
             }
-            Ok(())
         }
-        .await;
-        // Later calls open a new stream; the ones waiting on this one fail
-        // now rather than at their deadlines.
+    });
+    let mut grpc = tonic::client::Grpc::new(link.channel.clone())
+        .max_decoding_message_size(link.max)
+        .max_encoding_message_size(STREAM_MAX_CALL);
+    let ended: Result<(), tonic::Status> = async {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut inbound = grpc
+            .streaming(
+                tonic::Request::new(outbound),
+                http::uri::PathAndQuery::from_static(STREAM_PATH),
+                tonic_prost::ProstCodec::<StreamCall, StreamReply>::default(),
+            )
+            .await?
+            .into_inner();
+        while let Some(reply) = inbound.message().await? {
+            (link.on_reply)();
+            let waiter = waiters.lock().remove(&reply.id);
+            if let Some(w) = waiter {
+                let _ = w.send(Outcome::Answered(reply.reply.map_or_else(
+                    || Err(RpcError::Decode("a stream reply without its answer".into())),
+                    CallReply::into_result,
+                )));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let unsupported = matches!(&ended, Err(s) if s.code() == tonic::Code::Unimplemented);
+    // Later calls open a new stream (or go unary); the ones waiting on this
+    // one fail now rather than at their deadlines.
+    if let Some(owner) = owner.upgrade() {
+        if unsupported {
+            debug!(peer = %link.addr, "peer has no Stream call; sending unary calls");
+            owner.unsupported.store(true, Ordering::Relaxed);
+        }
+        let mut slot = owner.open.lock();
+        if slot
+            .as_ref()
+            .is_some_and(|o| Arc::ptr_eq(&o.waiters, &waiters))
         {
-            let mut slot = self.open.lock();
-            if slot
-                .as_ref()
-                .is_some_and(|o| Arc::ptr_eq(&o.waiters, &open.waiters))
-            {
-                *slot = None;
-            }
+            *slot = None;
         }
-        match ended {
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                debug!(peer = %self.addr, "peer has no Stream call; sending unary calls");
-                self.unsupported.store(true, Ordering::Relaxed);
-                fail_all(&open.waiters, || Outcome::Unsupported);
-            }
-            Err(s) => {
-                debug!(peer = %self.addr, status = %s, "call stream ended");
-                let e = RpcError::Unreachable(self.addr.clone(), s.to_string());
-                fail_all(&open.waiters, || Outcome::Answered(Err(e.clone())));
-            }
-            Ok(()) => {
-                let e = RpcError::Unreachable(self.addr.clone(), "call stream ended".into());
-                fail_all(&open.waiters, || Outcome::Answered(Err(e.clone())));
-            }
+    }
+    match ended {
+        _ if unsupported => fail_all(&waiters, || Outcome::Unsupported),
+        Err(s) => {
+            debug!(peer = %link.addr, status = %s, "call stream ended");
+            let e = RpcError::Unreachable(link.addr.clone(), s.to_string());
+            fail_all(&waiters, || Outcome::Answered(Err(e.clone())));
+        }
+        Ok(()) => {
+            let e = RpcError::Unreachable(link.addr.clone(), "call stream ended".into());
+            fail_all(&waiters, || Outcome::Answered(Err(e.clone())));
         }
     }
 }
@@ -271,8 +348,21 @@ impl tonic::codegen::Service<tonic::Request<tonic::Streaming<StreamCall>>> for S
                     let registry = registry.clone();
                     let answers = answers.clone();
                     tokio::spawn(async move {
+                        // Past its deadline the caller has given up: the
+                        // call is dropped, as a unary one is when its caller
+                        // resets the HTTP/2 stream, and its permit is free.
+                        let deadline = match call.timeout_ms {
+                            0 => registry.config().request_timeout,
+                            ms => Duration::from_millis(u64::from(ms)),
+                        };
                         let reply = match call.call {
-                            Some(req) => registry.dispatch(req).await,
+                            Some(req) => tokio::time::timeout(deadline, registry.dispatch(req))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    CallReply::err(&RpcError::Handler(format!(
+                                        "not answered within its deadline of {deadline:?}"
+                                    )))
+                                }),
                             None => CallReply::err(&RpcError::Decode(
                                 "a stream call without its request".into(),
                             )),

@@ -445,3 +445,56 @@ async fn a_peer_without_the_stream_gets_unary_calls() {
     }
     assert_eq!(registry.stream_counts(), (0, 0));
 }
+
+/// Never answers.
+struct Stuck;
+
+impl GroupHandler for Stuck {
+    fn handle(
+        &self,
+        _kind: RpcKind,
+        _payload: Bytes,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn calls_stuck_on_the_stream_give_their_place_back_at_their_deadline() {
+    let (registry, addr, _stop) = start("c").await;
+    let stuck = GroupId::Partition {
+        topic_id: Uuid::new_v4(),
+        partition: 0,
+    };
+    registry.register(stuck, Arc::new(Stuck));
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let pool = PeerPool::new(RpcConfig::new("c", 2));
+    // More than the server works on at once per stream.
+    let calls = (0..300).map(|_| {
+        let (pool, addr) = (pool.clone(), addr.clone());
+        async move {
+            pool.call(
+                &addr,
+                stuck,
+                RpcKind::AppendEntries,
+                vec![1],
+                Some(Duration::from_millis(200)),
+            )
+            .await
+        }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert!(matches!(r, Err(RpcError::Timeout(..))), "{r:?}");
+    }
+    let got = pool
+        .call(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            b"still served".to_vec(),
+            Some(Duration::from_secs(2)),
+        )
+        .await;
+    assert_eq!(got.as_deref(), Ok(&b"still served"[..]));
+    assert_eq!(registry.stream_counts().0, 1);
+}

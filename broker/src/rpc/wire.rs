@@ -21,7 +21,7 @@
 //! message BatchReply { repeated CallReply replies = 1; }
 //! // /skiff.rpc.Raft/Stream (bidirectional): calls and their replies,
 //! // matched by id; replies come in the order they are ready.
-//! message StreamCall { uint64 id = 1; CallRequest call = 2; }
+//! message StreamCall { uint64 id = 1; CallRequest call = 2; uint32 timeout_ms = 3; }
 //! message StreamReply { uint64 id = 1; CallReply reply = 2; }
 //! ```
 
@@ -75,6 +75,9 @@ pub struct StreamCall {
     pub id: u64,
     #[prost(message, optional, tag = "2")]
     pub call: Option<CallRequest>,
+    /// How long the caller waits for the answer (0: the server's default).
+    #[prost(uint32, tag = "3")]
+    pub timeout_ms: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
