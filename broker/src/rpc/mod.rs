@@ -27,7 +27,8 @@
 //!   [`server::RaftHandler`] adapts any openraft `Raft<C>` whose types are
 //!   serde. [`server::serve`] runs the tonic server on `rpc.listener`.
 //! - **Client side**: [`client::PeerPool`] keeps one tonic `Channel` (one
-//!   HTTP/2 connection, multiplexed) per peer address, applies a per-call
+//!   HTTP/2 connection, multiplexed) per peer address, and on it one call
+//!   stream for small calls ([`stream::CallStream`]); it applies a per-call
 //!   deadline, the message size limit, and a bound on the bytes in flight
 //!   per peer: a call waits (until its deadline) for room, so a slow follower
 //!   costs at most that much of the leader's memory.
