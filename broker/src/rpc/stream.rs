@@ -35,7 +35,7 @@ use super::wire::{CallReply, CallRequest, StreamCall, StreamReply};
 
 pub const STREAM_PATH: &str = "/skiff.rpc.Raft/Stream";
 
-/// Calls whose payload is larger than this go unary.
+/// Calls whose encoded request is larger than this go unary.
 pub const STREAM_MAX_PAYLOAD: usize = 64 << 10;
 
 /// Calls the server works on at once per stream; the next ones wait in
