@@ -118,7 +118,7 @@ struct Queued {
     reply: oneshot::Sender<Result<Bytes, RpcError>>,
 }
 
-type LastReply = Arc<Mutex<HashMap<String, std::time::Instant>>>;
+pub(super) type LastReply = Arc<Mutex<HashMap<String, std::time::Instant>>>;
 
 /// One lazily connected channel per peer address, shared by every group.
 pub struct PeerPool {
@@ -160,23 +160,18 @@ impl PeerPool {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
+        let link = Link {
+            addr: addr.to_string(),
+            channel: channel.clone(),
+            max: self.config.max_message_bytes,
+            last_reply: self.last_reply.clone(),
+            batches: Arc::new(AtomicBool::new(true)),
+        };
         let (coalesce, queue) = mpsc::unbounded_channel();
         // Ends when the pool (every sender) is gone.
-        tokio::spawn(coalescer(
-            Link {
-                addr: addr.to_string(),
-                channel: channel.clone(),
-                max: self.config.max_message_bytes,
-                last_reply: self.last_reply.clone(),
-                batches: Arc::new(AtomicBool::new(true)),
-            },
-            queue,
-        ));
+        tokio::spawn(coalescer(link.clone(), queue));
         let peer = Peer {
-            stream: CallStream::new(addr, channel.clone(), self.config.max_message_bytes, {
-                let (last_reply, addr) = (self.last_reply.clone(), addr.to_string());
-                move || record_reply(&last_reply, &addr)
-            }),
+            stream: CallStream::new(link),
             channel,
             inflight: Arc::new(Semaphore::new(self.config.max_inflight_bytes_per_peer)),
             coalesce,
@@ -304,7 +299,7 @@ impl PeerPool {
     }
 }
 
-fn record_reply(last_reply: &LastReply, addr: &str) {
+pub(super) fn record_reply(last_reply: &LastReply, addr: &str) {
     let now = std::time::Instant::now();
     let mut last = last_reply.lock();
     match last.get_mut(addr) {
@@ -354,13 +349,13 @@ where
     Ok(reply.into_inner())
 }
 
-/// What a peer's coalescer needs.
+/// A peer's connection and what its coalescer and call stream share.
 #[derive(Clone)]
-struct Link {
-    addr: String,
-    channel: Channel,
-    max: usize,
-    last_reply: LastReply,
+pub(super) struct Link {
+    pub(super) addr: String,
+    pub(super) channel: Channel,
+    pub(super) max: usize,
+    pub(super) last_reply: LastReply,
     /// False once the peer answered that it has no `Batch` (an older
     /// broker during a rolling upgrade).
     batches: Arc<AtomicBool>,

@@ -26,10 +26,10 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::codegen::http;
-use tonic::transport::Channel;
 use tracing::debug;
 
 use super::RpcError;
+use super::client::{Link, record_reply};
 use super::server::Registry;
 use super::wire::{CallReply, CallRequest, StreamCall, StreamReply};
 
@@ -65,21 +65,17 @@ struct Open {
     waiters: Waiters,
 }
 
+/// Whether `slot` holds the stream whose waiters are `waiters`.
+fn holds(slot: &Option<Open>, waiters: &Waiters) -> bool {
+    slot.as_ref()
+        .is_some_and(|o| Arc::ptr_eq(&o.waiters, waiters))
+}
+
 /// How a call on the stream ended.
 pub enum Outcome {
     Answered(Result<Bytes, RpcError>),
     /// The peer has no `Stream`: send the call unary.
     Unsupported,
-}
-
-/// What a stream's driver needs of its peer.
-#[derive(Clone)]
-struct Link {
-    addr: String,
-    channel: Channel,
-    max: usize,
-    /// Runs whenever the peer answers anything on the stream.
-    on_reply: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// The client end: opened at the first call, opened again after it breaks.
@@ -113,19 +109,9 @@ impl Drop for Withdraw<'_> {
 }
 
 impl CallStream {
-    pub fn new(
-        addr: &str,
-        channel: Channel,
-        max: usize,
-        on_reply: impl Fn() + Send + Sync + 'static,
-    ) -> Arc<Self> {
+    pub(super) fn new(link: Link) -> Arc<Self> {
         Arc::new(Self {
-            link: Link {
-                addr: addr.to_string(),
-                channel,
-                max,
-                on_reply: Arc::new(on_reply),
-            },
+            link,
             open: Mutex::new(None),
             unsupported: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -193,10 +179,7 @@ impl CallStream {
     }
 
     fn is_current(&self, open: &Open) -> bool {
-        self.open
-            .lock()
-            .as_ref()
-            .is_some_and(|o| Arc::ptr_eq(&o.waiters, &open.waiters))
+        holds(&self.open.lock(), &open.waiters)
     }
 
     fn open_or_reuse(self: &Arc<Self>) -> Open {
@@ -260,7 +243,7 @@ async fn drive(
             .await?
             .into_inner();
         while let Some(reply) = inbound.message().await? {
-            (link.on_reply)();
+            record_reply(&link.last_reply, &link.addr);
             let waiter = waiters.lock().remove(&reply.id);
             if let Some(w) = waiter {
                 let _ = w.send(Outcome::Answered(reply.reply.map_or_else(
@@ -281,25 +264,23 @@ async fn drive(
             owner.unsupported.store(true, Ordering::Relaxed);
         }
         let mut slot = owner.open.lock();
-        if slot
-            .as_ref()
-            .is_some_and(|o| Arc::ptr_eq(&o.waiters, &waiters))
-        {
+        if holds(&slot, &waiters) {
             *slot = None;
         }
     }
-    match ended {
-        _ if unsupported => fail_all(&waiters, || Outcome::Unsupported),
+    if unsupported {
+        fail_all(&waiters, || Outcome::Unsupported);
+        return;
+    }
+    let why = match ended {
         Err(s) => {
             debug!(peer = %link.addr, status = %s, "call stream ended");
-            let e = RpcError::Unreachable(link.addr.clone(), s.to_string());
-            fail_all(&waiters, || Outcome::Answered(Err(e.clone())));
+            s.to_string()
         }
-        Ok(()) => {
-            let e = RpcError::Unreachable(link.addr.clone(), "call stream ended".into());
-            fail_all(&waiters, || Outcome::Answered(Err(e.clone())));
-        }
-    }
+        Ok(()) => "call stream ended".into(),
+    };
+    let e = RpcError::Unreachable(link.addr.clone(), why);
+    fail_all(&waiters, || Outcome::Answered(Err(e.clone())));
 }
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<StreamReply, tonic::Status>> + Send>>;

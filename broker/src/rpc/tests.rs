@@ -446,19 +446,6 @@ async fn a_peer_without_the_stream_gets_unary_calls() {
     assert_eq!(registry.stream_counts(), (0, 0));
 }
 
-/// Never answers.
-struct Stuck;
-
-impl GroupHandler for Stuck {
-    fn handle(
-        &self,
-        _kind: RpcKind,
-        _payload: Bytes,
-    ) -> BoxFuture<'static, Result<Vec<u8>, RpcError>> {
-        Box::pin(std::future::pending())
-    }
-}
-
 #[tokio::test]
 async fn calls_stuck_on_the_stream_give_their_place_back_at_their_deadline() {
     let (registry, addr, _stop) = start("c").await;
@@ -466,7 +453,8 @@ async fn calls_stuck_on_the_stream_give_their_place_back_at_their_deadline() {
         topic_id: Uuid::new_v4(),
         partition: 0,
     };
-    registry.register(stuck, Arc::new(Stuck));
+    // Answers after an hour: never, for this test.
+    registry.register(stuck, Arc::new(Echo(Duration::from_secs(3600))));
     registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
     let pool = PeerPool::new(RpcConfig::new("c", 2));
     // More than the server works on at once per stream.
