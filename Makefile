@@ -44,8 +44,14 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
+## Most of the e2e time is spent waiting on brokers and clients, so the
+## modules not marked `serial` run three at a time (one module per worker),
+## then the serial ones run alone. Both runs go ahead; either failing fails.
+E2E_ENV := SKIFF_BROKER_BIN=$(abspath $(BROKER_BIN))
 e2e: release
-	SKIFF_BROKER_BIN=$(abspath $(BROKER_BIN)) $(PY) -m pytest -q e2e
+	@$(E2E_ENV) $(PY) -m pytest -q -n 3 --dist loadfile -m "not serial" e2e; side=$$?; \
+	$(E2E_ENV) $(PY) -m pytest -q -m serial e2e; alone=$$?; \
+	[ $$side -eq 0 ] && [ $$alone -eq 0 ]
 
 ## Throughput, latency, CPU and memory benchmarks (see docs/benchmarks.md).
 bench: test-env release

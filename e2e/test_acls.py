@@ -215,8 +215,10 @@ def test_cross_tenant_access_is_denied_and_audited(tenants):
     # Commit into team-b's group.
     # librdkafka first looks up the group's coordinator, which is refused
     # (DESCRIBE on the group): it reports GROUP_AUTHORIZATION_FAILED and the
-    # commit fails without a coordinator.
-    c = Consumer({**conf(b, "team-a.alice"), "group.id": "team-b.g", "enable.auto.commit": False})
+    # commit fails without a coordinator, once it has waited session.timeout.ms
+    # for one (45 s by default, hence the short one here).
+    c = Consumer({**conf(b, "team-a.alice"), "group.id": "team-b.g", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000})
     c.assign([TopicPartition("team-a.orders", 0, 0)])
     with pytest.raises(KafkaException) as e:
         c.commit(offsets=[TopicPartition("team-a.orders", 0, 1)], asynchronous=False)

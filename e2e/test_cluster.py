@@ -25,6 +25,8 @@ from kafka import KafkaAdminClient
 
 import skiff
 
+pytestmark = pytest.mark.serial
+
 KCAT = shutil.which("kcat") or "/usr/bin/kcat"
 
 

@@ -74,7 +74,8 @@ def _docker_reachable() -> str | None:
 
 
 _reason = _docker_reachable()
-pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
+pytestmark = [pytest.mark.serial,
+              pytest.mark.skipif(_reason is not None, reason=_reason or "")]
 
 
 def docker(*args, check=True, timeout=120) -> str:

@@ -24,6 +24,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 
 import skiff
 
+pytestmark = pytest.mark.serial
+
 HERE = Path(__file__).parent
 DELAY_MS = 500
 FAST_GROUPS = ["--group-initial-rebalance-delay-ms", str(DELAY_MS),

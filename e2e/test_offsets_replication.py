@@ -14,11 +14,14 @@ assignments, with no rebalance.
 
 import time
 
+import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import NewTopic
 
 import skiff
+
+pytestmark = pytest.mark.serial
 
 OFFSETS = "__consumer_offsets"
 

@@ -163,7 +163,10 @@ def test_fetch_starting_inside_a_batch(produced, shared_broker):
     codec, topic, reports, base_ts = produced
     parts = by_partition(reports)
     rng = random.Random(42)
-    c = new_consumer(shared_broker.bootstrap)
+    # The first fetch reads these small partitions to their end, so the next
+    # one waits fetch.wait.max.ms at the broker, and each new assign waits for
+    # that fetch to come back: half a second per offset by default.
+    c = new_consumer(shared_broker.bootstrap, **{"fetch.wait.max.ms": 20})
     try:
         for p in range(PARTITIONS):
             want = parts[p]

@@ -26,6 +26,8 @@ from confluent_kafka import Producer
 
 import skiff
 
+pytestmark = pytest.mark.serial
+
 MB = 1_000_000
 QUOTA = 5 * MB
 USERS = {"team-a.alice": "alice-pw", "team-a.carol": "carol-pw", "team-b.bob": "bob-pw"}

@@ -57,6 +57,8 @@ from confluent_kafka.admin import (
 import skiff
 from test_replication import Workload, create, read_all
 
+pytestmark = pytest.mark.serial
+
 PARTITIONS = 12
 
 

@@ -42,6 +42,8 @@ from confluent_kafka.admin import NewTopic
 
 import skiff
 
+pytestmark = pytest.mark.serial
+
 PARTITIONS = 12
 
 

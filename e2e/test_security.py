@@ -260,8 +260,11 @@ def test_wrong_password_is_an_authentication_error_and_the_broker_keeps_serving(
     p = Producer({**secure.conf("sasl_plain", "admin", "not-the-password", mechanism),
                   "error_cb": errors.append, "message.timeout.ms": 5000})
     p.produce(topic_name, b"x")
-    p.flush(10)
-    assert any(e.code() == -169 or "uthentication" in e.str() for e in errors), errors  # _AUTHENTICATION
+
+    def refused():
+        p.poll(0.1)
+        return any(e.code() == -169 or "uthentication" in e.str() for e in errors)  # _AUTHENTICATION
+    skiff.wait_until(refused, 10, what="an authentication error")
     assert auth_failures(secure) > before
     log = secure.b.log_since_start()
     assert "authentication failed" in log
