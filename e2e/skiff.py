@@ -42,6 +42,17 @@ def broker_bin() -> str:
     return path
 
 
+def operator_bin() -> str:
+    """`$SKIFF_OPERATOR_BIN`, else the skiff-operator next to the broker binary.
+    `make e2e` points it at the debug build the unit tests leave in
+    target/debug, so CI compiles the operator once, not twice."""
+    path = os.environ.get("SKIFF_OPERATOR_BIN") or str(Path(broker_bin()).parent / "skiff-operator")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise BrokerError(f"{path} is not an executable skiff-operator "
+                          "(make release builds it; or set SKIFF_OPERATOR_BIN)")
+    return path
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

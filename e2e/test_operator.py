@@ -11,11 +11,9 @@ operator generated.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -35,15 +33,6 @@ spec:
 """
 
 
-def operator_bin() -> str:
-    path = os.environ.get("SKIFF_OPERATOR_BIN") or str(
-        Path(skiff.broker_bin()).parent / "skiff-operator")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} is not an executable skiff-operator (make release builds it; "
-                    "or set SKIFF_OPERATOR_BIN)")
-    return path
-
-
 @pytest.fixture
 def sasl_broker(broker_factory):
     b = broker_factory(start=False, args=["--super-users", "User:ANONYMOUS"])
@@ -60,7 +49,7 @@ def reconcile(broker, tmp_path, manifest: str, *extra) -> list[dict]:
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(CLUSTER)
     out = subprocess.run(
-        [operator_bin(), "reconcile-once", "--bootstrap", broker.bootstrap, "-f", str(f),
+        [skiff.operator_bin(), "reconcile-once", "--bootstrap", broker.bootstrap, "-f", str(f),
          "--cluster-file", str(cluster), *extra],
         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -123,7 +112,7 @@ def test_topic_outside_the_tenant_prefix_is_refused(sasl_broker, tmp_path):
     f.write_text(topic_manifest(1).replace("partitions: 1", "partitions: 1\n  topicName: team-b.x"))
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(CLUSTER)
-    out = subprocess.run([operator_bin(), "reconcile-once", "--bootstrap", sasl_broker.bootstrap,
+    out = subprocess.run([skiff.operator_bin(), "reconcile-once", "--bootstrap", sasl_broker.bootstrap,
                           "-f", str(f), "--cluster-file", str(cluster)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0

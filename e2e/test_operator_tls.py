@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import skiff
-from test_operator import operator_bin
 
 CLUSTER = """
 apiVersion: skiff.dev/v1alpha1
@@ -57,7 +56,7 @@ spec:
 
 
 def run_operator(*args) -> dict:
-    out = subprocess.run([operator_bin(), *args], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([skiff.operator_bin(), *args], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, out.stdout

@@ -15,10 +15,8 @@ written before stays readable.
 """
 
 import json
-import os
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -32,17 +30,8 @@ TOPICS = {"orders": (12, 2), "events": (6, 1), "audit": (4, 2)}
 MOVABLE = {t for t, (_, rf) in TOPICS.items() if rf >= 2}
 
 
-def operator_bin() -> str:
-    path = os.environ.get("SKIFF_OPERATOR_BIN") or str(
-        Path(skiff.broker_bin()).parent / "skiff-operator")
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(f"{path} is not an executable skiff-operator (make release builds it; "
-                    "or set SKIFF_OPERATOR_BIN)")
-    return path
-
-
 def rebalance(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([operator_bin(), "rebalance", "--bootstrap-server", bootstrap, *args],
+    return subprocess.run([skiff.operator_bin(), "rebalance", "--bootstrap-server", bootstrap, *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -212,7 +201,7 @@ def test_executing_fills_the_new_broker_then_a_drain_empties_it(grown_cluster):
     rate = "300000"
     name = "leader.replication.throttled.rate"
     cluster_wide = ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
-    proc = subprocess.Popen([operator_bin(), "rebalance", "--bootstrap-server", c[1].bootstrap,
+    proc = subprocess.Popen([skiff.operator_bin(), "rebalance", "--bootstrap-server", c[1].bootstrap,
                              "--drain", "3", "--throttle", rate],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = set()
