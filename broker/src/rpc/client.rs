@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -165,13 +164,13 @@ impl PeerPool {
             channel: channel.clone(),
             max: self.config.max_message_bytes,
             last_reply: self.last_reply.clone(),
-            batches: Arc::new(AtomicBool::new(true)),
+            no_batch: Unimplemented::new(self.config.ask_again_after),
         };
         let (coalesce, queue) = mpsc::unbounded_channel();
         // Ends when the pool (every sender) is gone.
         tokio::spawn(coalescer(link.clone(), queue));
         let peer = Peer {
-            stream: CallStream::new(link),
+            stream: CallStream::new(link, self.config.ask_again_after),
             channel,
             inflight: Arc::new(Semaphore::new(self.config.max_inflight_bytes_per_peer)),
             coalesce,
@@ -356,9 +355,40 @@ pub(super) struct Link {
     pub(super) channel: Channel,
     pub(super) max: usize,
     pub(super) last_reply: LastReply,
-    /// False once the peer answered that it has no `Batch` (an older
-    /// broker during a rolling upgrade).
-    batches: Arc<AtomicBool>,
+    /// Set while the peer is believed to have no `Batch`.
+    no_batch: Unimplemented,
+}
+
+/// A peer's `Unimplemented` answer to one of the newer calls (`Batch`,
+/// `Stream`): an older broker during a rolling upgrade. It is believed for
+/// [`RpcConfig::ask_again_after`] only: the brokers upgraded first would
+/// otherwise take the slower way to the ones upgraded after them until their
+/// own next restart, which a roll does not bring.
+#[derive(Clone)]
+pub(super) struct Unimplemented {
+    since: Arc<Mutex<Option<tokio::time::Instant>>>,
+    believed_for: Duration,
+}
+
+impl Unimplemented {
+    pub(super) fn new(believed_for: Duration) -> Self {
+        Self {
+            since: Arc::default(),
+            believed_for,
+        }
+    }
+
+    /// The peer just answered `Unimplemented`.
+    pub(super) fn record(&self) {
+        *self.since.lock() = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether the peer answered so less than `believed_for` ago.
+    pub(super) fn holds(&self) -> bool {
+        self.since
+            .lock()
+            .is_some_and(|at| at.elapsed() < self.believed_for)
+    }
 }
 
 /// Gathers a peer's coalesced calls for [`COALESCE_WINDOW`] after the first
@@ -389,7 +419,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
         .min()
         .unwrap_or_default()
         .max(Duration::from_millis(1));
-    if link.batches.load(Ordering::Relaxed) {
+    if !link.no_batch.holds() {
         let req = BatchRequest {
             calls: batch.iter().map(|q| q.req.clone()).collect(),
         };
@@ -414,7 +444,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
             }
             Err(s) if s.code() == tonic::Code::Unimplemented => {
                 debug!(peer = %link.addr, "peer has no Batch call; sending one by one");
-                link.batches.store(false, Ordering::Relaxed);
+                link.no_batch.record();
             }
             Err(s) => {
                 let e = status_error(&link.addr, deadline, &s);

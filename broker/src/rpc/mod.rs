@@ -140,6 +140,10 @@ pub struct RpcConfig {
     pub max_message_bytes: usize,
     /// Bytes of request payloads in flight to one peer at a time.
     pub max_inflight_bytes_per_peer: usize,
+    /// How long a peer's `Unimplemented` answer to `Batch` or `Stream` (an
+    /// older broker during a rolling upgrade) is believed before the call
+    /// is tried again.
+    pub ask_again_after: Duration,
 }
 
 impl RpcConfig {
@@ -151,6 +155,7 @@ impl RpcConfig {
             connect_timeout: Duration::from_secs(2),
             max_message_bytes: 64 << 20,
             max_inflight_bytes_per_peer: 128 << 20,
+            ask_again_after: Duration::from_secs(60),
         }
     }
 }

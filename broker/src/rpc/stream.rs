@@ -11,13 +11,14 @@
 //!
 //! The server answers each call as `Call` would, concurrently, in the order
 //! the answers are ready. A peer without the method (an older broker during
-//! a rolling upgrade) answers `Unimplemented` and gets unary calls from then
-//! on.
+//! a rolling upgrade) answers `Unimplemented` and gets unary calls for
+//! [`RpcConfig::ask_again_after`](super::RpcConfig::ask_again_after), then
+//! the stream is tried again.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,7 +30,7 @@ use tonic::codegen::http;
 use tracing::debug;
 
 use super::RpcError;
-use super::client::{Link, record_reply};
+use super::client::{Link, Unimplemented, record_reply};
 use super::server::Registry;
 use super::wire::{CallReply, CallRequest, StreamCall, StreamReply};
 
@@ -82,7 +83,8 @@ pub enum Outcome {
 pub struct CallStream {
     link: Link,
     open: Mutex<Option<Open>>,
-    unsupported: AtomicBool,
+    /// Set while the peer is believed to have no `Stream`.
+    no_stream: Unimplemented,
     next_id: AtomicU64,
 }
 
@@ -109,20 +111,20 @@ impl Drop for Withdraw<'_> {
 }
 
 impl CallStream {
-    pub(super) fn new(link: Link) -> Arc<Self> {
+    /// `ask_again_after`: see [`RpcConfig::ask_again_after`](super::RpcConfig::ask_again_after).
+    pub(super) fn new(link: Link, ask_again_after: Duration) -> Arc<Self> {
         Arc::new(Self {
             link,
             open: Mutex::new(None),
-            unsupported: AtomicBool::new(false),
+            no_stream: Unimplemented::new(ask_again_after),
             next_id: AtomicU64::new(1),
         })
     }
 
     /// Whether `req` may go on the stream: small enough, and the peer did
-    /// not say it has no `Stream`.
+    /// not say lately that it has no `Stream`.
     pub fn takes(&self, req: &CallRequest) -> bool {
-        !self.unsupported.load(Ordering::Relaxed)
-            && prost::Message::encoded_len(req) <= STREAM_MAX_PAYLOAD
+        !self.no_stream.holds() && prost::Message::encoded_len(req) <= STREAM_MAX_PAYLOAD
     }
 
     /// Sends `req` on the stream and waits up to `deadline` for its answer.
@@ -158,7 +160,7 @@ impl CallStream {
         // A driver that ended clears the slot before it answers its waiters:
         // a waiter it may have missed is still in the map, and ours to fail.
         if (!sent || !self.is_current(&open)) && open.waiters.lock().remove(&id).is_some() {
-            if self.unsupported.load(Ordering::Relaxed) {
+            if self.no_stream.holds() {
                 return Outcome::Unsupported;
             }
             return Outcome::Answered(Err(RpcError::Unreachable(
@@ -261,7 +263,7 @@ async fn drive(
     if let Some(owner) = owner.upgrade() {
         if unsupported {
             debug!(peer = %link.addr, "peer has no Stream call; sending unary calls");
-            owner.unsupported.store(true, Ordering::Relaxed);
+            owner.no_stream.record();
         }
         let mut slot = owner.open.lock();
         if holds(&slot, &waiters) {

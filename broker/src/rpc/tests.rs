@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -386,9 +387,14 @@ async fn the_stream_is_opened_again_after_the_peer_restarts() {
     assert_eq!(again.stream_counts().0, 1);
 }
 
-/// A server as an older broker serves it: no `Stream` method.
+/// A server as an older broker serves it, no `Stream` method, while
+/// `refuse` is set (then as an upgraded one); counts its refusals.
 #[derive(Clone)]
-struct WithoutStream(super::server::RaftService);
+struct WithoutStream {
+    inner: super::server::RaftService,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl tonic::server::NamedService for WithoutStream {
     const NAME: &'static str = "skiff.rpc.Raft";
@@ -411,39 +417,63 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        if req.uri().path() == super::stream::STREAM_PATH {
+        if req.uri().path() == super::stream::STREAM_PATH && self.refuse.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
         }
-        self.0.call(req)
+        self.inner.call(req)
     }
 }
 
 #[tokio::test]
-async fn a_peer_without_the_stream_gets_unary_calls() {
+async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let registry = Registry::new(RpcConfig::new("c", 1));
     registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
-    let service = WithoutStream(super::server::RaftService::new(registry.clone()));
+    let service = WithoutStream {
+        inner: super::server::RaftService::new(registry.clone()),
+        refuse: Arc::new(true.into()),
+        refused: Arc::default(),
+    };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(service.clone())
             .serve_with_incoming(super::server::incoming(listener)),
     );
-    let pool = PeerPool::new(RpcConfig::new("c", 2));
-    for payload in [&b"first"[..], b"second"] {
-        let got = pool
-            .call(
-                &addr,
-                GroupId::Metadata,
-                RpcKind::Forward,
-                payload.to_vec(),
-                None,
-            )
-            .await;
-        assert_eq!(got.as_deref(), Ok(payload));
-    }
+    let ask_again_after = Duration::from_millis(300);
+    let pool = PeerPool::new(RpcConfig {
+        ask_again_after,
+        ..RpcConfig::new("c", 2)
+    });
+    let echo = |payload: &'static [u8]| {
+        let (pool, addr) = (pool.clone(), addr.clone());
+        async move {
+            let got = pool
+                .call(
+                    &addr,
+                    GroupId::Metadata,
+                    RpcKind::Forward,
+                    payload.to_vec(),
+                    None,
+                )
+                .await;
+            assert_eq!(got.as_deref(), Ok(payload));
+        }
+    };
+    echo(b"first").await;
+    echo(b"second").await;
+    // The first call was refused the stream and went unary; the second
+    // believed the refusal and went unary at once.
+    assert_eq!(service.refused.load(Ordering::SeqCst), 1);
     assert_eq!(registry.stream_counts(), (0, 0));
+    // The peer is upgraded; once the refusal is old, calls use the stream.
+    service.refuse.store(false, Ordering::SeqCst);
+    tokio::time::sleep(ask_again_after).await;
+    echo(b"third").await;
+    echo(b"fourth").await;
+    assert_eq!(service.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(registry.stream_counts(), (1, 2));
 }
 
 #[tokio::test]
