@@ -30,6 +30,12 @@ impl GroupHandler for Echo {
     }
 }
 
+/// A metadata-group call that waits the pool's default deadline.
+async fn forward(pool: &PeerPool, addr: &str, payload: Vec<u8>) -> Result<Bytes, RpcError> {
+    pool.call(addr, GroupId::Metadata, RpcKind::Forward, payload, None)
+        .await
+}
+
 async fn start(cluster: &str) -> (Arc<Registry>, String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -87,10 +93,7 @@ async fn routes_by_group_and_refuses_strangers() {
 
     let stranger = PeerPool::new(RpcConfig::new("c2", 2));
     registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
-    let err = stranger
-        .call(&addr, GroupId::Metadata, RpcKind::Forward, vec![1], None)
-        .await
-        .unwrap_err();
+    let err = forward(&stranger, &addr, vec![1]).await.unwrap_err();
     assert!(matches!(err, RpcError::ClusterMismatch { .. }), "{err:?}");
 }
 
@@ -105,16 +108,7 @@ async fn deadlines_size_limit_and_inflight_bound() {
     cfg.max_message_bytes = 1000;
     cfg.max_inflight_bytes_per_peer = 1000;
     let pool = PeerPool::new(cfg);
-    let err = pool
-        .call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            vec![0; 1001],
-            None,
-        )
-        .await
-        .unwrap_err();
+    let err = forward(&pool, &addr, vec![0; 1001]).await.unwrap_err();
     assert!(matches!(err, RpcError::TooLarge(1001, 1000)), "{err:?}");
     let err = pool
         .call(
@@ -131,20 +125,8 @@ async fn deadlines_size_limit_and_inflight_bound() {
     // bound: the second waits for the first, so both take ~2 delays.
     let started = std::time::Instant::now();
     let (a, b) = tokio::join!(
-        pool.call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            vec![1; 600],
-            None
-        ),
-        pool.call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            vec![2; 600],
-            None
-        ),
+        forward(&pool, &addr, vec![1; 600]),
+        forward(&pool, &addr, vec![2; 600]),
     );
     assert_eq!(a.unwrap().len(), 600);
     assert_eq!(b.unwrap().len(), 600);
@@ -156,20 +138,8 @@ async fn deadlines_size_limit_and_inflight_bound() {
     // Small calls share the bound and run together.
     let started = std::time::Instant::now();
     let (a, b) = tokio::join!(
-        pool.call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            vec![1; 400],
-            None
-        ),
-        pool.call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            vec![2; 400],
-            None
-        ),
+        forward(&pool, &addr, vec![1; 400]),
+        forward(&pool, &addr, vec![2; 400]),
     );
     a.unwrap();
     b.unwrap();
@@ -308,15 +278,7 @@ async fn small_calls_share_one_stream_and_keep_their_answers() {
     let calls = (0..64u8).map(|i| {
         let (pool, addr) = (pool.clone(), addr.clone());
         async move {
-            let got = pool
-                .call(
-                    &addr,
-                    GroupId::Metadata,
-                    RpcKind::Forward,
-                    vec![i; 100],
-                    None,
-                )
-                .await;
+            let got = forward(&pool, &addr, vec![i; 100]).await;
             (i, got)
         }
     });
@@ -328,15 +290,7 @@ async fn small_calls_share_one_stream_and_keep_their_answers() {
 
     // A large call goes unary, beside the stream.
     let big = vec![0u8; super::stream::STREAM_MAX_PAYLOAD + 1];
-    let got = pool
-        .call(
-            &addr,
-            GroupId::Metadata,
-            RpcKind::Forward,
-            big.clone(),
-            None,
-        )
-        .await;
+    let got = forward(&pool, &addr, big.clone()).await;
     assert_eq!(got.as_deref(), Ok(&big[..]));
     assert_eq!(registry.stream_counts(), (1, 64));
 }
@@ -447,19 +401,8 @@ async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
         ..RpcConfig::new("c", 2)
     });
     let echo = |payload: &'static [u8]| {
-        let (pool, addr) = (pool.clone(), addr.clone());
-        async move {
-            let got = pool
-                .call(
-                    &addr,
-                    GroupId::Metadata,
-                    RpcKind::Forward,
-                    payload.to_vec(),
-                    None,
-                )
-                .await;
-            assert_eq!(got.as_deref(), Ok(payload));
-        }
+        let got = forward(&pool, &addr, payload.to_vec());
+        async move { assert_eq!(got.await.as_deref(), Ok(payload)) }
     };
     echo(b"first").await;
     echo(b"second").await;
