@@ -9,6 +9,7 @@ Kafka clients (confluent-kafka) plus a Prometheus text parser and a CRC-32C.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -49,25 +50,53 @@ def operator_bin() -> str:
     path = os.environ.get("SKIFF_OPERATOR_BIN") or str(Path(broker_bin()).parent / "skiff-operator")
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise BrokerError(f"{path} is not an executable skiff-operator "
-                          "(make release builds it; or set SKIFF_OPERATOR_BIN)")
+                          "(make release or make unit-build builds it; or set SKIFF_OPERATOR_BIN)")
     return path
 
 
+# Brokers' ports come from below the kernel's ephemeral range (32768 and up
+# by default), where clients' outgoing connections get theirs: a stopped
+# broker's ports stay free for its restart. Each pytest-xdist worker draws
+# from its own slice, and a process never hands a port out twice, so no two
+# brokers of a run share one even while one of them is stopped.
+_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = len(_PORTS) // max(workers, 1)
+    start = _PORTS.start + index * width
+    return range(start, start + width)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free ports (held open together so they differ)."""
+    """n distinct free ports of this process's slice, never handed out before."""
+    candidates = [p for p in _port_slice() if p not in _handed_out]
+    random.shuffle(candidates)
     socks = []
     try:
-        for _ in range(n):
+        for port in candidates:
+            if len(socks) == n:
+                break
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        if len(socks) < n:
+            raise BrokerError(f"fewer than {n} free ports left in {_port_slice()}")
+        ports = [s.getsockname()[1] for s in socks]
+        _handed_out.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()

@@ -395,7 +395,9 @@ async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
             .add_service(service.clone())
             .serve_with_incoming(super::server::incoming(listener)),
     );
-    let ask_again_after = Duration::from_millis(300);
+    // Long enough for the first call's unary retry and the second call to
+    // come within it on a loaded machine.
+    let ask_again_after = Duration::from_secs(2);
     let pool = PeerPool::new(RpcConfig {
         ask_again_after,
         ..RpcConfig::new("c", 2)
