@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The broker binary: `$SKIFF_BROKER_BIN`, else the workspace's release or
@@ -39,17 +40,35 @@ pub fn broker_bin() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)[0]
+}
+
+/// Ports that are free now, for brokers that bind them a moment later.
+/// They come from below the kernel's ephemeral range (32768 and up), where
+/// the tests' client connections get theirs, so none of those takes a port
+/// before its broker binds it; and a process never hands one out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % COUNT;
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let drawn = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(drawn < COUNT, "no free port left below the ephemeral range");
+        let port = u16::try_from(FIRST + (start + drawn) % COUNT).expect("below 32000");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// A running broker; killed on drop.
 pub struct Broker {
     child: Child,
     pub bootstrap: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -110,7 +129,7 @@ impl Broker {
         let b = Self {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -124,9 +143,20 @@ impl Broker {
             {
                 return b;
             }
-            assert!(Instant::now() < deadline, "broker not ready in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "broker not ready in 30 s; its log:\n{}",
+                b.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last lines of the broker's log, for a failure message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 }
 
@@ -135,16 +165,6 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Ports that are free now, bound together so none is handed out twice.
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
 }
 
 struct Node {
