@@ -64,6 +64,13 @@ fn free_ports(n: usize) -> Vec<u16> {
     ports
 }
 
+/// The last 30 lines of a broker's log (empty if there is none yet).
+fn tail(log: &std::path::Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// A running broker; killed on drop.
 pub struct Broker {
     child: Child,
@@ -154,9 +161,7 @@ impl Broker {
 
     /// The last lines of the broker's log, for a failure message.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.dir.path().join("broker.log"))
     }
 }
 
@@ -273,10 +278,7 @@ impl Cluster {
 
     /// The end of broker `id`'s log, for a failure message.
     pub fn log_tail(&self, id: i32) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join(format!("node{id}/broker.log")))
-            .unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        tail(&self.dir.path().join(format!("node{id}/broker.log")))
     }
 
     /// The cluster as broker `via` describes it; `None` while it cannot
