@@ -3,7 +3,8 @@ producer state surviving a crash.
 
 Proves: a retried batch (same producer id, epoch and sequence range) is
 answered with the offsets of the stored copy and not stored again; a gap in
-sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER; a transactional
+sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER, and so is a batch that
+follows one the broker refused unwritten, until that one is resent; a transactional
 InitProducerId is refused with COORDINATOR_NOT_AVAILABLE; librdkafka's
 idempotent producer, with the broker SIGKILLed and restarted in the middle
 of its run, ends with every partition holding its sequence exactly once, in
@@ -20,6 +21,7 @@ import time
 from confluent_kafka import Producer
 
 import skiff
+from test_replication import create, wait_in_sync
 
 PARTITIONS = 3
 
@@ -65,9 +67,9 @@ class Conn:
         _throttle, err, pid, epoch = struct.unpack(">ihqh", resp[:16])
         return err, pid, epoch
 
-    def produce(self, topic, partition, batch):
-        """Produce v7 (acks=all) of one batch -> (error, base_offset)."""
-        body = _string(None) + struct.pack(">hi", -1, 30000)
+    def produce(self, topic, partition, batch, acks=-1):
+        """Produce v7 of one batch -> (error, base_offset)."""
+        body = _string(None) + struct.pack(">hi", acks, 30000)
         body += struct.pack(">i", 1) + _string(topic)
         body += struct.pack(">i", 1) + struct.pack(">i", partition)
         body += struct.pack(">i", len(batch)) + batch
@@ -142,6 +144,63 @@ def test_a_retried_batch_gets_the_original_offset_and_a_gap_is_refused(broker_fa
     msgs, _, high = skiff.read_partition_to_end(b.bootstrap, topic_name, 0)
     assert high == 7
     assert [m.value() for m in msgs] == [b"a-%d" % i for i in range(7)]
+
+
+def test_a_batch_past_one_refused_unwritten_waits_for_its_resend(broker_factory, topic_name):
+    """A producer's first batch refused before it was written (here: its
+    topic not listed on the broker yet, as when a client learned of a new
+    topic from a broker that applied it first), and its next batch a moment
+    later: the next one must not be written past the gap. A partition
+    accepts a producer it does not know at any sequence, and librdkafka,
+    seeing the later batch acknowledged, would count the refused one as
+    persisted. OUT_OF_ORDER_SEQUENCE_NUMBER makes it resend from the gap."""
+    b = broker_factory()
+    c = Conn(b)
+    try:
+        err, pid, _ = c.init_producer_id()
+        assert err == 0
+        err, _ = c.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
+        assert err == 3, f"expected UNKNOWN_TOPIC_OR_PARTITION, got {err}"
+        skiff.create_topic(skiff.admin_client(b), topic_name, 1)
+        err, _ = c.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"))
+        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER past the refused batch, got {err}"
+        # Another producer's batches are not held back.
+        err, other, _ = c.init_producer_id()
+        assert err == 0
+        assert c.produce(topic_name, 0, batch(other, 0, 7, 1, b"b")) == (0, 0)
+        # The resend of the refused batch goes, then the one after it.
+        assert c.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a")) == (0, 1)
+        assert c.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a")) == (0, 3)
+    finally:
+        c.close()
+    msgs, _, high = skiff.read_partition_to_end(b.bootstrap, topic_name, 0)
+    assert high == 4
+    assert [m.value() for m in msgs] == [b"b-7", b"a-0", b"a-1", b"a-2"]
+    assert b.metrics().total("skiff_produce_out_of_order_total") == 1
+
+
+def test_on_a_replicated_partition_too(cluster_factory, topic_name):
+    """The same on a replicated partition, its leader refusing the first
+    batch for want of in-sync replicas (min.insync.replicas above the
+    replication factor): the producer's next batch, sent with acks=1 (which
+    does not ask for them), waits for the resend."""
+    c = cluster_factory(n=3)
+    create(c.bootstrap, topic_name, 1, 3, config={"min.insync.replicas": "4"})
+    leader = wait_in_sync(c, topic_name, 1)[0][0]
+    conn = Conn(c[leader])
+    try:
+        err, pid, _ = conn.init_producer_id()
+        assert err == 0
+        err, _ = conn.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
+        assert err == 19, f"expected NOT_ENOUGH_REPLICAS, got {err}"
+        err, _ = conn.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"), acks=1)
+        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER past the refused batch, got {err}"
+        # (Raft's own entries take the log's first offsets.)
+        err, first = conn.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"), acks=1)
+        assert err == 0
+        assert conn.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"), acks=1) == (0, first + 2)
+    finally:
+        conn.close()
 
 
 class SeqProducer(threading.Thread):

@@ -28,6 +28,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub groups: Groups,
     pub producer_ids: ProducerIds,
+    /// Idempotent batches refused unwritten a moment ago.
+    pub refused_batches: parking_lot::Mutex<crate::refused_batches::RefusedBatches>,
     /// SASL mechanisms, super users, failed-authentication backoff.
     pub security: crate::auth::Security,
     /// ACLs and the authorization decision.
@@ -128,6 +130,7 @@ impl Broker {
             metrics,
             groups,
             producer_ids,
+            refused_batches: parking_lot::Mutex::default(),
             security,
             authorizer,
             quotas,

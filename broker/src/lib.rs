@@ -10,7 +10,9 @@
 //!   durable metadata and the topic table; [`partition`]: one partition's log
 //!   and append signal (the log itself is the `skiff-log` crate);
 //!   [`producer_state`]: idempotent producers' sequence numbers per partition;
-//!   [`producer_ids`]: durable producer id allocation for InitProducerId.
+//!   [`refused_batches`]: idempotent batches refused unwritten, so that none
+//!   is written past the gap; [`producer_ids`]: durable producer id
+//!   allocation for InitProducerId.
 //! - [`topic_config`], [`config_entries`]: topic configs and how they are
 //!   described; [`errors`]: the one mapping to Kafka error codes.
 //! - [`groups`]: the consumer group coordinator and committed offsets in
@@ -42,6 +44,7 @@ pub mod pod_files;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod quota;
+pub mod refused_batches;
 pub mod replication;
 pub mod rpc;
 pub mod server;

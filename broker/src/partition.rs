@@ -203,6 +203,16 @@ impl Partition {
         }
     }
 
+    /// Whether this replica's log holds batches of `producer_id` (never
+    /// where it holds no log).
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        match &self.backing {
+            Backing::Local(l) => l.read().producers.knows(producer_id),
+            Backing::Replicated(r) => r.store.knows_producer(producer_id),
+            Backing::Absent => false,
+        }
+    }
+
     pub fn is_absent(&self) -> bool {
         matches!(self.backing, Backing::Absent)
     }

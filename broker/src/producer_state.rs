@@ -17,6 +17,8 @@
 //! 4. an unknown producer id is accepted at any sequence. Kafka does the
 //!    same since KIP-360 (2.5): its state may have been removed by
 //!    retention or expiry, and the client cannot tell that from a new id.
+//!    Unless the broker refused an earlier batch of it unwritten a moment
+//!    ago: see [`crate::refused_batches`].
 //!
 //! The table lives beside the log under the partition's lock, so the check
 //! and the append are one step. It is rebuilt at start-up from a snapshot
@@ -80,79 +82,6 @@ pub enum Verdict {
     Append,
     /// A retry of this already stored batch: answer with its offsets.
     Duplicate(BatchMeta),
-}
-
-/// Idempotent batches a replicated partition's leader refused before writing
-/// them (not leader yet, not enough replicas in sync, stepping aside). A
-/// producer sends several requests at once (librdkafka: five): when the
-/// first is refused and a later one, a moment later, is not, the later
-/// batch must not be written past the gap. For a producer the partition
-/// knows, the sequence check refuses it; for one it does not know yet (its
-/// very first batch was the refused one) any sequence is accepted (as in
-/// Kafka, for producers whose state expired), and librdkafka, seeing a
-/// later batch acknowledged, counts the refused one as persisted: an
-/// acknowledged message that is not in the log. So the later batch gets
-/// OUT_OF_ORDER_SEQUENCE_NUMBER, which librdkafka answers by resending
-/// from the refused batch ("skipped sequence numbers ... recovering and
-/// retrying").
-#[derive(Debug, Default)]
-pub struct RefusedBatches {
-    /// Producer id -> (epoch, lowest refused first sequence).
-    refused: HashMap<i64, (i16, i32)>,
-}
-
-/// Producers remembered at most (a producer that never comes back is
-/// forgotten with the rest past this).
-const REFUSED_MAX: usize = 10_000;
-
-impl RefusedBatches {
-    /// `h` was refused without being written.
-    pub fn remember(&mut self, h: &BatchHeader) {
-        if !h.has_producer_id() {
-            return;
-        }
-        if self.refused.len() >= REFUSED_MAX {
-            self.refused.clear();
-        }
-        let e = self
-            .refused
-            .entry(h.producer_id)
-            .or_insert((h.producer_epoch, h.base_sequence));
-        if e.0 != h.producer_epoch {
-            *e = (h.producer_epoch, h.base_sequence);
-        } else {
-            e.1 = e.1.min(h.base_sequence);
-        }
-    }
-
-    /// Refuses `h` if it would be written past a refused batch of its
-    /// producer; a resend of the refused batch (or of an earlier one) or a
-    /// new epoch ends the memory. Only for a producer the log does not know
-    /// (`known`, asked only when there is a refusal to weigh): once it has
-    /// batches in the log (written here or through another leader), the
-    /// sequence check sees any gap.
-    ///
-    /// # Errors
-    /// `OutOfOrderSequence`.
-    pub fn check(&mut self, h: &BatchHeader, known: impl FnOnce() -> bool) -> Result<()> {
-        let Some(&(epoch, seq)) = self.refused.get(&h.producer_id) else {
-            return Ok(());
-        };
-        if known() {
-            self.refused.remove(&h.producer_id);
-            return Ok(());
-        }
-        if h.producer_epoch == epoch && h.base_sequence > seq {
-            return Err(BrokerError::OutOfOrderSequence(format!(
-                "producer {} epoch {epoch}: a batch at sequence {} follows the one at {seq}, which was refused and not written",
-                h.producer_id, h.base_sequence
-            )));
-        }
-        if h.producer_epoch >= epoch {
-            self.refused.remove(&h.producer_id);
-        }
-        Ok(())
-    }
 }
 
 /// The last sequence number of a batch: Kafka's `incrementSequence`, which
@@ -655,35 +584,5 @@ mod tests {
             producer_batch(&txn),
             Err(BrokerError::InvalidTxnState(_))
         ));
-    }
-
-    #[test]
-    fn a_batch_past_one_the_leader_refused_unwritten_is_out_of_order_until_the_resend() {
-        let mut r = RefusedBatches::default();
-        // A new producer's first batch is refused (say, not enough replicas
-        // in sync yet); its second, a moment later, must not be written.
-        r.remember(&header(7, 0, 0, 2));
-        assert!(matches!(
-            r.check(&header(7, 0, 2, 3), || false),
-            Err(BrokerError::OutOfOrderSequence(_))
-        ));
-        // Another producer is not concerned.
-        assert!(r.check(&header(8, 0, 5, 1), || false).is_ok());
-        // The resend of the refused batch goes, and so does what follows.
-        assert!(r.check(&header(7, 0, 0, 2), || false).is_ok());
-        assert!(r.check(&header(7, 0, 2, 3), || false).is_ok());
-        // A new epoch starts afresh.
-        r.remember(&header(7, 0, 5, 1));
-        assert!(r.check(&header(7, 1, 0, 1), || false).is_ok());
-        assert!(r.check(&header(7, 0, 9, 1), || false).is_ok());
-        // Once the log knows the producer (the refused batch was written
-        // through another leader, say), the memory is dropped: the
-        // sequence check sees gaps from there.
-        r.remember(&header(7, 0, 20, 1));
-        assert!(r.check(&header(7, 0, 30, 1), || true).is_ok());
-        assert!(r.check(&header(7, 0, 30, 1), || false).is_ok());
-        // Batches without a producer id are never remembered.
-        r.remember(&header(-1, -1, -1, 1));
-        assert!(r.check(&header(-1, -1, 4, 1), || false).is_ok());
     }
 }

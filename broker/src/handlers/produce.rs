@@ -1,19 +1,22 @@
 //! Produce: validate each partition's batches, append them, answer per partition.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use skiff_log::batch::BatchHeader;
 use skiff_log::{AppendInfo, TimestampMode, batch};
 
 use super::RequestContext;
 use crate::acl::{Operation, ResourceType};
-use crate::broker::now_ms;
-use crate::cluster::topic_table::Topic;
+use crate::broker::{Broker, now_ms};
+use crate::cluster::topic_table::{Topic, validate_topic_name};
 use crate::errors::{BrokerError, Result};
 use crate::partition::Partition;
+use crate::producer_state;
 use crate::topic_config::TimestampType;
 
 /// One partition's share of the request, ready to append.
@@ -24,6 +27,58 @@ struct Work {
     records: BytesMut,
     mode: TimestampMode,
     min_insync: usize,
+    idempotent: Option<Idempotent>,
+}
+
+/// An idempotent producer's batch, and its topic as the client named it:
+/// what a refusal is remembered under (see [`crate::refused_batches`]).
+struct Idempotent {
+    topic: Arc<str>,
+    partition: i32,
+    header: BatchHeader,
+}
+
+impl Idempotent {
+    fn of(name: &str, topic_id: uuid::Uuid, partition: i32, records: &[u8]) -> Option<Self> {
+        // A batch that does not parse is refused by the checks, unwritten
+        // whoever sent it: nothing to remember.
+        let header = producer_state::producer_batch(records).ok().flatten()?;
+        let topic = if name.is_empty() {
+            Arc::from(topic_id.to_string())
+        } else {
+            // Never a topic's name: nothing to remember it under (and the
+            // memory's size stays bounded).
+            validate_topic_name(name).ok()?;
+            Arc::from(name)
+        };
+        Some(Self {
+            topic,
+            partition,
+            header,
+        })
+    }
+
+    /// Refused before it was written.
+    fn refused(&self, broker: &Broker) {
+        broker.refused_batches.lock().remember(
+            &self.topic,
+            self.partition,
+            &self.header,
+            Instant::now(),
+        );
+    }
+
+    /// Whether it may go on: not past a batch of its producer refused here
+    /// unwritten.
+    fn may_follow(&self, broker: &Broker, partition: &Partition) -> Result<()> {
+        broker.refused_batches.lock().check(
+            &self.topic,
+            self.partition,
+            &self.header,
+            Instant::now(),
+            || partition.knows_producer(self.header.producer_id),
+        )
+    }
 }
 
 pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceResponse {
@@ -46,6 +101,10 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         let authorized = ctx.authorize(Operation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         for (slot, pd) in td.partition_data.into_iter().enumerate() {
+            let idempotent = pd
+                .records
+                .as_deref()
+                .and_then(|r| Idempotent::of(&td.name, td.topic_id, pd.index, r));
             let resp = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1)
@@ -75,10 +134,17 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                         records,
                         mode,
                         min_insync,
+                        idempotent,
                     });
                     parts.push(resp);
                 }
-                Err(e) => parts.push(error(ctx, resp, &e)),
+                Err(e) => {
+                    // An unauthorized client does not get to fill the memory.
+                    if authorized && let Some(i) = &idempotent {
+                        i.refused(broker);
+                    }
+                    parts.push(error(ctx, resp, &e));
+                }
             }
         }
         responses.push(
@@ -106,9 +172,23 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
     let submits = futures_util::future::join_all(replicated.into_iter().map(|mut w| async move {
         let group = w.partition.replicated().and_then(|r| r.group());
         let submitted = match &group {
-            Some(g) => g.submit(&mut w.records, w.mode, acks, w.min_insync).await,
+            Some(g) => {
+                let may_follow = || match &w.idempotent {
+                    Some(i) => i.may_follow(broker, &w.partition),
+                    None => Ok(()),
+                };
+                g.submit(&mut w.records, w.mode, acks, w.min_insync, may_follow)
+                    .await
+            }
             None => Err(BrokerError::NotLeaderOrFollower),
         };
+        // Refused before it was proposed. (A proposed batch that then
+        // fails its commit may still commit: not a refusal.)
+        if submitted.is_err()
+            && let Some(i) = &w.idempotent
+        {
+            i.refused(broker);
+        }
         (w, group, submitted)
     }));
     // Appends write files and may fsync: off the async workers, all of this
@@ -117,11 +197,21 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         if local.is_empty() {
             return Vec::new();
         }
+        let broker = Arc::clone(broker);
         tokio::task::spawn_blocking(move || {
             local
                 .into_iter()
                 .map(|mut w| {
-                    let r = w.partition.append(&mut w.records, w.mode);
+                    let r = match &w.idempotent {
+                        Some(i) => i.may_follow(&broker, &w.partition),
+                        None => Ok(()),
+                    }
+                    .and_then(|()| w.partition.append(&mut w.records, w.mode));
+                    if r.is_err()
+                        && let Some(i) = &w.idempotent
+                    {
+                        i.refused(&broker);
+                    }
                     (w.topic, w.slot, w.partition, w.records.len(), r)
                 })
                 .collect::<Vec<_>>()

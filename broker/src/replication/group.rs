@@ -32,8 +32,6 @@ pub struct PartitionGroup {
     liveness: Option<Liveness>,
     /// Handing leadership over (`handover`): produces are refused.
     stepping_aside: std::sync::atomic::AtomicBool,
-    /// Idempotent batches refused before they were written.
-    refused: parking_lot::Mutex<producer_state::RefusedBatches>,
 }
 
 /// Batches handed to Raft by [`PartitionGroup::submit`], awaiting
@@ -76,7 +74,6 @@ impl PartitionGroup {
             commit_timeout,
             liveness: None,
             stepping_aside: std::sync::atomic::AtomicBool::new(false),
-            refused: parking_lot::Mutex::default(),
         }
     }
 
@@ -270,7 +267,9 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Appended> {
-        let submitted = self.submit(records, ts, acks, min_insync).await?;
+        let submitted = self
+            .submit(records, ts, acks, min_insync, || Ok(()))
+            .await?;
         self.finish(submitted).await
     }
 
@@ -282,36 +281,32 @@ impl PartitionGroup {
     /// idempotence lock until [`Self::finish`], so a retry cannot pass the
     /// duplicate check while its original is in flight.
     ///
+    /// An idempotent producer's batch is written only if `may_follow`,
+    /// asked once the leader is ready to write it, says so (see
+    /// [`crate::refused_batches`]).
+    ///
     /// # Errors
     /// `NotLeaderOrFollower` off the leader; `NotEnoughReplicas` when
     /// `acks=all` and fewer than `min_insync` replicas are in sync; the
-    /// producer checks' and validation errors.
+    /// producer checks' and validation errors; `may_follow`'s.
     pub async fn submit(
         &self,
         records: &mut [u8],
         ts: TimestampMode,
         acks: i16,
         min_insync: usize,
+        may_follow: impl FnOnce() -> Result<()>,
     ) -> Result<Submitted> {
+        // Stepping aside, a leader takes no new write: each one would keep
+        // the followers' lease alive.
+        if !self.is_leader() || self.is_stepping_aside() {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         let producer = producer_state::producer_batch(records)?;
         let batches = batch::validate_all(records)?;
-        let ready = async {
-            // Stepping aside, a leader takes no new write: each one would
-            // keep the followers' lease alive.
-            if !self.is_leader() || self.is_stepping_aside() {
-                return Err(BrokerError::NotLeaderOrFollower);
-            }
-            self.await_ready().await?;
-            if acks == -1 {
-                self.await_in_sync(min_insync).await?;
-            }
-            Ok(())
-        };
-        if let Err(e) = ready.await {
-            if let Some(h) = &producer {
-                self.refused.lock().remember(h);
-            }
-            return Err(e);
+        self.await_ready().await?;
+        if acks == -1 {
+            self.await_in_sync(min_insync).await?;
         }
         let serial = match producer {
             Some(_) => Some(Arc::clone(&self.idempotent).lock_owned().await),
@@ -321,10 +316,8 @@ impl PartitionGroup {
             TimestampMode::LogAppendTime(now) => Some(now),
             TimestampMode::CreateTime => None,
         };
-        if let Some(h) = &producer {
-            self.refused
-                .lock()
-                .check(h, || self.store.knows_producer(h.producer_id))?;
+        if producer.is_some() {
+            may_follow()?;
         }
         if let Some(h) = &producer
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
