@@ -41,16 +41,24 @@ class Conn:
         self.s = socket.create_connection(("127.0.0.1", broker.port), timeout=30)
         self.corr = 0
 
-    def call(self, api_key, version, body):
+    def send(self, api_key, version, body):
+        """Sends a request without waiting for its answer; its correlation id."""
         self.corr += 1
         payload = struct.pack(">hhi", api_key, version, self.corr) + _string("e2e-raw") + body
         self.s.sendall(struct.pack(">i", len(payload)) + payload)
+        return self.corr
+
+    def recv(self, want):
+        """The next answer, which must be the one to request `want`."""
         head = self._exact(4)
         (n,) = struct.unpack(">i", head)
         frame = self._exact(n)
         (corr,) = struct.unpack(">i", frame[:4])
-        assert corr == self.corr
+        assert corr == want, (corr, want)
         return frame[4:]
+
+    def call(self, api_key, version, body):
+        return self.recv(self.send(api_key, version, body))
 
     def _exact(self, n):
         buf = bytearray()
@@ -69,11 +77,19 @@ class Conn:
 
     def produce(self, topic, partition, batch, acks=-1):
         """Produce v7 of one batch -> (error, base_offset)."""
+        return self.produced(self.send_produce(topic, partition, batch, acks))
+
+    def send_produce(self, topic, partition, batch, acks=-1):
+        """Sends Produce v7 of one batch; its correlation id, for produced()."""
         body = _string(None) + struct.pack(">hi", acks, 30000)
         body += struct.pack(">i", 1) + _string(topic)
         body += struct.pack(">i", 1) + struct.pack(">i", partition)
         body += struct.pack(">i", len(batch)) + batch
-        resp = self.call(0, 7, body)
+        return self.send(0, 7, body)
+
+    def produced(self, corr):
+        """The answer to send_produce() -> (error, base_offset)."""
+        resp = self.recv(corr)
         p = 4  # topic count
         (n,) = struct.unpack(">h", resp[p:p + 2])
         p += 2 + n + 4  # name, partition count
@@ -179,28 +195,73 @@ def test_a_batch_past_one_refused_unwritten_waits_for_its_resend(broker_factory,
     assert b.metrics().total("skiff_produce_out_of_order_total") == 1
 
 
-def test_on_a_replicated_partition_too(cluster_factory, topic_name):
-    """The same on a replicated partition, its leader refusing the first
-    batch for want of in-sync replicas (min.insync.replicas above the
-    replication factor): the producer's next batch, sent with acks=1 (which
-    does not ask for them), waits for the resend."""
+def test_a_batch_past_one_refused_unwritten_waits_on_a_replicated_partition_too(
+        cluster_factory, topic_name):
+    """The same on replicated partitions, with the requests pipelined as
+    librdkafka sends them:
+    - a leader refuses the first batch for want of in-sync replicas
+      (min.insync.replicas above the replication factor); the next one,
+      sent at once with acks=1 (which does not ask for them), waits for the
+      resend;
+    - both followers refuse the first batch (not the leader), and so the
+      next one too; then the leader stops, and whichever follower leads now
+      refuses the next batch until the resend."""
     c = cluster_factory(n=3)
-    create(c.bootstrap, topic_name, 1, 3, config={"min.insync.replicas": "4"})
-    leader = wait_in_sync(c, topic_name, 1)[0][0]
+    starved = f"{topic_name}-starved"
+    create(c.bootstrap, starved, 1, 3, config={"min.insync.replicas": "4"})
+    leader = wait_in_sync(c, starved, 1)[0][0]
     conn = Conn(c[leader])
     try:
         err, pid, _ = conn.init_producer_id()
         assert err == 0
-        err, _ = conn.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
+        a = conn.send_produce(starved, 0, batch(pid, 0, 0, 2, b"a"))
+        b = conn.send_produce(starved, 0, batch(pid, 0, 2, 1, b"a"), acks=1)
+        err, _ = conn.produced(a)
         assert err == 19, f"expected NOT_ENOUGH_REPLICAS, got {err}"
-        err, _ = conn.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"), acks=1)
+        err, _ = conn.produced(b)
         assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER past the refused batch, got {err}"
-        # (Raft's own entries take the log's first offsets.)
-        err, first = conn.produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"), acks=1)
+        err, first = conn.produce(starved, 0, batch(pid, 0, 0, 2, b"a"), acks=1)
         assert err == 0
-        assert conn.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"), acks=1) == (0, first + 2)
+        assert conn.produce(starved, 0, batch(pid, 0, 2, 1, b"a"), acks=1) == (0, first + 2)
     finally:
         conn.close()
+
+    create(c.bootstrap, topic_name, 1, 3)
+    leader = wait_in_sync(c, topic_name, 1)[0][0]
+    followers = [n for n in (1, 2, 3) if n != leader]
+    conns = {n: Conn(c[n]) for n in followers}
+    try:
+        err, pid, _ = conns[followers[0]].init_producer_id()
+        assert err == 0
+        for n in followers:
+            a = conns[n].send_produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
+            b = conns[n].send_produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"))
+            # Not OUT_OF_ORDER_SEQUENCE_NUMBER: a client sent off the leader
+            # refreshes its metadata and resends, with no epoch to bump.
+            assert [conns[n].produced(a)[0], conns[n].produced(b)[0]] == [6, 6], \
+                "NOT_LEADER_OR_FOLLOWER off the leader"
+        c.stop(leader)
+
+        def next_batch_answered():
+            # Until a follower leads, and has the replicas in sync that a
+            # leader elected a moment ago waits for (each refusal until
+            # then is remembered as well).
+            for n in followers:
+                err, _ = conns[n].produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"))
+                if err not in (6, 19):
+                    return n, err
+            return None
+        now, err = skiff.wait_until(next_batch_answered, 30, interval=0.2,
+                                    what="a follower to lead")
+        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER from the new leader, got {err}"
+        err, first = conns[now].produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
+        assert err == 0
+        assert conns[now].produce(topic_name, 0, batch(pid, 0, 2, 1, b"a")) == (0, first + 2)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    msgs, _, _ = skiff.read_partition_to_end(c[followers[0]].bootstrap, topic_name, 0)
+    assert [m.value() for m in msgs] == [b"a-0", b"a-1", b"a-2"]
 
 
 class SeqProducer(threading.Thread):

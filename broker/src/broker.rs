@@ -29,7 +29,7 @@ pub struct Broker {
     pub groups: Groups,
     pub producer_ids: ProducerIds,
     /// Idempotent batches refused unwritten a moment ago.
-    pub refused_batches: parking_lot::Mutex<crate::refused_batches::RefusedBatches>,
+    pub refused_batches: crate::refused_batches::RefusedBatches,
     /// SASL mechanisms, super users, failed-authentication backoff.
     pub security: crate::auth::Security,
     /// ACLs and the authorization decision.
@@ -130,7 +130,9 @@ impl Broker {
             metrics,
             groups,
             producer_ids,
-            refused_batches: parking_lot::Mutex::default(),
+            refused_batches: crate::refused_batches::RefusedBatches::new(Duration::from_millis(
+                config.producer_id_expiration_ms,
+            )),
             security,
             authorizer,
             quotas,

@@ -10,8 +10,8 @@
 //! librdkafka, seeing a later batch acknowledged, counts the refused one as
 //! persisted ("implicit ack"): an acknowledged message that is not in the
 //! log. So the later batch gets OUT_OF_ORDER_SEQUENCE_NUMBER, which
-//! librdkafka answers by resending from the refused batch, under a bumped
-//! epoch from sequence 0 ("skipped sequence numbers").
+//! librdkafka answers by bumping its epoch and resending from the refused
+//! batch at sequence 0 ("skipped sequence numbers").
 //!
 //! A refusal can come from anywhere before the write: a topic this broker
 //! does not list yet, a replica that does not lead yet or has no group yet,
@@ -22,23 +22,26 @@
 //! after it is in sequence.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use skiff_log::batch::BatchHeader;
 
 use crate::errors::{BrokerError, Result};
 
-/// Refusals remembered at most; past this the memory starts afresh.
+/// Refusals remembered at most; past this the oldest go first.
 const MAX: usize = 10_000;
 
-/// How long a refusal is remembered. The batches it protects against were
-/// already on their way when it was answered, and reach the broker on the
-/// same connection right after it; a stale memory would instead refuse,
-/// much later, a producer whose state expired in the meantime (which
-/// librdkafka treats as fatal).
+/// How long a refusal is remembered at most. The batches it protects
+/// against were already on their way when it was answered, and reach the
+/// broker on the same connection right after it. A stale memory would
+/// instead refuse, much later, a producer whose state expired in the
+/// meantime, at the sequence librdkafka expects to be acknowledged next:
+/// fatal for it.
 pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Refusal {
     epoch: i16,
     /// The lowest first sequence refused.
@@ -46,80 +49,128 @@ struct Refusal {
     at: Instant,
 }
 
-/// Per topic (as the client named it: name, or topic id), per (partition,
-/// producer id).
-#[derive(Debug, Default)]
+type Key = (i32, i64);
+
+#[derive(Debug)]
 pub struct RefusedBatches {
-    refused: HashMap<String, HashMap<(i32, i64), Refusal>>,
-    len: usize,
+    /// Per topic name, per (partition, producer id).
+    refused: Mutex<HashMap<String, HashMap<Key, Refusal>>>,
+    /// Entries in `refused`, read without the lock: nearly always 0.
+    len: AtomicUsize,
+    lifetime: Duration,
 }
 
 impl RefusedBatches {
+    /// A memory whose refusals last `lifetime` (at most
+    /// [`REMEMBERED_FOR`]; a partition that forgets idle producers sooner
+    /// must not remember refusals longer than it remembers producers).
+    pub fn new(lifetime: Duration) -> Self {
+        Self {
+            refused: Mutex::default(),
+            len: AtomicUsize::new(0),
+            lifetime: lifetime.min(REMEMBERED_FOR),
+        }
+    }
+
     /// `h` was refused on (`topic`, `partition`) without being written.
-    pub fn remember(&mut self, topic: &str, partition: i32, h: &BatchHeader, now: Instant) {
+    pub fn remember(&self, topic: &str, partition: i32, h: &BatchHeader, now: Instant) {
         if !h.has_producer_id() {
             return;
-        }
-        if self.len >= MAX {
-            self.refused.clear();
-            self.len = 0;
         }
         let fresh = Refusal {
             epoch: h.producer_epoch,
             seq: h.base_sequence,
             at: now,
         };
-        let partitions = self.refused.entry(topic.to_string()).or_default();
-        match partitions.get_mut(&(partition, h.producer_id)) {
-            Some(r) if r.epoch == h.producer_epoch && now.duration_since(r.at) < REMEMBERED_FOR => {
-                r.seq = r.seq.min(h.base_sequence);
-                r.at = now;
+        let mut refused = self.refused.lock();
+        let key = (partition, h.producer_id);
+        if let Some(r) = refused.get_mut(topic).and_then(|t| t.get_mut(&key)) {
+            let live = now.saturating_duration_since(r.at) < self.lifetime;
+            match h.producer_epoch.cmp(&r.epoch) {
+                // A fenced epoch's batch says nothing about the current one.
+                std::cmp::Ordering::Less if live => {}
+                std::cmp::Ordering::Equal if live => {
+                    r.seq = r.seq.min(h.base_sequence);
+                    r.at = now;
+                }
+                _ => *r = fresh,
             }
-            Some(r) => *r = fresh,
-            None => {
-                partitions.insert((partition, h.producer_id), fresh);
-                self.len += 1;
+            return;
+        }
+        if self.len.load(Ordering::Relaxed) >= MAX {
+            self.make_room(&mut refused, now);
+        }
+        refused
+            .entry(topic.to_string())
+            .or_default()
+            .insert(key, fresh);
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the refusals past their lifetime, then, if none was, the
+    /// oldest one.
+    fn make_room(&self, refused: &mut HashMap<String, HashMap<Key, Refusal>>, now: Instant) {
+        let mut dropped = 0;
+        for partitions in refused.values_mut() {
+            partitions.retain(|_, r| {
+                let keep = now.saturating_duration_since(r.at) < self.lifetime;
+                dropped += usize::from(!keep);
+                keep
+            });
+        }
+        if dropped == 0 {
+            let oldest = refused
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |(k, r)| (r.at, t, *k)))
+                .min_by_key(|(at, _, _)| *at)
+                .map(|(_, t, k)| (t.clone(), k));
+            if let Some((t, k)) = oldest
+                && let Some(ps) = refused.get_mut(&t)
+            {
+                ps.remove(&k);
+                dropped = 1;
             }
         }
+        refused.retain(|_, ps| !ps.is_empty());
+        self.len.fetch_sub(dropped, Ordering::Relaxed);
     }
 
     /// Refuses `h` if it would be written past a refused batch of its
     /// producer; a resend of the refused batch (or of an earlier one) or a
     /// new epoch ends the memory. Only for a producer the partition's log
-    /// does not know (`known`, asked only when there is a refusal to
-    /// weigh): once it has batches in the log (written here or through
-    /// another leader), the sequence check sees any gap.
+    /// does not know (`known`, asked without the memory's lock and only
+    /// when there is a refusal to weigh): once it has batches in the log
+    /// (written here or through another leader), the sequence check sees
+    /// any gap.
     ///
     /// # Errors
     /// `OutOfOrderSequence`.
     pub fn check(
-        &mut self,
+        &self,
         topic: &str,
         partition: i32,
         h: &BatchHeader,
         now: Instant,
         known: impl FnOnce() -> bool,
     ) -> Result<()> {
-        if self.len == 0 || !h.has_producer_id() {
+        if self.len.load(Ordering::Relaxed) == 0 || !h.has_producer_id() {
             return Ok(());
         }
-        let Some(partitions) = self.refused.get_mut(topic) else {
-            return Ok(());
-        };
         let key = (partition, h.producer_id);
-        let Some(&r) = partitions.get(&key) else {
+        let Some(r) = self
+            .refused
+            .lock()
+            .get(topic)
+            .and_then(|t| t.get(&key))
+            .copied()
+        else {
             return Ok(());
         };
-        let forget = now.duration_since(r.at) >= REMEMBERED_FOR
-            || known()
+        let passes = now.saturating_duration_since(r.at) >= self.lifetime
             || h.producer_epoch > r.epoch
             || (h.producer_epoch == r.epoch && h.base_sequence <= r.seq);
-        if forget {
-            partitions.remove(&key);
-            self.len -= 1;
-            if partitions.is_empty() {
-                self.refused.remove(topic);
-            }
+        if passes || known() {
+            self.forget(topic, key, r);
             return Ok(());
         }
         if h.producer_epoch == r.epoch {
@@ -128,8 +179,24 @@ impl RefusedBatches {
                 h.producer_id, r.epoch, h.base_sequence, r.seq
             )));
         }
-        // An older epoch: the partition's own checks answer it.
+        // A fenced epoch: the partition's own checks answer it.
         Ok(())
+    }
+
+    /// Forgets `seen`, unless a refusal came in since it was read.
+    fn forget(&self, topic: &str, key: Key, seen: Refusal) {
+        let mut refused = self.refused.lock();
+        let Some(partitions) = refused.get_mut(topic) else {
+            return;
+        };
+        if partitions.get(&key) != Some(&seen) {
+            return;
+        }
+        partitions.remove(&key);
+        if partitions.is_empty() {
+            refused.remove(topic);
+        }
+        self.len.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -138,76 +205,122 @@ mod tests {
     use super::*;
     use crate::producer_state::test_support::header;
 
+    fn memory() -> RefusedBatches {
+        RefusedBatches::new(REMEMBERED_FOR)
+    }
+
     #[test]
     fn a_batch_past_one_refused_unwritten_is_out_of_order_until_the_resend() {
-        let mut r = RefusedBatches::default();
+        let r = memory();
         let t0 = Instant::now();
-        let check = |r: &mut RefusedBatches, p: i32, h: BatchHeader, known: bool| {
-            r.check("t", p, &h, t0, || known)
-        };
+        let check = |p: i32, h: BatchHeader, known: bool| r.check("t", p, &h, t0, || known);
         // A new producer's first batch is refused (say, its topic is not
         // listed here yet); its second, a moment later, must not be written.
         r.remember("t", 0, &header(7, 0, 0, 2), t0);
         assert!(matches!(
-            check(&mut r, 0, header(7, 0, 2, 3), false),
+            check(0, header(7, 0, 2, 3), false),
             Err(BrokerError::OutOfOrderSequence(_))
         ));
         // Another producer, partition or topic is not concerned.
-        assert!(check(&mut r, 0, header(8, 0, 5, 1), false).is_ok());
-        assert!(check(&mut r, 1, header(7, 0, 5, 1), false).is_ok());
+        assert!(check(0, header(8, 0, 5, 1), false).is_ok());
+        assert!(check(1, header(7, 0, 5, 1), false).is_ok());
         assert!(r.check("u", 0, &header(7, 0, 5, 1), t0, || false).is_ok());
         // The resend of the refused batch goes, and so does what follows.
-        assert!(check(&mut r, 0, header(7, 0, 0, 2), false).is_ok());
-        assert!(check(&mut r, 0, header(7, 0, 2, 3), false).is_ok());
-        assert_eq!(r.len, 0);
+        assert!(check(0, header(7, 0, 0, 2), false).is_ok());
+        assert!(check(0, header(7, 0, 2, 3), false).is_ok());
+        assert_eq!(r.len.load(Ordering::Relaxed), 0);
         // A new epoch starts afresh.
         r.remember("t", 0, &header(7, 0, 5, 1), t0);
-        assert!(check(&mut r, 0, header(7, 1, 0, 1), false).is_ok());
-        assert!(check(&mut r, 0, header(7, 0, 9, 1), false).is_ok());
+        assert!(check(0, header(7, 1, 0, 1), false).is_ok());
+        assert!(check(0, header(7, 0, 9, 1), false).is_ok());
         // Two refusals: the lowest sequence counts.
         r.remember("t", 0, &header(7, 0, 12, 1), t0);
         r.remember("t", 0, &header(7, 0, 10, 2), t0);
-        assert!(check(&mut r, 0, header(7, 0, 11, 1), false).is_err());
-        assert!(check(&mut r, 0, header(7, 0, 10, 2), false).is_ok());
+        assert!(check(0, header(7, 0, 11, 1), false).is_err());
+        assert!(check(0, header(7, 0, 10, 2), false).is_ok());
         // Once the log knows the producer (the refused batch was written
         // through another leader, say), the memory is dropped: the
         // sequence check sees gaps from there.
         r.remember("t", 0, &header(7, 0, 20, 1), t0);
-        assert!(check(&mut r, 0, header(7, 0, 30, 1), true).is_ok());
-        assert!(check(&mut r, 0, header(7, 0, 30, 1), false).is_ok());
+        assert!(check(0, header(7, 0, 30, 1), true).is_ok());
+        assert!(check(0, header(7, 0, 30, 1), false).is_ok());
         // Batches without a producer id are never remembered.
         r.remember("t", 0, &header(-1, -1, -1, 1), t0);
-        assert!(check(&mut r, 0, header(-1, -1, 4, 1), false).is_ok());
-        assert_eq!(r.len, 0);
+        assert!(check(0, header(-1, -1, 4, 1), false).is_ok());
+        assert_eq!(r.len.load(Ordering::Relaxed), 0);
+        assert!(r.refused.lock().is_empty());
     }
 
     #[test]
-    fn a_refusal_is_forgotten_after_a_while() {
-        let mut r = RefusedBatches::default();
+    fn a_fenced_epoch_neither_replaces_nor_ends_the_memory() {
+        let r = memory();
         let t0 = Instant::now();
+        r.remember("t", 0, &header(7, 3, 4, 1), t0);
+        // A batch of the previous epoch, still in flight, refused too.
+        r.remember("t", 0, &header(7, 2, 0, 1), t0);
+        assert!(r.check("t", 0, &header(7, 2, 9, 1), t0, || false).is_ok());
+        assert!(matches!(
+            r.check("t", 0, &header(7, 3, 5, 1), t0, || false),
+            Err(BrokerError::OutOfOrderSequence(_))
+        ));
+    }
+
+    #[test]
+    fn a_refusal_is_forgotten_after_its_lifetime() {
+        let t0 = Instant::now();
+        for lifetime in [REMEMBERED_FOR, Duration::from_secs(5)] {
+            let r = RefusedBatches::new(lifetime);
+            r.remember("t", 0, &header(7, 0, 0, 1), t0);
+            let soon = t0 + lifetime - Duration::from_millis(1);
+            assert!(
+                r.check("t", 0, &header(7, 0, 1, 1), soon, || false)
+                    .is_err()
+            );
+            let later = t0 + lifetime;
+            assert!(
+                r.check("t", 0, &header(7, 0, 1, 1), later, || false)
+                    .is_ok()
+            );
+            assert_eq!(r.len.load(Ordering::Relaxed), 0);
+            assert!(r.refused.lock().is_empty());
+        }
+        // Never longer than REMEMBERED_FOR.
+        let r = RefusedBatches::new(Duration::from_secs(86_400));
         r.remember("t", 0, &header(7, 0, 0, 1), t0);
-        let soon = t0 + REMEMBERED_FOR - Duration::from_millis(1);
-        assert!(
-            r.check("t", 0, &header(7, 0, 1, 1), soon, || false)
-                .is_err()
-        );
         let later = t0 + REMEMBERED_FOR;
         assert!(
             r.check("t", 0, &header(7, 0, 1, 1), later, || false)
                 .is_ok()
         );
-        assert_eq!(r.len, 0);
-        assert!(r.refused.is_empty());
     }
 
     #[test]
-    fn the_memory_is_bounded() {
-        let mut r = RefusedBatches::default();
+    fn a_full_memory_drops_the_expired_then_the_oldest_refusal() {
+        let r = memory();
         let t0 = Instant::now();
-        for pid in 0..MAX as i64 + 5 {
-            r.remember("t", 0, &header(pid, 0, 3, 1), t0);
+        let at = |i: i64| t0 + Duration::from_millis(i as u64);
+        for pid in 0..MAX as i64 {
+            r.remember("t", 0, &header(pid, 0, 3, 1), at(pid));
         }
-        assert!(r.len <= MAX);
-        assert!(r.len >= 5);
+        // One more: the oldest (pid 0) goes, every other stays.
+        r.remember("t", 1, &header(1, 0, 3, 1), at(MAX as i64));
+        assert_eq!(r.len.load(Ordering::Relaxed), MAX);
+        let now = at(MAX as i64);
+        assert!(r.check("t", 0, &header(0, 0, 4, 1), now, || false).is_ok());
+        for pid in [1, MAX as i64 / 2, MAX as i64 - 1] {
+            assert!(
+                r.check("t", 0, &header(pid, 0, 4, 1), now, || false)
+                    .is_err()
+            );
+        }
+        assert!(r.check("t", 1, &header(1, 0, 4, 1), now, || false).is_err());
+        // Past their lifetime, all of the old ones make room at once.
+        let much_later = at(MAX as i64) + REMEMBERED_FOR;
+        r.remember("t", 2, &header(1, 0, 3, 1), much_later);
+        assert_eq!(r.len.load(Ordering::Relaxed), 1);
+        assert!(
+            r.check("t", 2, &header(1, 0, 4, 1), much_later, || false)
+                .is_err()
+        );
     }
 }

@@ -30,8 +30,8 @@ struct Work {
     idempotent: Option<Idempotent>,
 }
 
-/// An idempotent producer's batch, and its topic as the client named it:
-/// what a refusal is remembered under (see [`crate::refused_batches`]).
+/// An idempotent producer's batch, and the partition as the client named
+/// it: what a refusal is remembered under (see [`crate::refused_batches`]).
 struct Idempotent {
     topic: Arc<str>,
     partition: i32,
@@ -39,45 +39,45 @@ struct Idempotent {
 }
 
 impl Idempotent {
-    fn of(name: &str, topic_id: uuid::Uuid, partition: i32, records: &[u8]) -> Option<Self> {
-        // A batch that does not parse is refused by the checks, unwritten
-        // whoever sent it: nothing to remember.
+    /// `topic`: the name, if it can be a topic's at all (the memory holds
+    /// nothing else, so its size stays bounded).
+    fn of(topic: Option<Arc<str>>, partition: i32, records: &[u8]) -> Option<Self> {
+        // A batch that does not parse is refused by the checks whoever
+        // sent it: nothing to remember.
         let header = producer_state::producer_batch(records).ok().flatten()?;
-        let topic = if name.is_empty() {
-            Arc::from(topic_id.to_string())
-        } else {
-            // Never a topic's name: nothing to remember it under (and the
-            // memory's size stays bounded).
-            validate_topic_name(name).ok()?;
-            Arc::from(name)
-        };
         Some(Self {
-            topic,
+            topic: topic?,
             partition,
             header,
         })
     }
 
-    /// Refused before it was written.
-    fn refused(&self, broker: &Broker) {
-        broker.refused_batches.lock().remember(
-            &self.topic,
-            self.partition,
-            &self.header,
-            Instant::now(),
-        );
-    }
-
     /// Whether it may go on: not past a batch of its producer refused here
     /// unwritten.
     fn may_follow(&self, broker: &Broker, partition: &Partition) -> Result<()> {
-        broker.refused_batches.lock().check(
+        broker.refused_batches.check(
             &self.topic,
             self.partition,
             &self.header,
             Instant::now(),
             || partition.knows_producer(self.header.producer_id),
         )
+    }
+}
+
+/// `idempotent` was refused with `e` before its write: remembered, unless
+/// `e` finds the batch itself malformed (its header, producer id and
+/// sequence, is not to be trusted then).
+fn remember_refusal(broker: &Broker, idempotent: Option<&Idempotent>, e: &BrokerError) {
+    if let Some(i) = idempotent
+        && !matches!(
+            e,
+            BrokerError::CorruptMessage(_) | BrokerError::InvalidRecord(_)
+        )
+    {
+        broker
+            .refused_batches
+            .remember(&i.topic, i.partition, &i.header, Instant::now());
     }
 }
 
@@ -100,11 +100,22 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
             .map_or_else(|| td.name.to_string(), |t| t.name.to_string());
         let authorized = ctx.authorize(Operation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
+        // Built once per topic, for an idempotent batch only.
+        let named = std::cell::OnceCell::new();
+        let named = || {
+            named
+                .get_or_init(|| {
+                    validate_topic_name(&td.name)
+                        .ok()
+                        .map(|()| Arc::<str>::from(td.name.as_str()))
+                })
+                .clone()
+        };
         for (slot, pd) in td.partition_data.into_iter().enumerate() {
             let idempotent = pd
                 .records
                 .as_deref()
-                .and_then(|r| Idempotent::of(&td.name, td.topic_id, pd.index, r));
+                .and_then(|r| Idempotent::of(named(), pd.index, r));
             let resp = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1)
@@ -140,8 +151,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                 }
                 Err(e) => {
                     // An unauthorized client does not get to fill the memory.
-                    if authorized && let Some(i) = &idempotent {
-                        i.refused(broker);
+                    if authorized {
+                        remember_refusal(broker, idempotent.as_ref(), &e);
                     }
                     parts.push(error(ctx, resp, &e));
                 }
@@ -182,12 +193,10 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
             }
             None => Err(BrokerError::NotLeaderOrFollower),
         };
-        // Refused before it was proposed. (A proposed batch that then
-        // fails its commit may still commit: not a refusal.)
-        if submitted.is_err()
-            && let Some(i) = &w.idempotent
-        {
-            i.refused(broker);
+        // A failed submit proposed nothing. (A proposed batch whose commit
+        // then fails may still commit: not a refusal.)
+        if let Err(e) = &submitted {
+            remember_refusal(broker, w.idempotent.as_ref(), e);
         }
         (w, group, submitted)
     }));
@@ -198,7 +207,12 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
             return Vec::new();
         }
         let broker = Arc::clone(broker);
-        tokio::task::spawn_blocking(move || {
+        // Where each answer goes, should the task fail.
+        let slots: Vec<_> = local
+            .iter()
+            .map(|w| (w.topic, w.slot, w.partition.clone()))
+            .collect();
+        let done = tokio::task::spawn_blocking(move || {
             local
                 .into_iter()
                 .map(|mut w| {
@@ -207,17 +221,26 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                         None => Ok(()),
                     }
                     .and_then(|()| w.partition.append(&mut w.records, w.mode));
-                    if r.is_err()
-                        && let Some(i) = &w.idempotent
-                    {
-                        i.refused(&broker);
+                    if let Err(e) = &r {
+                        remember_refusal(&broker, w.idempotent.as_ref(), e);
                     }
                     (w.topic, w.slot, w.partition, w.records.len(), r)
                 })
                 .collect::<Vec<_>>()
         })
-        .await
-        .unwrap_or_default()
+        .await;
+        // A panic in there is a bug, but its partitions must not be
+        // answered as written.
+        done.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the append task failed");
+            slots
+                .into_iter()
+                .map(|(topic, slot, partition)| {
+                    let e = BrokerError::Storage(format!("the append task failed: {e}"));
+                    (topic, slot, partition, 0, Err(e))
+                })
+                .collect()
+        })
     };
     let (mut results, submitted) = tokio::join!(appended, submits);
     drop(order);
