@@ -210,8 +210,13 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
     out
 }
 
-/// Creates SCRAM-SHA-256 and -512 credentials for each `user:password` line
-/// of `path` whose user has none yet. Returns the users created.
+/// Creates the SCRAM-SHA-256 and -512 credentials each `user:password` line
+/// of `path` lacks, per mechanism: one write per credential, so a write
+/// that timed out and committed later, or a crash between the two, may
+/// leave a user with one of them, and the next attempt must still add the
+/// other (the operator's own user once stayed without SCRAM-SHA-512 for
+/// good). A credential that exists is kept, whatever its password. Returns
+/// the users given a credential.
 ///
 /// # Errors
 /// An unreadable file, a line without `:`, or the store failing.
@@ -240,10 +245,11 @@ pub fn bootstrap_users(store: &MetaStore, path: &Path) -> anyhow::Result<Vec<Str
                 i + 1
             );
         }
-        if !store.scram_credentials_of(user)?.is_empty() {
-            continue;
-        }
+        let mut added = false;
         for mech in ScramMechanism::ALL {
+            if store.scram_credential(user, mech)?.is_some() {
+                continue;
+            }
             let salt = random_bytes(32);
             let cred = ScramCredential::from_password(
                 mech,
@@ -252,8 +258,11 @@ pub fn bootstrap_users(store: &MetaStore, path: &Path) -> anyhow::Result<Vec<Str
                 BOOTSTRAP_ITERATIONS,
             );
             store.put_scram_credential(user, mech, &cred)?;
+            added = true;
         }
-        created.push(user.to_string());
+        if added {
+            created.push(user.to_string());
+        }
     }
     Ok(created)
 }
@@ -331,6 +340,17 @@ mod tests {
                 .verify_password(creds[1].0, b"s3cret:with:colons")
         );
         assert!(bootstrap_users(&store, &file).unwrap().is_empty());
+        // A user with one mechanism's credential only (the other's write
+        // lost): the missing one is added, the existing one kept.
+        let (kept_mech, kept) = creds[0].clone();
+        let (lost_mech, _) = creds[1].clone();
+        assert!(store.delete_scram_credential("admin", lost_mech).unwrap());
+        assert_eq!(bootstrap_users(&store, &file).unwrap(), vec!["admin"]);
+        let again = store.scram_credentials_of("admin").unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0], (kept_mech, kept));
+        assert_eq!(again[1].0, lost_mech);
+        assert!(again[1].1.verify_password(lost_mech, b"s3cret:with:colons"));
         std::fs::write(&file, "nocolon\n").unwrap();
         let err = bootstrap_users(&store, &file).unwrap_err().to_string();
         assert!(err.contains(":1:") && !err.contains("nocolon"), "{err}");
