@@ -138,10 +138,10 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_QUOTA_WINDOW_SIZE_SECONDS", default_value_t = 1)]
     pub quota_window_size_seconds: u64,
 
-    /// A file of `user:password` lines: each user that has no SCRAM credential yet
-    /// gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials at start (the way to create
-    /// the first admin). Existing credentials are left alone, so later changes made
-    /// with AlterUserScramCredentials stick.
+    /// A file of `user:password` lines: each user gets a SCRAM-SHA-256 and a
+    /// SCRAM-SHA-512 credential at start for each of the two it has none for (the
+    /// way to create the first admin). Existing credentials are left alone, so
+    /// later changes made with AlterUserScramCredentials stick.
     #[arg(long, env = "SKIFF_SCRAM_BOOTSTRAP_USERS_FILE")]
     pub scram_bootstrap_users_file: Option<PathBuf>,
 
