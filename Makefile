@@ -61,6 +61,7 @@ unit: unit-build
 E2E_ENV := SKIFF_BROKER_BIN=$(abspath $(BROKER_BIN)) \
 	SKIFF_OPERATOR_BIN=$(abspath target/debug/skiff-operator)
 e2e: release-broker unit-build
+	$(PY) -m pyflakes e2e bench
 	@$(E2E_ENV) $(PY) -m pytest -q -n 3 --dist loadfile -m "not serial" e2e; side=$$?; \
 	$(E2E_ENV) $(PY) -m pytest -q -m serial e2e; alone=$$?; \
 	[ $$side -eq 0 ] && [ $$alone -eq 0 ]

@@ -8,7 +8,6 @@ MEMBER_ID_REQUIRED, SyncGroup, Heartbeat, LeaveGroup) works for librdkafka
 committed offsets are durable; the admin group APIs answer as Kafka does.
 """
 
-import os
 import shutil
 import signal
 import subprocess

@@ -333,7 +333,8 @@ def test_metadata_v12_handrolled(mb, topic3):
     assert r.i32() == 0, "controller id"
     topics = {}
     for _ in range(r.compact_array_len()):
-        err, name, tid, internal = r.i16(), r.compact_string(), r.take(16), r.i8()
+        err, name, tid = r.i16(), r.compact_string(), r.take(16)
+        r.i8()  # is_internal
         parts = []
         for _ in range(r.compact_array_len()):
             perr, idx, leader, epoch = r.i16(), r.i32(), r.i32(), r.i32()

@@ -10,7 +10,6 @@ leave).
 import re
 import socket
 import struct
-import time
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from confluent_kafka import (
-    OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, KafkaError, Producer, TopicPartition,
+    OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, Producer, TopicPartition,
 )
 
 import skiff
