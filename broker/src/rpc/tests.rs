@@ -341,20 +341,51 @@ async fn the_stream_is_opened_again_after_the_peer_restarts() {
     assert_eq!(again.stream_counts().0, 1);
 }
 
-/// A server as an older broker serves it, no `Stream` method, while
-/// `refuse` is set (then as an upgraded one); counts its refusals.
+/// A server as an older broker serves it, without the method at `path`,
+/// while `refuse` is set (then as an upgraded one); counts the calls to
+/// `path` it refused and those it served.
 #[derive(Clone)]
-struct WithoutStream {
+struct WithoutCall {
+    path: &'static str,
     inner: super::server::RaftService,
     refuse: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<std::sync::atomic::AtomicUsize>,
+    served: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl tonic::server::NamedService for WithoutStream {
+impl WithoutCall {
+    /// Serves `registry` on a new port, refusing `path`; the address.
+    async fn serve(path: &'static str, registry: &Arc<Registry>) -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let service = Self {
+            path,
+            inner: super::server::RaftService::new(registry.clone()),
+            refuse: Arc::new(true.into()),
+            refused: Arc::default(),
+            served: Arc::default(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.clone())
+                .serve_with_incoming(super::server::incoming(listener)),
+        );
+        (service, addr)
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.refused.load(Ordering::SeqCst),
+            self.served.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl tonic::server::NamedService for WithoutCall {
     const NAME: &'static str = "skiff.rpc.Raft";
 }
 
-impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for WithoutStream
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for WithoutCall
 where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
@@ -371,9 +402,12 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        if req.uri().path() == super::stream::STREAM_PATH && self.refuse.load(Ordering::SeqCst) {
-            self.refused.fetch_add(1, Ordering::SeqCst);
-            return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+        if req.uri().path() == self.path {
+            if self.refuse.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });
+            }
+            self.served.fetch_add(1, Ordering::SeqCst);
         }
         self.inner.call(req)
     }
@@ -381,20 +415,9 @@ where
 
 #[tokio::test]
 async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let registry = Registry::new(RpcConfig::new("c", 1));
     registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
-    let service = WithoutStream {
-        inner: super::server::RaftService::new(registry.clone()),
-        refuse: Arc::new(true.into()),
-        refused: Arc::default(),
-    };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.clone())
-            .serve_with_incoming(super::server::incoming(listener)),
-    );
+    let (service, addr) = WithoutCall::serve(super::stream::STREAM_PATH, &registry).await;
     // Long enough for the first call's unary retry and the second call to
     // come within it on a loaded machine.
     let ask_again_after = Duration::from_secs(2);
@@ -410,15 +433,48 @@ async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
     echo(b"second").await;
     // The first call was refused the stream and went unary; the second
     // believed the refusal and went unary at once.
-    assert_eq!(service.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(service.counts().0, 1);
     assert_eq!(registry.stream_counts(), (0, 0));
     // The peer is upgraded; once the refusal is old, calls use the stream.
     service.refuse.store(false, Ordering::SeqCst);
     tokio::time::sleep(ask_again_after).await;
     echo(b"third").await;
     echo(b"fourth").await;
-    assert_eq!(service.refused.load(Ordering::SeqCst), 1);
+    assert_eq!(service.counts(), (1, 1));
     assert_eq!(registry.stream_counts(), (1, 2));
+}
+
+#[tokio::test]
+async fn a_peer_without_batch_gets_coalesced_calls_one_by_one_until_it_is_asked_again() {
+    let registry = Registry::new(RpcConfig::new("c", 1));
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let (service, addr) = WithoutCall::serve(super::server::BATCH_PATH, &registry).await;
+    let ask_again_after = Duration::from_secs(2);
+    let pool = PeerPool::new(RpcConfig {
+        ask_again_after,
+        ..RpcConfig::new("c", 2)
+    });
+    let beat = |payload: &'static [u8]| {
+        let got = pool.call_coalesced(
+            &addr,
+            GroupId::Metadata,
+            RpcKind::Forward,
+            payload.to_vec(),
+            None,
+        );
+        async move { assert_eq!(got.await.as_deref(), Ok(payload)) }
+    };
+    beat(b"first").await;
+    beat(b"second").await;
+    // The first batch was refused and its call went alone; the second
+    // believed the refusal and went alone at once.
+    assert_eq!(service.counts(), (1, 0));
+    // The peer is upgraded; once the refusal is old, calls go in batches.
+    service.refuse.store(false, Ordering::SeqCst);
+    tokio::time::sleep(ask_again_after).await;
+    beat(b"third").await;
+    beat(b"fourth").await;
+    assert_eq!(service.counts(), (1, 2));
 }
 
 #[tokio::test]
