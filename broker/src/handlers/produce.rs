@@ -40,13 +40,18 @@ struct Idempotent {
 
 impl Idempotent {
     /// `topic`: the name, if it can be a topic's at all (the memory holds
-    /// nothing else, so its size stays bounded).
-    fn of(topic: Option<Arc<str>>, partition: i32, records: &[u8]) -> Option<Self> {
+    /// nothing else, so its size stays bounded); asked for an idempotent
+    /// batch only.
+    fn of(
+        topic: impl FnOnce() -> Option<Arc<str>>,
+        partition: i32,
+        records: &[u8],
+    ) -> Option<Self> {
         // A batch that does not parse is refused by the checks whoever
         // sent it: nothing to remember.
         let header = producer_state::producer_batch(records).ok().flatten()?;
         Some(Self {
-            topic: topic?,
+            topic: topic()?,
             partition,
             header,
         })
@@ -101,9 +106,9 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         let authorized = ctx.authorize(Operation::Write, ResourceType::Topic, &name);
         let mut parts = Vec::with_capacity(td.partition_data.len());
         // Built once per topic, for an idempotent batch only.
-        let named = std::cell::OnceCell::new();
+        let name_once = std::cell::OnceCell::new();
         let named = || {
-            named
+            name_once
                 .get_or_init(|| {
                     validate_topic_name(&td.name)
                         .ok()
@@ -115,7 +120,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
             let idempotent = pd
                 .records
                 .as_deref()
-                .and_then(|r| Idempotent::of(named(), pd.index, r));
+                .and_then(|r| Idempotent::of(named, pd.index, r));
             let resp = PartitionProduceResponse::default()
                 .with_index(pd.index)
                 .with_base_offset(-1)
