@@ -353,9 +353,18 @@ struct WithoutCall {
     served: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+/// How long the fallback tests' pools believe a refusal: long enough for
+/// the first call's fallback and the second call to come within it on a
+/// loaded machine.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(2);
+
 impl WithoutCall {
-    /// Serves `registry` on a new port, refusing `path`; the address.
-    async fn serve(path: &'static str, registry: &Arc<Registry>) -> (Self, String) {
+    /// An echoing metadata group served on a new port, refusing `path`;
+    /// its registry, its address, and a pool that asks again after
+    /// [`ASK_AGAIN_AFTER`].
+    async fn serve(path: &'static str) -> (Self, Arc<Registry>, String, Arc<PeerPool>) {
+        let registry = Registry::new(RpcConfig::new("c", 1));
+        registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let service = Self {
@@ -370,7 +379,11 @@ impl WithoutCall {
                 .add_service(service.clone())
                 .serve_with_incoming(super::server::incoming(listener)),
         );
-        (service, addr)
+        let pool = PeerPool::new(RpcConfig {
+            ask_again_after: ASK_AGAIN_AFTER,
+            ..RpcConfig::new("c", 2)
+        });
+        (service, registry, addr, pool)
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -415,16 +428,7 @@ where
 
 #[tokio::test]
 async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
-    let registry = Registry::new(RpcConfig::new("c", 1));
-    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
-    let (service, addr) = WithoutCall::serve(super::stream::STREAM_PATH, &registry).await;
-    // Long enough for the first call's unary retry and the second call to
-    // come within it on a loaded machine.
-    let ask_again_after = Duration::from_secs(2);
-    let pool = PeerPool::new(RpcConfig {
-        ask_again_after,
-        ..RpcConfig::new("c", 2)
-    });
+    let (service, registry, addr, pool) = WithoutCall::serve(super::stream::STREAM_PATH).await;
     let echo = |payload: &'static [u8]| {
         let got = forward(&pool, &addr, payload.to_vec());
         async move { assert_eq!(got.await.as_deref(), Ok(payload)) }
@@ -437,7 +441,7 @@ async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
     assert_eq!(registry.stream_counts(), (0, 0));
     // The peer is upgraded; once the refusal is old, calls use the stream.
     service.refuse.store(false, Ordering::SeqCst);
-    tokio::time::sleep(ask_again_after).await;
+    tokio::time::sleep(ASK_AGAIN_AFTER).await;
     echo(b"third").await;
     echo(b"fourth").await;
     assert_eq!(service.counts(), (1, 1));
@@ -446,14 +450,7 @@ async fn a_peer_without_the_stream_gets_unary_calls_until_it_is_asked_again() {
 
 #[tokio::test]
 async fn a_peer_without_batch_gets_coalesced_calls_one_by_one_until_it_is_asked_again() {
-    let registry = Registry::new(RpcConfig::new("c", 1));
-    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
-    let (service, addr) = WithoutCall::serve(super::server::BATCH_PATH, &registry).await;
-    let ask_again_after = Duration::from_secs(2);
-    let pool = PeerPool::new(RpcConfig {
-        ask_again_after,
-        ..RpcConfig::new("c", 2)
-    });
+    let (service, _registry, addr, pool) = WithoutCall::serve(super::server::BATCH_PATH).await;
     let beat = |payload: &'static [u8]| {
         let got = pool.call_coalesced(
             &addr,
@@ -471,7 +468,7 @@ async fn a_peer_without_batch_gets_coalesced_calls_one_by_one_until_it_is_asked_
     assert_eq!(service.counts(), (1, 0));
     // The peer is upgraded; once the refusal is old, calls go in batches.
     service.refuse.store(false, Ordering::SeqCst);
-    tokio::time::sleep(ask_again_after).await;
+    tokio::time::sleep(ASK_AGAIN_AFTER).await;
     beat(b"third").await;
     beat(b"fourth").await;
     assert_eq!(service.counts(), (1, 2));
