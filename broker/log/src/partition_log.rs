@@ -362,6 +362,31 @@ impl PartitionLog {
         self.direct_appends = on;
     }
 
+    /// Appends batches that already carry their offsets, from the log end
+    /// on, and `leader_epoch`: a follower's copy of what its leader stored.
+    /// Nothing is rewritten, so the bytes may be shared (a slice of the
+    /// message they came in) and need no copy. `Ok(None)`, with nothing
+    /// written, when a batch is placed otherwise; the caller then appends
+    /// through [`Self::append_with_leader_epoch`].
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_placed(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let batches = batch::validate_all(records)?;
+        let mut next = self.log_end_offset();
+        for (_, header) in &batches {
+            if header.base_offset != next || header.partition_leader_epoch != leader_epoch {
+                return Ok(None);
+            }
+            next = next_offset(header)?;
+        }
+        self.store(records, &batches, None).map(Some)
+    }
+
     fn append_inner(
         &mut self,
         records: &mut [u8],
@@ -369,16 +394,7 @@ impl PartitionLog {
         leader_epoch: Option<i32>,
     ) -> Result<AppendInfo, LogError> {
         let mut batches = batch::validate_all(records)?;
-        let bytes = records.len() as u64;
-        if bytes > MAX_SEGMENT_BYTES {
-            return Err(LogError::InvalidBatch(format!(
-                "{bytes} bytes of batches exceed the largest segment"
-            )));
-        }
-        let base_offset = self.log_end_offset();
-        let mut next = base_offset;
-        let mut record_count = 0u64;
-        let mut incoming_ts = i64::MIN;
+        let mut next = self.log_end_offset();
         for (at, header) in &mut batches {
             let raw = &mut records[*at..*at + header.size()];
             batch::set_base_offset(raw, next);
@@ -389,23 +405,43 @@ impl PartitionLog {
                 batch::set_log_append_time(raw, now);
             }
             *header = BatchHeader::parse(raw)?;
-            next = header
-                .base_offset
-                .checked_add(i64::from(header.last_offset_delta))
-                .and_then(|last| last.checked_add(1))
-                .ok_or_else(|| {
-                    LogError::OffsetOverflow(format!("batch at {next} overflows i64"))
-                })?;
+            next = next_offset(header)?;
+        }
+        let log_append_time = match ts {
+            TimestampMode::LogAppendTime(now) => Some(now),
+            TimestampMode::CreateTime => None,
+        };
+        self.store(records, &batches, log_append_time)
+    }
+
+    /// Writes validated batches that sit at the log end.
+    fn store(
+        &mut self,
+        records: &[u8],
+        batches: &[(usize, BatchHeader)],
+        log_append_time: Option<i64>,
+    ) -> Result<AppendInfo, LogError> {
+        let bytes = records.len() as u64;
+        if bytes > MAX_SEGMENT_BYTES {
+            return Err(LogError::InvalidBatch(format!(
+                "{bytes} bytes of batches exceed the largest segment"
+            )));
+        }
+        let base_offset = self.log_end_offset();
+        let mut last_offset = base_offset - 1;
+        let mut record_count = 0u64;
+        let mut incoming_ts = i64::MIN;
+        for (_, header) in batches {
+            last_offset = header.last_offset();
             record_count += u64::from(header.records_count.unsigned_abs());
             incoming_ts = incoming_ts.max(header.max_timestamp);
         }
-        let last_offset = next - 1;
 
         self.maybe_roll(bytes, last_offset, incoming_ts)?;
         let interval = u64::from(self.config.index_interval_bytes);
         let direct = self.direct_appends && bytes >= DIRECT_MIN_BYTES;
         self.active_mut()
-            .append(records, &batches, interval, direct)?;
+            .append(records, batches, interval, direct)?;
         self.size_bytes += bytes;
         self.unflushed_records += record_count;
         self.unflushed_since.get_or_insert_with(Instant::now);
@@ -419,10 +455,7 @@ impl PartitionLog {
         Ok(AppendInfo {
             base_offset,
             last_offset,
-            log_append_time: match ts {
-                TimestampMode::LogAppendTime(now) => Some(now),
-                TimestampMode::CreateTime => None,
-            },
+            log_append_time,
             log_start_offset: self.log_start_offset,
             record_count,
             bytes,
@@ -900,6 +933,17 @@ impl PartitionLog {
         fs::remove_dir_all(dir)?;
         Ok(())
     }
+}
+
+/// The offset after `header`'s batch.
+fn next_offset(header: &BatchHeader) -> Result<i64, LogError> {
+    header
+        .base_offset
+        .checked_add(i64::from(header.last_offset_delta))
+        .and_then(|last| last.checked_add(1))
+        .ok_or_else(|| {
+            LogError::OffsetOverflow(format!("batch at {} overflows i64", header.base_offset))
+        })
 }
 
 #[cfg(test)]

@@ -650,6 +650,64 @@ fn leader_epoch_is_stamped_without_breaking_the_crc() {
     );
 }
 
+/// A follower's copy: the leader's stored bytes go in untouched when they
+/// sit at this log's end with this epoch, and are refused, with nothing
+/// written, otherwise.
+#[test]
+fn a_placed_append_writes_the_bytes_as_they_are_or_nothing() {
+    let leader_dir = TempDir::new().expect("tmp");
+    let mut leader = open(leader_dir.path(), config());
+    let mut placed = Vec::new();
+    for (records, epoch) in [(2, 4), (3, 4), (1, 5)] {
+        let mut b = make_batch(records, 5, 10);
+        leader
+            .append_with_leader_epoch(&mut b, TimestampMode::CreateTime, epoch)
+            .expect("append");
+        placed.push((b, epoch));
+    }
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), config());
+    // Not at this log's end (it is empty): nothing written.
+    assert_eq!(log.append_placed(&placed[1].0, 4).expect("checked"), None);
+    // At the end, but another epoch: nothing written.
+    assert_eq!(log.append_placed(&placed[0].0, 3).expect("checked"), None);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+    for (b, epoch) in &placed {
+        let info = log
+            .append_placed(b, *epoch)
+            .expect("append")
+            .expect("placed");
+        assert_eq!(
+            info.base_offset,
+            BatchHeader::parse(b).expect("header").base_offset
+        );
+    }
+    assert_eq!(log.log_end_offset(), 6);
+    let theirs = leader
+        .read(0, ALL, NO_HW, false)
+        .expect("read")
+        .load()
+        .expect("load");
+    let ours = log
+        .read(0, ALL, NO_HW, false)
+        .expect("read")
+        .load()
+        .expect("load");
+    assert_eq!(ours, theirs);
+    // A corrupt batch is refused as in any append.
+    let mut bad = make_batch(1, 5, 10);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    batch::set_base_offset(&mut bad, 6);
+    batch::set_partition_leader_epoch(&mut bad, 5);
+    assert!(matches!(
+        log.append_placed(&bad, 5),
+        Err(LogError::CorruptBatch(_))
+    ));
+    assert_eq!(log.log_end_offset(), 6);
+}
+
 #[test]
 fn flush_if_due_syncs_only_data_older_than_flush_ms() {
     let tmp = TempDir::new().expect("tmp");

@@ -186,6 +186,8 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         o.wait_turn().await;
     }
     let submits = futures_util::future::join_all(replicated.into_iter().map(|mut w| async move {
+        // Taken before submit takes the batches out.
+        let size = w.records.len();
         let group = w.partition.replicated().and_then(|r| r.group());
         let submitted = match &group {
             Some(g) => {
@@ -203,7 +205,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
         if let Err(e) = &submitted {
             remember_refusal(broker, w.idempotent.as_ref(), e);
         }
-        (w, group, submitted)
+        (w, size, group, submitted)
     }));
     // Appends write files and may fsync: off the async workers, all of this
     // request's local partitions in one hop, in request order.
@@ -250,8 +252,7 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
     let (mut results, submitted) = tokio::join!(appended, submits);
     drop(order);
     let committed = futures_util::future::join_all(submitted.into_iter().map(
-        |(w, group, submitted)| async move {
-            let size = w.records.len();
+        |(w, size, group, submitted)| async move {
             let r = match (group, submitted) {
                 (Some(g), Ok(s)) => g.finish(s).await,
                 (_, Err(e)) => Err(e),

@@ -267,8 +267,9 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Appended> {
+        let mut records = bytes::BytesMut::from(&records[..]);
         let submitted = self
-            .submit(records, ts, acks, min_insync, || Ok(()))
+            .submit(&mut records, ts, acks, min_insync, || Ok(()))
             .await?;
         self.finish(submitted).await
     }
@@ -285,13 +286,16 @@ impl PartitionGroup {
     /// asked once the leader is ready to write it, says so (see
     /// [`crate::refused_batches`]).
     ///
+    /// The batches are taken out of `records` (left empty) once proposed:
+    /// each becomes its entry without a copy.
+    ///
     /// # Errors
     /// `NotLeaderOrFollower` off the leader; `NotEnoughReplicas` when
     /// `acks=all` and fewer than `min_insync` replicas are in sync; the
     /// producer checks' and validation errors; `may_follow`'s.
     pub async fn submit(
         &self,
-        records: &mut [u8],
+        records: &mut bytes::BytesMut,
         ts: TimestampMode,
         acks: i16,
         min_insync: usize,
@@ -332,18 +336,28 @@ impl PartitionGroup {
         }
         let mut proposed = Vec::with_capacity(batches.len());
         let mut record_count = 0u64;
-        for (at, header) in &batches {
-            let raw = &mut records[*at..*at + header.size()];
+        let size = records.len() as u64;
+        // The batches lie back to back from the start (validate_all). The
+        // last one takes the buffer itself, so that a lone batch is its
+        // entry's alone and the log rewrites it in place.
+        let mut rest = std::mem::take(records);
+        let last = batches.len().saturating_sub(1);
+        for (i, (_, header)) in batches.iter().enumerate() {
+            let mut raw = if i == last {
+                std::mem::take(&mut rest)
+            } else {
+                rest.split_to(header.size())
+            };
             if let Some(now) = log_append_time {
                 // Stamped once, by the leader, so every replica stores the
                 // same bytes.
-                batch::set_log_append_time(raw, now);
+                batch::set_log_append_time(&mut raw, now);
             }
             record_count += u64::from(header.records_count.unsigned_abs());
             let rx = self
                 .raft
                 .client_write_ff(Proposal {
-                    batch: bytes::Bytes::copy_from_slice(raw),
+                    batch: raw.freeze(),
                 })
                 .await
                 .map_err(|e| BrokerError::Storage(format!("replication failed: {e}")))?;
@@ -353,7 +367,7 @@ impl PartitionGroup {
             state: SubmitState::Proposed(proposed),
             log_append_time,
             record_count,
-            bytes: records.len() as u64,
+            bytes: size,
             _serial: serial,
         })
     }

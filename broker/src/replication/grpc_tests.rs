@@ -66,9 +66,8 @@ async fn node(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_group_replicates_over_grpc_and_fails_over() {
-    let root = tempfile::tempdir().expect("tmp");
+/// Three nodes of one partition group on 127.0.0.1, and its leader.
+async fn cluster(root: &std::path::Path) -> (GroupId, BTreeMap<NodeId, Node>, NodeId) {
     let group = GroupId::Partition {
         topic_id: Uuid::new_v4(),
         partition: 0,
@@ -99,7 +98,7 @@ async fn a_partition_group_replicates_over_grpc_and_fails_over() {
     }
     let mut nodes = BTreeMap::new();
     for (id, l) in listeners {
-        let dir = root.path().join(format!("n{id}"));
+        let dir = root.join(format!("n{id}"));
         nodes.insert(id, node(id, l, &dir, group, Arc::clone(&config)).await);
     }
     nodes[&1].raft.initialize(members).await.expect("init");
@@ -111,6 +110,25 @@ async fn a_partition_group_replicates_over_grpc_and_fails_over() {
         .expect("leader")
         .current_leader
         .expect("leader");
+    (group, nodes, leader)
+}
+
+/// Waits until every node has applied the leader's last entry.
+async fn settle(nodes: &BTreeMap<NodeId, Node>, leader: NodeId) {
+    let want = nodes[&leader].store.last_log_index();
+    for nd in nodes.values() {
+        nd.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(want, "applied")
+            .await
+            .expect("applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_group_replicates_over_grpc_and_fails_over() {
+    let root = tempfile::tempdir().expect("tmp");
+    let (group, mut nodes, leader) = cluster(root.path()).await;
 
     // Throughput of acks=all over gRPC, 1 KiB batches, 32 in flight.
     let n = 2000usize;
@@ -179,14 +197,81 @@ async fn a_partition_group_replicates_over_grpc_and_fails_over() {
     );
     // The last write's commit reaches the follower too, although the empty
     // AppendEntries that carries it first waits for entries that never come.
-    let want = nodes[&new_leader].store.last_log_index();
-    for nd in nodes.values() {
-        nd.raft
-            .wait(Some(Duration::from_secs(10)))
-            .applied_index_at_least(want, "applied")
-            .await
-            .expect("applied");
-    }
+    settle(&nodes, new_leader).await;
     let hws: Vec<i64> = nodes.values().map(|nd| nd.store.high_watermark()).collect();
     assert!(hws.iter().all(|&h| h == a.info.last_offset + 1), "{hws:?}");
+}
+
+/// Large batches travel without copies in the process (a follower writes
+/// a slice of the message they came in, see `crate::rpc::payload`); every
+/// replica must still store exactly the leader's bytes at the leader's
+/// offsets, small and large batches, several per request, LogAppendTime
+/// stamps included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_reach_every_replica_as_the_leader_stored_them() {
+    use super::tests::{batch_of_size, dump};
+
+    let root = tempfile::tempdir().expect("tmp");
+    let (_, nodes, leader) = cluster(root.path()).await;
+    let g = PartitionGroup::new(
+        leader,
+        nodes[&leader].raft.clone(),
+        nodes[&leader].store.clone(),
+        Duration::from_secs(5),
+    );
+    let big = crate::rpc::payload::SHARED_MIN + 1000;
+    let requests: Vec<(Vec<usize>, TimestampMode)> = vec![
+        (vec![big], TimestampMode::CreateTime),
+        (vec![300], TimestampMode::CreateTime),
+        (vec![big, 2 * big, 500], TimestampMode::CreateTime),
+        (
+            vec![1 << 20],
+            TimestampMode::LogAppendTime(1_700_000_000_000),
+        ),
+        (
+            vec![700, big],
+            TimestampMode::LogAppendTime(1_700_000_000_001),
+        ),
+    ];
+    let mut expected_offset = None;
+    for (sizes, ts) in requests {
+        let mut records: Vec<u8> = sizes.iter().flat_map(|&n| batch_of_size(n)).collect();
+        let a = g.produce(&mut records, ts, -1, 3).await.expect("produce");
+        if let Some(want) = expected_offset {
+            assert_eq!(a.info.base_offset, want, "offsets follow on");
+        }
+        expected_offset = Some(a.info.last_offset + 1);
+    }
+    settle(&nodes, leader).await;
+    let logs: BTreeMap<NodeId, _> = nodes
+        .keys()
+        .map(|id| (*id, dump(&root.path().join(format!("n{id}")))))
+        .collect();
+    let ours = &logs[&leader];
+    let sizes: Vec<usize> = ours
+        .iter()
+        .filter(|(h, _)| !h.is_control())
+        .map(|(_, b)| b.len())
+        .collect();
+    assert_eq!(sizes.len(), 8, "{sizes:?}");
+    assert_eq!(sizes.iter().filter(|&&n| n >= big).count(), 5, "{sizes:?}");
+    let stamped = ours
+        .iter()
+        .filter(|(h, _)| h.max_timestamp >= 1_700_000_000_000)
+        .count();
+    assert_eq!(
+        stamped, 3,
+        "LogAppendTime stamped on every batch of those requests"
+    );
+    for (id, log) in &logs {
+        assert_eq!(log.len(), ours.len(), "node {id}");
+        for ((h, b), (oh, ob)) in log.iter().zip(ours) {
+            assert_eq!(
+                (h.base_offset, h.partition_leader_epoch),
+                (oh.base_offset, oh.partition_leader_epoch),
+                "node {id}"
+            );
+            assert!(b == ob, "node {id}: the batch at {} differs", h.base_offset);
+        }
+    }
 }

@@ -35,6 +35,8 @@ pub type NodeId = u64;
 /// `partitionLeaderEpoch`, which lie outside the CRC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// Sent and received without a copy in the process when large.
+    #[serde(with = "crate::rpc::payload")]
     pub batch: Bytes,
 }
 

@@ -42,7 +42,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use skiff_log::batch::{self, BatchHeader};
-use skiff_log::{PageDrop, PartitionLog, TimestampMode};
+use skiff_log::{AppendInfo, LogError, PageDrop, PartitionLog, TimestampMode};
 use tokio::sync::{Notify, watch};
 
 use super::codec::{self, StoredKind};
@@ -398,20 +398,18 @@ impl Inner {
         }
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
         let normal = matches!(entry.payload, EntryPayload::Normal(_));
-        let mut bytes = match entry.payload {
-            // The offsets are rewritten in place: without a copy when the
-            // batch is this entry's alone (as decoded from a peer's message).
-            EntryPayload::Normal(p) => p
-                .batch
-                .try_into_mut()
-                .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+        let bytes = match entry.payload {
+            EntryPayload::Normal(p) => p.batch,
             EntryPayload::Blank => {
-                BytesMut::from(&codec::control_batch(codec::CONTROL_RAFT_BLANK, &[], epoch)[..])
+                Bytes::from(codec::control_batch(codec::CONTROL_RAFT_BLANK, &[], epoch))
             }
             EntryPayload::Membership(m) => {
                 let json = serde_json::to_vec(&m).map_err(|e| log_err(ErrorVerb::Write, e))?;
-                let batch = codec::control_batch(codec::CONTROL_RAFT_MEMBERSHIP, &json, epoch);
-                BytesMut::from(&batch[..])
+                Bytes::from(codec::control_batch(
+                    codec::CONTROL_RAFT_MEMBERSHIP,
+                    &json,
+                    epoch,
+                ))
             }
         };
         if batch::headers(&bytes).count() != 1 {
@@ -419,14 +417,12 @@ impl Inner {
                 "entry {index} is not exactly one record batch"
             )));
         }
-        let info = self
-            .log
-            .append_with_leader_epoch(&mut bytes, TimestampMode::CreateTime, epoch)
+        let (info, stored) = self
+            .place(bytes, epoch)
             .map_err(|e| log_err(ErrorVerb::Write, e))?;
         if self.last.is_none() || index.is_multiple_of(SPARSE_EVERY) {
             self.sparse.push((index, info.base_offset));
         }
-        let stored = bytes.freeze();
         if normal && let Ok(mut h) = BatchHeader::parse(&stored) {
             // The table follows the log, not the commit index, as Kafka's
             // does: a batch whose commit timed out is still in the log, so
@@ -444,6 +440,34 @@ impl Inner {
         self.recent.push(index, stored, mine, Instant::now());
         self.last = Some(entry.log_id);
         Ok(())
+    }
+
+    /// Appends one entry's batch at the log end and returns it as stored.
+    /// A batch this entry holds alone (the leader's own, or a small one
+    /// decoded from a peer) gets its offset and epoch written in place; a
+    /// shared one (a large batch left in the message it came in) is written
+    /// as it is when the leader already placed it where it goes here, as it
+    /// does, and copied to be rewritten otherwise.
+    fn place(&mut self, bytes: Bytes, epoch: i32) -> Result<(AppendInfo, Bytes), LogError> {
+        let shared = match bytes.try_into_mut() {
+            Ok(mut owned) => {
+                let info = self.log.append_with_leader_epoch(
+                    &mut owned,
+                    TimestampMode::CreateTime,
+                    epoch,
+                )?;
+                return Ok((info, owned.freeze()));
+            }
+            Err(shared) => shared,
+        };
+        if let Some(info) = self.log.append_placed(&shared, epoch)? {
+            return Ok((info, shared));
+        }
+        let mut owned = BytesMut::from(&shared[..]);
+        let info =
+            self.log
+                .append_with_leader_epoch(&mut owned, TimestampMode::CreateTime, epoch)?;
+        Ok((info, owned.freeze()))
     }
 
     /// The page-cache advice due after appending as a follower (the last

@@ -236,7 +236,7 @@ impl Cluster {
 }
 
 /// Every batch of a log, as stored: (header, bytes).
-fn dump(dir: &Path) -> Vec<(BatchHeader, Vec<u8>)> {
+pub(super) fn dump(dir: &Path) -> Vec<(BatchHeader, Vec<u8>)> {
     let (log, _) = PartitionLog::open(dir, log_config()).expect("open");
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
@@ -315,7 +315,7 @@ async fn entries_replicate_as_identical_batches_with_dense_offsets() {
 }
 
 /// A batch of `size` bytes (zero-padded records area).
-fn batch_of_size(size: usize) -> Vec<u8> {
+pub(super) fn batch_of_size(size: usize) -> Vec<u8> {
     let mut b = producer_batch(-1, -1, -1, 1);
     b.resize(size, 0);
     let len = i32::try_from(size - batch::LOG_OVERHEAD).expect("small");

@@ -21,11 +21,14 @@ use tonic::codegen::http;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use super::payload::{Payload, encode_parts};
 use super::server::{BATCH_PATH, CALL_PATH};
 use super::stream::{CallStream, Outcome};
 use super::throttle::CatchUpThrottle;
-use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
-use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
+use super::wire::{
+    BatchReply, BatchRequest, CallReply, CallRequest, OutgoingCall, OutgoingCallCodec,
+};
+use super::{GroupId, RpcConfig, RpcError, RpcKind, decode};
 
 #[derive(Clone)]
 struct Peer {
@@ -183,12 +186,12 @@ impl PeerPool {
     fn prepare(
         &self,
         addr: &str,
-        payload: &[u8],
+        payload_len: usize,
         timeout: Option<Duration>,
     ) -> Result<(Peer, Duration), RpcError> {
         let max = self.config.max_message_bytes;
-        if payload.len() > max {
-            return Err(RpcError::TooLarge(payload.len(), max));
+        if payload_len > max {
+            return Err(RpcError::TooLarge(payload_len, max));
         }
         let deadline = timeout
             .map_or(self.config.request_timeout, |t| {
@@ -198,16 +201,15 @@ impl PeerPool {
         Ok((self.peer(addr)?, deadline))
     }
 
-    fn request(&self, group: GroupId, kind: RpcKind, payload: Vec<u8>) -> CallRequest {
-        let mut req = CallRequest {
+    fn request(&self, group: GroupId, kind: RpcKind, payload: Payload) -> OutgoingCall {
+        let mut head = CallRequest {
             cluster_id: self.config.cluster_id.clone(),
             from_node: self.config.node_id,
             kind: kind as u32,
-            payload: payload.into(),
             ..Default::default()
         };
-        req.set_group(group);
-        req
+        head.set_group(group);
+        OutgoingCall { head, payload }
     }
 
     /// Sends one request to `addr` and returns the reply payload. The call
@@ -221,10 +223,11 @@ impl PeerPool {
         addr: &str,
         group: GroupId,
         kind: RpcKind,
-        payload: Vec<u8>,
+        payload: impl Into<Payload>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, RpcError> {
-        let (peer, deadline) = self.prepare(addr, &payload, timeout)?;
+        let payload = payload.into();
+        let (peer, deadline) = self.prepare(addr, payload.len(), timeout)?;
         let max = self.config.max_message_bytes;
         let permits = u32::try_from(
             payload
@@ -241,18 +244,29 @@ impl PeerPool {
                 .map_err(|e| RpcError::Unreachable(addr.to_string(), e.to_string()))
         };
         let fut = async {
-            if peer.stream.takes(&req) {
+            if peer.stream.takes(req.encoded_len()) {
                 let bytes = Arc::new(room().await?);
-                match peer.stream.call(req.clone(), deadline, bytes).await {
+                match peer
+                    .stream
+                    .call(req.clone().into_request(), deadline, bytes)
+                    .await
+                {
                     Outcome::Answered(r) => return r,
                     Outcome::Unsupported => {}
                 }
             }
             // Held until the reply arrives: the bound covers the whole call.
             let _permit = room().await?;
-            let reply: CallReply = unary(&peer.channel, CALL_PATH, req, deadline, max)
-                .await
-                .map_err(|s| status_error(addr, deadline, &s))?;
+            let reply = unary(
+                &peer.channel,
+                CALL_PATH,
+                req,
+                OutgoingCallCodec,
+                deadline,
+                max,
+            )
+            .await
+            .map_err(|s| status_error(addr, deadline, &s))?;
             record_reply(&self.last_reply, addr);
             reply.into_result()
         };
@@ -274,13 +288,14 @@ impl PeerPool {
         addr: &str,
         group: GroupId,
         kind: RpcKind,
-        payload: Vec<u8>,
+        payload: impl Into<Payload>,
         timeout: Option<Duration>,
     ) -> Result<Bytes, RpcError> {
-        let (peer, deadline) = self.prepare(addr, &payload, timeout)?;
+        let payload = payload.into();
+        let (peer, deadline) = self.prepare(addr, payload.len(), timeout)?;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            req: self.request(group, kind, payload),
+            req: self.request(group, kind, payload).into_request(),
             deadline: tokio::time::Instant::now() + deadline,
             reply,
         };
@@ -319,16 +334,18 @@ fn status_error(addr: &str, deadline: Duration, s: &tonic::Status) -> RpcError {
 }
 
 /// One unary call on `path`.
-async fn unary<Req, Resp>(
+async fn unary<Cd>(
     channel: &Channel,
     path: &'static str,
-    req: Req,
+    req: Cd::Encode,
+    codec: Cd,
     deadline: Duration,
     max: usize,
-) -> Result<Resp, tonic::Status>
+) -> Result<Cd::Decode, tonic::Status>
 where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
+    Cd: tonic::codec::Codec + Send + 'static,
+    Cd::Encode: Send + Sync + 'static,
+    Cd::Decode: Send + Sync + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(channel.clone())
         .max_decoding_message_size(max)
@@ -338,14 +355,14 @@ where
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(req);
     request.set_timeout(deadline);
-    let reply: tonic::Response<Resp> = grpc
-        .unary(
-            request,
-            http::uri::PathAndQuery::from_static(path),
-            tonic_prost::ProstCodec::default(),
-        )
+    let reply = grpc
+        .unary(request, http::uri::PathAndQuery::from_static(path), codec)
         .await?;
     Ok(reply.into_inner())
+}
+
+fn prost_codec<Req, Resp>() -> tonic_prost::ProstCodec<Req, Resp> {
+    tonic_prost::ProstCodec::default()
 }
 
 /// A peer's connection and what its coalescer and call stream share.
@@ -423,7 +440,16 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
         let req = BatchRequest {
             calls: batch.iter().map(|q| q.req.clone()).collect(),
         };
-        match unary::<_, BatchReply>(&link.channel, BATCH_PATH, req, deadline, link.max).await {
+        match unary(
+            &link.channel,
+            BATCH_PATH,
+            req,
+            prost_codec::<_, BatchReply>(),
+            deadline,
+            link.max,
+        )
+        .await
+        {
             Ok(reply) if reply.replies.len() == batch.len() => {
                 record_reply(&link.last_reply, &link.addr);
                 for (q, r) in batch.into_iter().zip(reply.replies) {
@@ -462,8 +488,15 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
                 .deadline
                 .saturating_duration_since(tokio::time::Instant::now())
                 .max(Duration::from_millis(1));
-            let r = match unary::<_, CallReply>(&link.channel, CALL_PATH, q.req, deadline, link.max)
-                .await
+            let r = match unary(
+                &link.channel,
+                CALL_PATH,
+                q.req,
+                prost_codec::<_, CallReply>(),
+                deadline,
+                link.max,
+            )
+            .await
             {
                 Ok(reply) => {
                     record_reply(&link.last_reply, &link.addr);
@@ -641,7 +674,7 @@ impl<C: RaftTypeConfig> Network<C> {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload = encode_parts(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let timeout = Some(option.hard_ttl());
         let reply = if coalesce {
             self.pool

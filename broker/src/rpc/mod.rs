@@ -37,6 +37,7 @@
 //!   address, see [`client::PeerAddr`]).
 
 pub mod client;
+pub mod payload;
 pub mod recovery;
 pub mod server;
 pub mod stream;

@@ -71,7 +71,7 @@ impl Recovery {
         raft: &Raft<C>,
         group: GroupId,
         kind: RpcKind,
-        payload: &[u8],
+        payload: &bytes::Bytes,
     ) -> Result<Vec<u8>, RpcError> {
         if !self.is_recovering() {
             return handle_raft(raft, kind, payload).await;

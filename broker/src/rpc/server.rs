@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 use tonic::codegen::{Body, StdError, http};
 use tracing::{debug, info, warn};
 
+use super::payload::decode_shared;
 use super::stream::{STREAM_MAX_CALL, STREAM_PATH, StreamSvc};
 use super::wire::{BatchReply, BatchRequest, CallReply, CallRequest};
 use super::{GroupId, RpcConfig, RpcError, RpcKind, decode, encode};
@@ -30,14 +31,16 @@ pub trait GroupHandler: Send + Sync + 'static {
 pub async fn handle_raft<C>(
     raft: &Raft<C>,
     kind: RpcKind,
-    payload: &[u8],
+    payload: &Bytes,
 ) -> Result<Vec<u8>, RpcError>
 where
     C: RaftTypeConfig,
 {
     match kind {
         RpcKind::AppendEntries => {
-            let req: openraft::raft::AppendEntriesRequest<C> = decode(payload)?;
+            // Large record batches stay in the received buffer (see
+            // `super::payload`).
+            let req: openraft::raft::AppendEntriesRequest<C> = decode_shared(payload)?;
             let theirs = req.vote.clone();
             let resp = raft.append_entries(req).await;
             // openraft refuses a leader of an older term; say so, as a

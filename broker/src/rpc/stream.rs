@@ -121,10 +121,11 @@ impl CallStream {
         })
     }
 
-    /// Whether `req` may go on the stream: small enough, and the peer did
-    /// not say lately that it has no `Stream`.
-    pub fn takes(&self, req: &CallRequest) -> bool {
-        !self.no_stream.holds() && prost::Message::encoded_len(req) <= STREAM_MAX_PAYLOAD
+    /// Whether a call whose request encodes to `encoded_len` bytes may go
+    /// on the stream: small enough, and the peer did not say lately that
+    /// it has no `Stream`.
+    pub fn takes(&self, encoded_len: usize) -> bool {
+        !self.no_stream.holds() && encoded_len <= STREAM_MAX_PAYLOAD
     }
 
     /// Sends `req` on the stream and waits up to `deadline` for its answer.
