@@ -322,7 +322,7 @@ impl PartitionLog {
         records: &mut [u8],
         ts: TimestampMode,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, ts, None)
+        self.append_inner(records, ts, None, Crc::Check)
     }
 
     /// As [`append`](Self::append), also stamping `partitionLeaderEpoch` on
@@ -336,7 +336,23 @@ impl PartitionLog {
         ts: TimestampMode,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, ts, Some(leader_epoch))
+        self.append_inner(records, ts, Some(leader_epoch), Crc::Check)
+    }
+
+    /// As [`Self::append_with_leader_epoch`], for batches whose CRCs the
+    /// caller checked after they arrived, changing since only what the CRC
+    /// does not cover: a leader's own proposal, checked when its Produce
+    /// request came in. Their layout is still checked.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_checked_with_leader_epoch(
+        &mut self,
+        records: &mut [u8],
+        ts: TimestampMode,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, ts, Some(leader_epoch), Crc::Checked)
     }
 
     /// The advice, due once per 16 MiB written, that lets the kernel drop
@@ -392,8 +408,12 @@ impl PartitionLog {
         records: &mut [u8],
         ts: TimestampMode,
         leader_epoch: Option<i32>,
+        crc: Crc,
     ) -> Result<AppendInfo, LogError> {
-        let mut batches = batch::validate_all(records)?;
+        let mut batches = match crc {
+            Crc::Check => batch::validate_all(records)?,
+            Crc::Checked => batch::layout(records)?,
+        };
         let mut next = self.log_end_offset();
         for (at, header) in &mut batches {
             let raw = &mut records[*at..*at + header.size()];
@@ -933,6 +953,14 @@ impl PartitionLog {
         fs::remove_dir_all(dir)?;
         Ok(())
     }
+}
+
+/// Whether an append checks its batches' CRCs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crc {
+    Check,
+    /// The caller did (see [`PartitionLog::append_checked_with_leader_epoch`]).
+    Checked,
 }
 
 /// The offset after `header`'s batch.

@@ -708,6 +708,33 @@ fn a_placed_append_writes_the_bytes_as_they_are_or_nothing() {
     assert_eq!(log.log_end_offset(), 6);
 }
 
+/// A leader's own proposal had its CRC checked when it came in: the log
+/// skips that check but still refuses a batch that is not one.
+#[test]
+fn a_checked_append_skips_only_the_crc() {
+    let tmp = TempDir::new().expect("tmp");
+    let mut log = open(tmp.path(), config());
+    let mut flipped = make_batch(2, 5, 10);
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let mut copy = flipped.clone();
+    assert!(matches!(
+        log.append_with_leader_epoch(&mut copy, TimestampMode::CreateTime, 1),
+        Err(LogError::CorruptBatch(_))
+    ));
+    let info = log
+        .append_checked_with_leader_epoch(&mut flipped, TimestampMode::CreateTime, 1)
+        .expect("the caller vouches for the CRC");
+    assert_eq!((info.base_offset, info.last_offset), (0, 1));
+    let mut short = make_batch(1, 5, 10);
+    short.truncate(short.len() - 1);
+    assert!(matches!(
+        log.append_checked_with_leader_epoch(&mut short, TimestampMode::CreateTime, 1),
+        Err(LogError::InvalidBatch(_))
+    ));
+    assert_eq!(log.log_end_offset(), 2);
+}
+
 #[test]
 fn flush_if_due_syncs_only_data_older_than_flush_ms() {
     let tmp = TempDir::new().expect("tmp");

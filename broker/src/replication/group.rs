@@ -358,6 +358,8 @@ impl PartitionGroup {
                 .raft
                 .client_write_ff(Proposal {
                     batch: raw.freeze(),
+                    // validate_all above.
+                    checked: true,
                 })
                 .await
                 .map_err(|e| BrokerError::Storage(format!("replication failed: {e}")))?;

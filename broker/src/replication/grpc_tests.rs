@@ -142,7 +142,7 @@ async fn a_partition_group_replicates_over_grpc_and_fails_over() {
         tasks.spawn(async move {
             let mut b = producer_batch(-1, -1, -1, 1);
             b.resize(b.len(), 0);
-            let r = raft.client_write(Proposal { batch: b.into() }).await;
+            let r = raft.client_write(Proposal::new(b)).await;
             drop(permit);
             r.is_ok()
         });

@@ -38,6 +38,21 @@ pub struct Proposal {
     /// Sent and received without a copy in the process when large.
     #[serde(with = "crate::rpc::payload")]
     pub batch: Bytes,
+    /// This broker checked the batch's CRC since it came from the client
+    /// (a leader's own proposal), so the log does not check it again.
+    /// Never sent: a replica checks what it receives.
+    #[serde(skip)]
+    pub checked: bool,
+}
+
+impl Proposal {
+    /// A batch whose CRC is yet to be checked.
+    pub fn new(batch: impl Into<Bytes>) -> Self {
+        Self {
+            batch: batch.into(),
+            checked: false,
+        }
+    }
 }
 
 impl crate::rpc::client::PayloadSize for Proposal {

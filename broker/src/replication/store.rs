@@ -307,7 +307,7 @@ impl Inner {
     ) -> Result<Entry<PartitionRaft>, SErr> {
         let term = u64::try_from(h.partition_leader_epoch).unwrap_or(0);
         let payload = match codec::classify(h, &raw) {
-            StoredKind::Normal => EntryPayload::Normal(Proposal { batch: raw }),
+            StoredKind::Normal => EntryPayload::Normal(Proposal::new(raw)),
             StoredKind::Blank => EntryPayload::Blank,
             StoredKind::Membership(json) => {
                 let m: Membership<NodeId, BasicNode> =
@@ -398,8 +398,12 @@ impl Inner {
         }
         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
         let normal = matches!(entry.payload, EntryPayload::Normal(_));
+        let mut checked = false;
         let bytes = match entry.payload {
-            EntryPayload::Normal(p) => p.batch,
+            EntryPayload::Normal(p) => {
+                checked = p.checked;
+                p.batch
+            }
             EntryPayload::Blank => {
                 Bytes::from(codec::control_batch(codec::CONTROL_RAFT_BLANK, &[], epoch))
             }
@@ -418,7 +422,7 @@ impl Inner {
             )));
         }
         let (info, stored) = self
-            .place(bytes, epoch)
+            .place(bytes, epoch, checked)
             .map_err(|e| log_err(ErrorVerb::Write, e))?;
         if self.last.is_none() || index.is_multiple_of(SPARSE_EVERY) {
             self.sparse.push((index, info.base_offset));
@@ -447,15 +451,23 @@ impl Inner {
     /// decoded from a peer) gets its offset and epoch written in place; a
     /// shared one (a large batch left in the message it came in) is written
     /// as it is when the leader already placed it where it goes here, as it
-    /// does, and copied to be rewritten otherwise.
-    fn place(&mut self, bytes: Bytes, epoch: i32) -> Result<(AppendInfo, Bytes), LogError> {
+    /// does, and copied to be rewritten otherwise. `checked`: this broker
+    /// checked the batch's CRC already (see [`Proposal::checked`]).
+    fn place(
+        &mut self,
+        bytes: Bytes,
+        epoch: i32,
+        checked: bool,
+    ) -> Result<(AppendInfo, Bytes), LogError> {
         let shared = match bytes.try_into_mut() {
             Ok(mut owned) => {
-                let info = self.log.append_with_leader_epoch(
-                    &mut owned,
-                    TimestampMode::CreateTime,
-                    epoch,
-                )?;
+                let ts = TimestampMode::CreateTime;
+                let info = if checked {
+                    self.log
+                        .append_checked_with_leader_epoch(&mut owned, ts, epoch)?
+                } else {
+                    self.log.append_with_leader_epoch(&mut owned, ts, epoch)?
+                };
                 return Ok((info, owned.freeze()));
             }
             Err(shared) => shared,

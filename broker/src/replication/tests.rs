@@ -211,9 +211,7 @@ impl Cluster {
         for i in 0..n {
             let batch = producer_batch(-1, -1, -1, 1 + i % 3);
             let resp = raft
-                .client_write(Proposal {
-                    batch: batch.into(),
-                })
+                .client_write(Proposal::new(batch))
                 .await
                 .expect("committed write");
             out.push(resp.data);
@@ -334,11 +332,9 @@ async fn one_append_entries_carries_a_few_mib_from_memory_or_from_the_log() {
     let leader = c.leader(&[1, 2, 3]).await;
     let raft = c.raft(leader);
     for _ in 0..6 {
-        raft.client_write(Proposal {
-            batch: batch_of_size((1 << 20) + 1024).into(),
-        })
-        .await
-        .expect("committed write");
+        raft.client_write(Proposal::new(batch_of_size((1 << 20) + 1024)))
+            .await
+            .expect("committed write");
     }
     let last = c.stores[&leader].last_log_index().expect("entries");
     let first = last - 5;
@@ -367,11 +363,9 @@ async fn one_append_entries_carries_a_few_mib_from_memory_or_from_the_log() {
         assert_eq!(all.len(), 6, "node {id}");
     }
     // One entry over the limit still goes, alone.
-    raft.client_write(Proposal {
-        batch: batch_of_size(5 << 20).into(),
-    })
-    .await
-    .expect("committed write");
+    raft.client_write(Proposal::new(batch_of_size(5 << 20)))
+        .await
+        .expect("committed write");
     let big = last + 1;
     let mut reader = c.stores[&leader].log_store().get_log_reader().await;
     let one = reader
@@ -423,9 +417,7 @@ async fn a_deposed_leaders_uncommitted_tail_is_truncated_and_never_committed() {
             let mut results = Vec::new();
             for _ in 0..4 {
                 let r = raft
-                    .client_write(Proposal {
-                        batch: producer_batch(-1, -1, -1, 5).into(),
-                    })
+                    .client_write(Proposal::new(producer_batch(-1, -1, -1, 5)))
                     .await;
                 results.push(r.is_ok());
             }

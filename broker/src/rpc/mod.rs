@@ -21,7 +21,10 @@
 //!   and the reply payload is `Result<openraft response, RaftError>` encoded
 //!   the same way, so a remote Raft error comes back typed.
 //!   [`RpcKind::Forward`] carries an application request the group's leader
-//!   should execute (the metadata group uses it to forward writes).
+//!   should execute (the metadata group uses it to forward writes). Large
+//!   byte strings marked for it (a partition's record batches) cross
+//!   without copies in the process on either side ([`payload`]); the bytes
+//!   on the wire are the same.
 //! - **Server side**: [`server::Registry::register`] /
 //!   [`server::Registry::unregister`] a [`server::GroupHandler`] per group;
 //!   [`server::RaftHandler`] adapts any openraft `Raft<C>` whose types are
