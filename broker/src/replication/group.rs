@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use openraft::error::ClientWriteError;
 use skiff_log::batch::{self, BatchHeader};
 use skiff_log::{AppendInfo, ReadSlice, TimestampMode};
@@ -267,7 +268,7 @@ impl PartitionGroup {
         acks: i16,
         min_insync: usize,
     ) -> Result<Appended> {
-        let mut records = bytes::BytesMut::from(&records[..]);
+        let mut records = BytesMut::from(&records[..]);
         let submitted = self
             .submit(&mut records, ts, acks, min_insync, || Ok(()))
             .await?;
@@ -286,8 +287,8 @@ impl PartitionGroup {
     /// asked once the leader is ready to write it, says so (see
     /// [`crate::refused_batches`]).
     ///
-    /// The batches are taken out of `records` (left empty) once proposed:
-    /// each becomes its entry without a copy.
+    /// The batches are taken out of `records` (left empty) once proposed;
+    /// a lone batch becomes its entry without a copy.
     ///
     /// # Errors
     /// `NotLeaderOrFollower` off the leader; `NotEnoughReplicas` when
@@ -295,7 +296,7 @@ impl PartitionGroup {
     /// producer checks' and validation errors; `may_follow`'s.
     pub async fn submit(
         &self,
-        records: &mut bytes::BytesMut,
+        records: &mut BytesMut,
         ts: TimestampMode,
         acks: i16,
         min_insync: usize,
@@ -337,16 +338,17 @@ impl PartitionGroup {
         let mut proposed = Vec::with_capacity(batches.len());
         let mut record_count = 0u64;
         let size = records.len() as u64;
-        // The batches lie back to back from the start (validate_all). The
-        // last one takes the buffer itself, so that a lone batch is its
-        // entry's alone and the log rewrites it in place.
+        // A lone batch (what librdkafka sends a partition) takes the buffer
+        // itself: its entry's alone, the log rewrites it in place. Several
+        // are copied apart, one each, so that no entry shares (and keeps
+        // alive in the recent-entries cache) the others' bytes.
         let mut rest = std::mem::take(records);
-        let last = batches.len().saturating_sub(1);
-        for (i, (_, header)) in batches.iter().enumerate() {
-            let mut raw = if i == last {
+        let lone = batches.len() == 1;
+        for (_, header) in &batches {
+            let mut raw = if lone {
                 std::mem::take(&mut rest)
             } else {
-                rest.split_to(header.size())
+                BytesMut::from(&rest.split_to(header.size())[..])
             };
             if let Some(now) = log_append_time {
                 // Stamped once, by the leader, so every replica stores the
