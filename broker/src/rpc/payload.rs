@@ -358,6 +358,69 @@ mod tests {
         assert!(slice_of(&source, &source[..0]).is_some());
     }
 
+    /// A peer's AppendEntries as the follower decodes it: every mutation
+    /// of a valid one decodes or is refused, never panics, and a batch it
+    /// yields lies within the payload or is a copy.
+    #[test]
+    fn mutated_append_entries_decode_or_fail_without_panicking() {
+        use crate::replication::{PartitionRaft, Proposal};
+        use openraft::raft::AppendEntriesRequest;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+        let entry = |index: u64, batch: Bytes| Entry::<PartitionRaft> {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
+            payload: EntryPayload::Normal(Proposal::new(batch)),
+        };
+        let req = AppendEntriesRequest::<PartitionRaft> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+            entries: vec![
+                entry(10, big(SHARED_MIN + 7)),
+                entry(11, Bytes::from_static(b"small")),
+                entry(12, big(2 * SHARED_MIN)),
+            ],
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(3, 1), 10)),
+        };
+        let valid = encode_parts(&req).expect("encode").to_bytes();
+        let back: AppendEntriesRequest<PartitionRaft> = decode_shared(&valid).expect("decode");
+        assert_eq!(back.entries.len(), 3);
+
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..3000 {
+            let mut m = valid.to_vec();
+            match round % 3 {
+                // A byte of the head or the framing between batches.
+                0 => {
+                    let at = (next() as usize) % 64.min(m.len());
+                    m[at] = next() as u8;
+                }
+                1 => {
+                    let at = (next() as usize) % m.len();
+                    m[at] ^= 1 << (next() % 8);
+                }
+                _ => m.truncate((next() as usize) % m.len()),
+            }
+            let m = Bytes::from(m);
+            let inside = m.as_ptr() as usize..m.as_ptr() as usize + m.len();
+            if let Ok(r) = decode_shared::<AppendEntriesRequest<PartitionRaft>>(&m) {
+                for e in &r.entries {
+                    if let EntryPayload::Normal(p) = &e.payload
+                        && inside.contains(&(p.batch.as_ptr() as usize))
+                    {
+                        let end = p.batch.as_ptr() as usize + p.batch.len();
+                        assert!(end <= inside.end, "a slice past the payload");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn thread_locals_are_restored_after_a_run() {
         let _ = encode_parts(&1u32);
