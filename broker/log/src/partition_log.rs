@@ -322,7 +322,7 @@ impl PartitionLog {
         records: &mut [u8],
         ts: TimestampMode,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, ts, None, Crc::Check)
+        self.append_inner(records, ts, None, batch::validate_all)
     }
 
     /// As [`append`](Self::append), also stamping `partitionLeaderEpoch` on
@@ -336,7 +336,7 @@ impl PartitionLog {
         ts: TimestampMode,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, ts, Some(leader_epoch), Crc::Check)
+        self.append_inner(records, ts, Some(leader_epoch), batch::validate_all)
     }
 
     /// As [`Self::append_with_leader_epoch`], for batches whose CRCs the
@@ -352,7 +352,7 @@ impl PartitionLog {
         ts: TimestampMode,
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, ts, Some(leader_epoch), Crc::Checked)
+        self.append_inner(records, ts, Some(leader_epoch), batch::layout)
     }
 
     /// The advice, due once per 16 MiB written, that lets the kernel drop
@@ -413,12 +413,11 @@ impl PartitionLog {
         records: &mut [u8],
         ts: TimestampMode,
         leader_epoch: Option<i32>,
-        crc: Crc,
+        // `batch::validate_all`, or `batch::layout` when the caller checked
+        // the CRCs.
+        check: fn(&[u8]) -> Result<Batches, LogError>,
     ) -> Result<AppendInfo, LogError> {
-        let mut batches = match crc {
-            Crc::Check => batch::validate_all(records)?,
-            Crc::Checked => batch::layout(records)?,
-        };
+        let mut batches = check(records)?;
         let mut next = self.log_end_offset();
         for (at, header) in &mut batches {
             let raw = &mut records[*at..*at + header.size()];
@@ -960,13 +959,8 @@ impl PartitionLog {
     }
 }
 
-/// Whether an append checks its batches' CRCs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Crc {
-    Check,
-    /// The caller did (see [`PartitionLog::append_checked_with_leader_epoch`]).
-    Checked,
-}
+/// Batches found in an append's bytes: (position, header).
+type Batches = Vec<(usize, BatchHeader)>;
 
 /// The offset after `header`'s batch.
 fn next_offset(header: &BatchHeader) -> Result<i64, LogError> {

@@ -361,10 +361,6 @@ where
     Ok(reply.into_inner())
 }
 
-fn prost_codec<Req, Resp>() -> tonic_prost::ProstCodec<Req, Resp> {
-    tonic_prost::ProstCodec::default()
-}
-
 /// A peer's connection and what its coalescer and call stream share.
 #[derive(Clone)]
 pub(super) struct Link {
@@ -444,7 +440,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
             &link.channel,
             BATCH_PATH,
             req,
-            prost_codec::<_, BatchReply>(),
+            tonic_prost::ProstCodec::<_, BatchReply>::default(),
             deadline,
             link.max,
         )
@@ -492,7 +488,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
                 &link.channel,
                 CALL_PATH,
                 q.req,
-                prost_codec::<_, CallReply>(),
+                tonic_prost::ProstCodec::<_, CallReply>::default(),
                 deadline,
                 link.max,
             )

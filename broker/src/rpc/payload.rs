@@ -90,14 +90,6 @@ impl From<Vec<u8>> for Payload {
     }
 }
 
-impl From<Bytes> for Payload {
-    fn from(b: Bytes) -> Self {
-        let mut p = Payload::default();
-        p.push(b);
-        p
-    }
-}
-
 thread_local! {
     /// While [`encode_parts`] runs: the large marked fields serialized so
     /// far, for its flavor to recognise. While [`decode_shared`] runs: the
