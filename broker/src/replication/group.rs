@@ -125,8 +125,11 @@ impl PartitionGroup {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
+        self.leads(&self.raft.metrics().borrow())
+    }
+
+    /// [`Self::is_leader`] from metrics the caller already holds.
+    pub fn leads(&self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
         m.state.is_leader() && m.current_leader == Some(self.node_id)
     }
 

@@ -55,6 +55,10 @@ struct Hosted {
     partition: Arc<Partition>,
     topic_id: Uuid,
     last_term: u64,
+    /// This replica's `skiff_partition_raft_term` and `_commit_lag`, looked
+    /// up once: every tick sets them for every hosted group.
+    term_gauge: prometheus::IntGauge,
+    lag_gauge: prometheus::IntGauge,
 }
 
 pub struct ReplicaHost {
@@ -212,14 +216,19 @@ impl ReplicaHost {
                         r.set_group(Some(group.clone()));
                     }
                     info!(group = %gid, topic = %p.topic, partition = p.index, "started partition replica");
+                    let index = p.index.to_string();
+                    let labels = [p.topic.as_ref(), index.as_str()];
+                    let m = &broker.metrics;
                     hosted.insert(
                         gid,
                         Hosted {
                             group_id: gid,
                             group,
-                            partition: p,
                             topic_id,
                             last_term: 0,
+                            term_gauge: m.partition_raft_term.with_label_values(&labels),
+                            lag_gauge: m.partition_raft_commit_lag.with_label_values(&labels),
+                            partition: p,
                         },
                     );
                 }
@@ -487,7 +496,7 @@ impl ReplicaHost {
         let mut replicas_held = i64::try_from(hosted.len()).unwrap_or(i64::MAX);
         let state = self.meta.state();
         for h in hosted.values_mut() {
-            let (term, leader, lag) = {
+            let (term, leader, lag, leading) = {
                 let rm = h.group.raft().metrics();
                 let rm = rm.borrow();
                 let applied = rm.last_applied.map_or(0, |l| l.index);
@@ -496,6 +505,7 @@ impl ReplicaHost {
                     rm.current_term,
                     rm.current_leader,
                     last.saturating_sub(applied),
+                    h.group.leads(&rm),
                 )
             };
             if term > h.last_term {
@@ -504,18 +514,12 @@ impl ReplicaHost {
                 }
                 h.last_term = term;
             }
-            let index = h.partition.index.to_string();
-            let labels = [h.partition.topic.as_ref(), index.as_str()];
-            m.partition_raft_term
-                .with_label_values(&labels)
-                .set(i64::try_from(term).unwrap_or(i64::MAX));
-            m.partition_raft_commit_lag
-                .with_label_values(&labels)
-                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            h.term_gauge.set(i64::try_from(term).unwrap_or(i64::MAX));
+            h.lag_gauge.set(i64::try_from(lag).unwrap_or(i64::MAX));
             if leader.is_none() {
                 offline += 1;
             }
-            if !h.group.is_leader() {
+            if !leading {
                 continue;
             }
             led += 1;
