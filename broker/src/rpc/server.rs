@@ -299,6 +299,30 @@ pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::s
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
+/// Requests a peer may have open on one connection (HTTP/2 streams), and
+/// how many the server works on at once. One in-flight request per group
+/// and kind per peer is what Raft sends, and the client queues the rest;
+/// this stops a misbehaving peer from opening streams without end (tonic's
+/// default is no limit).
+pub(crate) const MAX_STREAMS: u32 = 256;
+
+/// The broker-to-broker server's HTTP/2 settings. The windows and frame
+/// size fit replication's large messages (a produce request's batch, up to
+/// 1 MB by default): with HTTP/2's 16 KiB frames and hyper's 1 MiB
+/// windows, a 1 MB AppendEntries crossed as 64 frames and waited for window
+/// updates on the way, and the three brokers spent 20-30 % more CPU on
+/// the same RF 3 produce (`docs/benchmarks.md`, session 18). The windows
+/// bound what a peer may send before the server reads it: 8 MiB per
+/// connection.
+pub(crate) fn transport() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(MAX_STREAMS as usize)
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_connection_window_size(8 << 20)
+        .initial_stream_window_size(4 << 20)
+        .max_frame_size(256 << 10)
+}
+
 /// Serves `registry` on `listener` until `shutdown` completes.
 ///
 /// # Errors
@@ -313,10 +337,7 @@ pub async fn serve(
         shutdown.await;
         closing.closing.send_replace(true);
     };
-    tonic::transport::Server::builder()
-        // One in-flight request per group and kind per peer is what Raft
-        // sends; this only stops a misbehaving peer from flooding us.
-        .concurrency_limit_per_connection(256)
+    transport()
         .add_service(RaftService::new(registry))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await

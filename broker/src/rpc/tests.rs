@@ -53,6 +53,28 @@ async fn start(cluster: &str) -> (Arc<Registry>, String, tokio::sync::oneshot::S
 }
 
 #[tokio::test]
+async fn a_peer_connection_carries_a_bounded_number_of_streams() {
+    let (_registry, addr, _stop) = start("c1").await;
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (send, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    // The server's SETTINGS come before its answer to a first request.
+    let mut send = send.ready().await.unwrap();
+    let req = tonic::codegen::http::Request::post(format!("http://{addr}/skiff.rpc.Raft/None"))
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let (answer, _) = send.send_request(req, true).unwrap();
+    tokio::select! {
+        a = answer => { a.unwrap(); }
+        c = &mut conn => panic!("connection ended first: {c:?}"),
+    }
+    assert_eq!(
+        conn.max_concurrent_send_streams(),
+        super::server::MAX_STREAMS as usize
+    );
+}
+
+#[tokio::test]
 async fn routes_by_group_and_refuses_strangers() {
     let (registry, addr, _stop) = start("c1").await;
     let part = GroupId::Partition {
@@ -375,7 +397,7 @@ impl WithoutCall {
             served: Arc::default(),
         };
         tokio::spawn(
-            tonic::transport::Server::builder()
+            super::server::transport()
                 .add_service(service.clone())
                 .serve_with_incoming(super::server::incoming(listener)),
         );
