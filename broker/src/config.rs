@@ -182,6 +182,13 @@ pub struct BrokerConfig {
     )]
     pub socket_request_max_bytes: u32,
 
+    /// A client connection with no request in progress and nothing read or
+    /// written for this long is closed (Kafka's `connections.max.idle.ms`);
+    /// clients connect again when they next need to. 0 keeps idle
+    /// connections open.
+    #[arg(long, env = "SKIFF_CONNECTIONS_MAX_IDLE_MS", default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+
     /// Largest record batch a topic accepts (topic config `max.message.bytes`).
     #[arg(long, env = "SKIFF_MESSAGE_MAX_BYTES", default_value_t = 1_048_588)]
     pub message_max_bytes: i64,

@@ -190,6 +190,12 @@ pub fn broker_entries(broker: &Broker) -> Vec<Entry> {
             "Largest request accepted.",
         ),
         (
+            "connections.max.idle.ms",
+            c.connections_max_idle_ms.to_string(),
+            ConfigType::Long,
+            "Idle client connections are closed after this long (0: never).",
+        ),
+        (
             "log.retention.check.interval.ms",
             c.log_retention_check_interval_ms.to_string(),
             ConfigType::Long,

@@ -9,7 +9,8 @@
 //! other request waits until those are answered and runs alone, as Kafka
 //! runs every request. Responses go out in request order. Only an
 //! undecodable frame closes the connection, or, on SASL listeners, a
-//! request before authentication or a failed one.
+//! request before authentication or a failed one, or, with no request in
+//! progress, `connections.max.idle.ms` without a byte read or written.
 //!
 //! The byte stream is a plain TCP socket or a TLS stream (the handshake
 //! happens in [`crate::server`]); [`serve_tcp`] and [`serve_tls`] split it
@@ -19,6 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Buf;
@@ -52,6 +54,32 @@ pub struct ListenerInfo {
 /// [`PIPELINE_BYTES`] and one more request).
 const READ_AHEAD: usize = 4;
 
+/// When a connection last read or wrote a byte (`connections.max.idle.ms`),
+/// shared by its reader task and its serving loop.
+struct Activity {
+    since: tokio::time::Instant,
+    /// Milliseconds after `since`.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// Why a frame could not be read.
 enum FrameError {
     Closed,
@@ -66,14 +94,16 @@ struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     max: u32,
+    activity: Arc<Activity>,
 }
 
 impl<R: AsyncReadExt + Unpin> FrameReader<R> {
-    fn new(inner: R, max: u32) -> Self {
+    fn new(inner: R, max: u32, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             buf: BytesMut::with_capacity(64 * 1024),
             max,
+            activity,
         }
     }
 
@@ -85,7 +115,7 @@ impl<R: AsyncReadExt + Unpin> FrameReader<R> {
         while self.buf.len() < n {
             match self.inner.read_buf(&mut self.buf).await {
                 Ok(0) => return Err(FrameError::Closed),
-                Ok(_) => {}
+                Ok(_) => self.activity.touch(),
                 Err(e) => return Err(FrameError::Io(e)),
             }
         }
@@ -153,10 +183,14 @@ async fn serve<R, W>(
     metrics.connections_total.inc();
     let max = broker.config.socket_request_max_bytes;
     let (tx, mut rx) = mpsc::channel::<Bytes>(READ_AHEAD);
+    let idle =
+        Some(Duration::from_millis(broker.config.connections_max_idle_ms)).filter(|d| !d.is_zero());
+    let activity = Arc::new(Activity::new());
 
     let reader_broker = broker.clone();
+    let reader_activity = activity.clone();
     let reader = tokio::spawn(async move {
-        let mut r = FrameReader::new(read_half, max);
+        let mut r = FrameReader::new(read_half, max, reader_activity);
         loop {
             match r.next().await {
                 Ok(frame) => {
@@ -198,6 +232,11 @@ async fn serve<R, W>(
             && inflight_bytes < PIPELINE_BYTES
             && muted_until.is_none()
             && session.lock().mute_for.is_zero();
+        // Only a connection waiting for its client's next request can be
+        // idle: a request being handled, in flight or throttled is not.
+        let idle_at = idle
+            .filter(|_| reading && inflight.is_empty())
+            .map(|d| activity.last() + d);
         let answered = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -249,6 +288,15 @@ async fn serve<R, W>(
                 }
                 answer(dispatch(&broker, &listener, &session, peer, frame, None).await)
             }
+            () = sleep_until_some(idle_at), if idle_at.is_some() => {
+                // The reader may have read since the deadline was set.
+                if idle.is_some_and(|d| activity.last() + d <= tokio::time::Instant::now()) {
+                    broker.metrics.connections_idle_closed.inc();
+                    debug!(%peer, idle_ms = broker.config.connections_max_idle_ms, "closing idle connection (connections.max.idle.ms)");
+                    break;
+                }
+                continue;
+            }
         };
         if !write_answer(
             &broker,
@@ -262,6 +310,7 @@ async fn serve<R, W>(
         {
             break;
         }
+        activity.touch();
         // KIP-219: the response (with its throttle_time_ms) is out; the next
         // request waits. The reader stops too once its small read-ahead
         // queue is full, so the client sees back-pressure.

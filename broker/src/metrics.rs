@@ -17,6 +17,7 @@ pub struct Metrics {
     pub request_latency: HistogramVec,
     pub connections_active: IntGauge,
     pub connections_total: IntCounter,
+    pub connections_idle_closed: IntCounter,
     pub malformed_frames: IntCounter,
     pub log_size: IntGaugeVec,
     pub log_start_offset: IntGaugeVec,
@@ -170,6 +171,11 @@ impl Metrics {
                 &r,
                 "skiff_connections_total",
                 "Client connections accepted",
+            ),
+            connections_idle_closed: counter(
+                &r,
+                "skiff_connections_idle_closed_total",
+                "Client connections closed after connections.max.idle.ms without activity",
             ),
             malformed_frames: counter(
                 &r,
