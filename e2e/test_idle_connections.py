@@ -4,7 +4,7 @@ and no byte read or written for that long is closed, as Kafka closes it.
 Proves: a silent connection and one that stopped halfway through a request
 are closed after the idle time and counted in
 skiff_connections_idle_closed_total; a connection that keeps sending
-requests is not; a real client (librdkafka) whose connection was closed
+requests is not, nor one whose request (a long-polling Fetch) outlasts it; a real client (librdkafka) whose connection was closed
 while idle connects again and loses nothing; DescribeConfigs shows the
 setting.
 """
@@ -25,6 +25,32 @@ T = 30
 def api_versions_v0(corr):
     payload = struct.pack(">hhi", 18, 0, corr) + struct.pack(">h", 4) + b"idle"
     return struct.pack(">i", len(payload)) + payload
+
+
+def string(v: str) -> bytes:
+    b = v.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def fetch_v4(corr, topic, max_wait_ms):
+    """A Fetch of partition 0 from offset 0 that waits up to `max_wait_ms`
+    for a byte."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, 1 << 20, 0)
+    body += struct.pack(">i", 1) + string(topic)
+    body += struct.pack(">i", 1) + struct.pack(">iqi", 0, 0, 1 << 20)
+    payload = struct.pack(">hhi", 1, 4, corr) + string("idle") + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def answer_to(s, corr, timeout):
+    """The body of the next response on `s`, which must answer `corr`."""
+    s.settimeout(timeout)
+    head = s.recv(4, socket.MSG_WAITALL)
+    assert len(head) == 4, "the connection was closed"
+    (n,) = struct.unpack(">i", head)
+    body = s.recv(n, socket.MSG_WAITALL)
+    assert struct.unpack(">i", body[:4])[0] == corr
+    return body
 
 
 def closed_after(s, limit):
@@ -63,12 +89,7 @@ def test_idle_connections_are_closed_busy_ones_are_not(broker_factory):
     while time.monotonic() < deadline:
         corr += 1
         busy.sendall(api_versions_v0(corr))
-        busy.settimeout(5)
-        head = busy.recv(4, socket.MSG_WAITALL)
-        assert len(head) == 4, "the busy connection was closed"
-        (n,) = struct.unpack(">i", head)
-        body = busy.recv(n, socket.MSG_WAITALL)
-        assert struct.unpack(">i", body[:4])[0] == corr
+        answer_to(busy, corr, 5)
         time.sleep(0.4)
 
     # By now the other two have been idle for longer than IDLE_MS.
@@ -82,6 +103,23 @@ def test_idle_connections_are_closed_busy_ones_are_not(broker_factory):
     took = closed_after(late, 10)
     assert IDLE_MS / 1000 * 0.8 <= took <= IDLE_MS / 1000 + 3, took
     assert idle_closed(b) - before == 3
+
+
+def test_a_request_in_progress_is_not_idle(broker_factory):
+    """A consumer's long poll outlasting the idle time is answered, and its
+    connection stays open."""
+    b = broker_factory(args=["--connections-max-idle-ms", str(IDLE_MS)])
+    topic = f"idle-{uuid.uuid4().hex[:8]}"
+    skiff.create_topic(skiff.admin_client(b), topic, 1)
+    s = socket.create_connection(("127.0.0.1", b.port))
+    wait_ms = 3 * IDLE_MS
+    t0 = time.monotonic()
+    s.sendall(fetch_v4(1, topic, wait_ms))
+    answer_to(s, 1, wait_ms / 1000 + 10)
+    assert time.monotonic() - t0 >= wait_ms / 1000 * 0.9, "the fetch did not wait"
+    s.sendall(api_versions_v0(2))
+    answer_to(s, 2, 5)
+    s.close()
 
 
 def test_a_client_whose_idle_connection_was_closed_connects_again(broker_factory):
@@ -98,11 +136,14 @@ def test_a_client_whose_idle_connection_was_closed_connects_again(broker_factory
 
     p.produce(topic, b"before", on_delivery=on_delivery)
     assert p.flush(T) == 0
-    # The producer's connections sit idle past IDLE_MS and are closed.
+    # Every connection open now (the producer's among them) sits idle past
+    # IDLE_MS and is closed.
+    open_now = b.metrics().total("skiff_connections_active")
+    assert open_now >= 1
     deadline = time.monotonic() + 15
-    while idle_closed(b) == before and time.monotonic() < deadline:
+    while idle_closed(b) - before < open_now and time.monotonic() < deadline:
         p.poll(0.2)
-    assert idle_closed(b) > before, "no idle connection was closed"
+    assert idle_closed(b) - before >= open_now, (idle_closed(b) - before, open_now)
     p.produce(topic, b"after", on_delivery=on_delivery)
     assert p.flush(T) == 0
     assert errors == [] and delivered == [0, 1], (errors, delivered)

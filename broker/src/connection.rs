@@ -236,7 +236,7 @@ async fn serve<R, W>(
         // idle: a request being handled, in flight or throttled is not.
         let idle_at = idle
             .filter(|_| reading && inflight.is_empty())
-            .map(|d| activity.last() + d);
+            .and_then(|d| activity.last().checked_add(d));
         let answered = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -246,6 +246,9 @@ async fn serve<R, W>(
             }
             () = sleep_until_some(muted_until), if muted_until.is_some() => {
                 muted_until = None;
+                // A throttled client waits its throttle out before it sends
+                // again (KIP-219): idleness counts from now.
+                activity.touch();
                 continue;
             }
             f = rx.recv(), if reading => {
@@ -282,7 +285,7 @@ async fn serve<R, W>(
                 if let Some(until) = muted_until.take() {
                     // KIP-219: a throttle from those answers holds this one too.
                     tokio::select! {
-                        () = tokio::time::sleep_until(until) => {}
+                        () = tokio::time::sleep_until(until) => activity.touch(),
                         _ = shutdown.changed() => break,
                     }
                 }
@@ -290,7 +293,8 @@ async fn serve<R, W>(
             }
             () = sleep_until_some(idle_at), if idle_at.is_some() => {
                 // The reader may have read since the deadline was set.
-                if idle.is_some_and(|d| activity.last() + d <= tokio::time::Instant::now()) {
+                let due = idle.and_then(|d| activity.last().checked_add(d));
+                if due.is_some_and(|at| at <= tokio::time::Instant::now()) {
                     broker.metrics.connections_idle_closed.inc();
                     debug!(%peer, idle_ms = broker.config.connections_max_idle_ms, "closing idle connection (connections.max.idle.ms)");
                     break;

@@ -303,7 +303,8 @@ pub(crate) fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::s
 /// how many the server works on at once. One in-flight request per group
 /// and kind per peer is what Raft sends, and the client queues the rest;
 /// this stops a misbehaving peer from opening streams without end (tonic's
-/// default is no limit).
+/// default is no limit). A client held at a server's stream limit could
+/// hang before h2 0.4.13 (h2#860), hence the workspace's floor.
 pub(crate) const MAX_STREAMS: u32 = 256;
 
 /// The broker-to-broker server's HTTP/2 settings. The windows and frame
