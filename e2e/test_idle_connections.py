@@ -18,18 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 import skiff
 
+from test_malformed import api_versions_v0, frame, header_v1, recv_frame, string
+
 IDLE_MS = 1500
 T = 30
-
-
-def api_versions_v0(corr):
-    payload = struct.pack(">hhi", 18, 0, corr) + struct.pack(">h", 4) + b"idle"
-    return struct.pack(">i", len(payload)) + payload
-
-
-def string(v: str) -> bytes:
-    b = v.encode()
-    return struct.pack(">h", len(b)) + b
 
 
 def fetch_v4(corr, topic, max_wait_ms):
@@ -38,17 +30,13 @@ def fetch_v4(corr, topic, max_wait_ms):
     body = struct.pack(">iiiib", -1, max_wait_ms, 1, 1 << 20, 0)
     body += struct.pack(">i", 1) + string(topic)
     body += struct.pack(">i", 1) + struct.pack(">iqi", 0, 0, 1 << 20)
-    payload = struct.pack(">hhi", 1, 4, corr) + string("idle") + body
-    return struct.pack(">i", len(payload)) + payload
+    return frame(header_v1(1, 4, corr) + body)
 
 
 def answer_to(s, corr, timeout):
     """The body of the next response on `s`, which must answer `corr`."""
-    s.settimeout(timeout)
-    head = s.recv(4, socket.MSG_WAITALL)
-    assert len(head) == 4, "the connection was closed"
-    (n,) = struct.unpack(">i", head)
-    body = s.recv(n, socket.MSG_WAITALL)
+    body = recv_frame(s, timeout)
+    assert body is not None, "the connection was closed"
     assert struct.unpack(">i", body[:4])[0] == corr
     return body
 
