@@ -743,7 +743,7 @@ class Cluster:
         self.cluster_id = f"e2e-{os.getpid()}-{free_port()}"
         self.brokers: list[Broker] = []
         for i in range(n):
-            b = Broker(self.workdir, env={"RUST_LOG": "info,openraft=warn", **(env or {})}, node_id=i + 1, name=f"node{i + 1}", args=[
+            b = Broker(self.workdir, env={"RUST_LOG": os.environ.get("SKIFF_E2E_CLUSTER_LOG", "info,openraft=warn"), **(env or {})}, node_id=i + 1, name=f"node{i + 1}", args=[
                 "--controller-quorum-voters", self.voters,
                 "--rpc-listener", f"127.0.0.1:{self.rpc_ports[i]}",
                 "--cluster-id", self.cluster_id,

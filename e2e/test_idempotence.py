@@ -2,9 +2,11 @@
 producer state surviving a crash.
 
 Proves: a retried batch (same producer id, epoch and sequence range) is
-answered with the offsets of the stored copy and not stored again; a gap in
-sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER, and so is a batch that
-follows one the broker refused unwritten, until that one is resent; a transactional
+answered with the offsets of the stored copy and not stored again; a batch
+ahead of the next sequence (a gap) is refused with the retriable
+NOT_LEADER_OR_FOLLOWER, and so is a batch that follows one the broker
+refused unwritten, until that one is resent, while a batch behind it is
+OUT_OF_ORDER_SEQUENCE_NUMBER; a transactional
 InitProducerId is refused with COORDINATOR_NOT_AVAILABLE; librdkafka's
 idempotent producer, with the broker SIGKILLed and restarted in the middle
 of its run, ends with every partition holding its sequence exactly once, in
@@ -121,8 +123,14 @@ def test_a_retried_batch_gets_the_original_offset_and_a_gap_is_refused(broker_fa
         assert c.produce(topic_name, 0, batch(pid, 0, 3, 2, b"a")) == (0, 3)
         # The retry of the first batch: success with its original offset.
         assert c.produce(topic_name, 0, first) == (0, 0)
-        # A gap: sequence 6 after 4.
+        # A gap: sequence 6 after 4. Retriable: the client resends in
+        # order, so it never renumbers (librdkafka bumps its epoch on
+        # OUT_OF_ORDER_SEQUENCE_NUMBER, which can store twice a batch of
+        # another partition whose acknowledgement it missed).
         err, _ = c.produce(topic_name, 0, batch(pid, 0, 6, 1, b"a"))
+        assert err == 6, f"expected NOT_LEADER_OR_FOLLOWER for a gap, got {err}"
+        # Behind the next sequence and not a stored batch: no resend fixes it.
+        err, _ = c.produce(topic_name, 0, batch(pid, 0, 1, 1, b"a"))
         assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER, got {err}"
         # Transactions are not supported.
         err, tpid, _ = c.init_producer_id("txn-1")
@@ -132,6 +140,7 @@ def test_a_retried_batch_gets_the_original_offset_and_a_gap_is_refused(broker_fa
 
     m = b.metrics()
     assert m.total("skiff_produce_duplicates_total") == 1
+    assert m.total("skiff_produce_sequence_gaps_total") == 1
     assert m.total("skiff_produce_out_of_order_total") == 1
     assert m.total("skiff_producer_ids") == 1
 
@@ -169,7 +178,7 @@ def test_a_batch_past_one_refused_unwritten_waits_for_its_resend(broker_factory,
     later: the next one must not be written past the gap. A partition
     accepts a producer it does not know at any sequence, and librdkafka,
     seeing the later batch acknowledged, would count the refused one as
-    persisted. OUT_OF_ORDER_SEQUENCE_NUMBER makes it resend from the gap."""
+    persisted. A retriable refusal makes it resend in order."""
     b = broker_factory()
     c = Conn(b)
     try:
@@ -179,7 +188,7 @@ def test_a_batch_past_one_refused_unwritten_waits_for_its_resend(broker_factory,
         assert err == 3, f"expected UNKNOWN_TOPIC_OR_PARTITION, got {err}"
         skiff.create_topic(skiff.admin_client(b), topic_name, 1)
         err, _ = c.produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"))
-        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER past the refused batch, got {err}"
+        assert err == 6, f"expected NOT_LEADER_OR_FOLLOWER past the refused batch, got {err}"
         # Another producer's batches are not held back.
         err, other, _ = c.init_producer_id()
         assert err == 0
@@ -192,7 +201,8 @@ def test_a_batch_past_one_refused_unwritten_waits_for_its_resend(broker_factory,
     msgs, _, high = skiff.read_partition_to_end(b.bootstrap, topic_name, 0)
     assert high == 4
     assert [m.value() for m in msgs] == [b"b-7", b"a-0", b"a-1", b"a-2"]
-    assert b.metrics().total("skiff_produce_out_of_order_total") == 1
+    assert b.metrics().total("skiff_produce_sequence_gaps_total") == 1
+    assert b.metrics().total("skiff_produce_out_of_order_total") == 0
 
 
 def test_a_batch_past_one_refused_unwritten_waits_on_a_replicated_partition_too(
@@ -219,7 +229,7 @@ def test_a_batch_past_one_refused_unwritten_waits_on_a_replicated_partition_too(
         err, _ = conn.produced(a)
         assert err == 19, f"expected NOT_ENOUGH_REPLICAS, got {err}"
         err, _ = conn.produced(b)
-        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER past the refused batch, got {err}"
+        assert err == 6, f"expected NOT_LEADER_OR_FOLLOWER past the refused batch, got {err}"
         err, first = conn.produce(starved, 0, batch(pid, 0, 0, 2, b"a"), acks=1)
         assert err == 0
         assert conn.produce(starved, 0, batch(pid, 0, 2, 1, b"a"), acks=1) == (0, first + 2)
@@ -242,18 +252,19 @@ def test_a_batch_past_one_refused_unwritten_waits_on_a_replicated_partition_too(
                 "NOT_LEADER_OR_FOLLOWER off the leader"
         c.stop(leader)
 
-        def next_batch_answered():
+        def refused_as_a_gap():
             # Until a follower leads, and has the replicas in sync that a
             # leader elected a moment ago waits for (each refusal until
-            # then is remembered as well).
+            # then is remembered as well), and refuses the batch for the
+            # gap (the same code as off the leader: the metric tells).
             for n in followers:
                 err, _ = conns[n].produce(topic_name, 0, batch(pid, 0, 2, 1, b"a"))
-                if err not in (6, 19):
-                    return n, err
+                assert err in (6, 19), f"broker {n} answered {err} past the refused batch"
+                if c[n].metrics().total("skiff_produce_sequence_gaps_total") >= 1:
+                    return n
             return None
-        now, err = skiff.wait_until(next_batch_answered, 30, interval=0.2,
-                                    what="a follower to lead")
-        assert err == 45, f"expected OUT_OF_ORDER_SEQUENCE_NUMBER from the new leader, got {err}"
+        now = skiff.wait_until(refused_as_a_gap, 30, interval=0.2,
+                               what="a follower to lead and refuse the gap")
         err, first = conns[now].produce(topic_name, 0, batch(pid, 0, 0, 2, b"a"))
         assert err == 0
         assert conns[now].produce(topic_name, 0, batch(pid, 0, 2, 1, b"a")) == (0, first + 2)

@@ -21,6 +21,7 @@ Proves, with real processes and confluent-kafka:
 """
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -77,18 +78,44 @@ def wait_in_sync(c: skiff.Cluster, topic: str, partitions: int, timeout: float =
     return skiff.wait_until(ok, timeout, interval=0.2, what=f"{topic}: every replica in sync")
 
 
+class _EpochBumps(logging.Handler):
+    """Keeps librdkafka's idempotence log lines that tell of an epoch bump."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        line = record.getMessage()
+        if "epoch bump" in line or "bumped epoch" in line:
+            self.lines.append(line)
+
+
 class Workload:
     """An idempotent acks=all producer sending throughout, recording every
     acknowledgement (partition, offset, sequence number) from its delivery
-    callbacks, on its own thread."""
+    callbacks, on its own thread.
+
+    It also records librdkafka's epoch bumps (its "eos" debug log). A bump
+    renumbers every unacknowledged message of every partition, so a batch
+    stored but not yet acknowledged (its request timed out in a failover)
+    is stored again: the broker must never answer what makes librdkafka
+    bump (a sequence gap as OUT_OF_ORDER_SEQUENCE_NUMBER, UNKNOWN_PRODUCER_ID,
+    a permanent error), and `check` asserts it did not."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int):
         self.topic = topic
         self.partitions = partitions
+        self.bumps = _EpochBumps()
+        log = logging.getLogger(f"rdkafka.workload.{topic}")
+        log.propagate = False
+        log.setLevel(logging.DEBUG)
+        log.addHandler(self.bumps)
         self.producer = Producer({
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": 5, "message.timeout.ms": 180000, "retry.backoff.ms": 50,
             "retry.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 2000,
+            "debug": "eos", "logger": log,
         })
         self.lock = threading.Lock()
         self.acked = defaultdict(list)     # partition -> [(offset, seq)]
@@ -155,6 +182,7 @@ class Workload:
         that none is stored twice and each partition is in order; returns
         how many acknowledgements were checked."""
         assert not self.failed, f"{len(self.failed)} deliveries failed: {self.failed[:3]}"
+        assert not self.bumps.lines, f"librdkafka bumped its epoch: {self.bumps.lines[:3]}"
         checked = 0
         for p in range(self.partitions):
             seqs = [seq for _, seq in got.get(p, [])]

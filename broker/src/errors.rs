@@ -83,6 +83,11 @@ pub enum BrokerError {
     },
     #[error("{0}")]
     OutOfOrderSequence(String),
+    /// An idempotent batch ahead of its producer's next sequence here: an
+    /// earlier one has not arrived (see `producer_state`). Retriable, as
+    /// NOT_LEADER_OR_FOLLOWER, so that the client resends in order.
+    #[error("{0}")]
+    SequenceGap(String),
     #[error("{0}")]
     InvalidTxnState(String),
     #[error("{0}")]
@@ -142,6 +147,7 @@ impl BrokerError {
             CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
             InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+            SequenceGap(_) => ResponseError::NotLeaderOrFollower,
             InvalidTxnState(_) => ResponseError::InvalidTxnState,
             ProducerFenced(_) => ResponseError::ProducerFenced,
             NotEnoughReplicas(_) => ResponseError::NotEnoughReplicas,
@@ -198,6 +204,7 @@ impl BrokerError {
             CoordinatorLoadInProgress => "coordinator_load_in_progress",
             InvalidProducerEpoch { .. } => "invalid_producer_epoch",
             OutOfOrderSequence(_) => "out_of_order_sequence_number",
+            SequenceGap(_) => "sequence_gap",
             InvalidTxnState(_) => "invalid_txn_state",
             ProducerFenced(_) => "producer_fenced",
             NotEnoughReplicas(_) => "not_enough_replicas",

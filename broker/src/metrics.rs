@@ -33,6 +33,7 @@ pub struct Metrics {
     pub produce_duplicates: IntCounter,
     pub produce_pipelined: IntCounter,
     pub produce_out_of_order: IntCounter,
+    pub produce_sequence_gaps: IntCounter,
     pub producer_ids_expired: IntCounter,
     pub auth_failures: IntCounterVec,
     pub auth_successes: IntCounterVec,
@@ -249,6 +250,11 @@ impl Metrics {
                 &r,
                 "skiff_produce_out_of_order_total",
                 "Producer batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ),
+            produce_sequence_gaps: counter(
+                &r,
+                "skiff_produce_sequence_gaps_total",
+                "Idempotent batches refused (retriable) because an earlier batch of their producer had not arrived",
             ),
             producer_ids_expired: counter(
                 &r,

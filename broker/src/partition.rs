@@ -248,7 +248,7 @@ impl Partition {
     ///
     /// # Errors
     /// The producer checks' errors (`InvalidProducerEpoch`,
-    /// `OutOfOrderSequence`, ...), invalid batches, I/O.
+    /// `SequenceGap`, `OutOfOrderSequence`), invalid batches, I/O.
     pub fn append(&self, records: &mut [u8], ts: TimestampMode) -> Result<Appended> {
         let producer = producer_state::producer_batch(records)?;
         let mut g = self.local()?.write();
@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(p.high_watermark(), 5);
         assert!(matches!(
             send(&p, 5, 0, 9, 1),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(BrokerError::SequenceGap(_))
         ));
         assert_eq!(p.high_watermark(), 5, "a refused batch is not stored");
     }
@@ -586,7 +586,7 @@ mod tests {
             let &&(_, seq, records, _) = mine.last().expect("sent some");
             assert!(matches!(
                 send(p, pid, 0, seq + records + 1, 1),
-                Err(BrokerError::OutOfOrderSequence(_))
+                Err(BrokerError::SequenceGap(_))
             ));
         }
     }

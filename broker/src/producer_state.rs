@@ -11,8 +11,18 @@
 //! 1. the same epoch and sequence range as a retained batch: a *duplicate*,
 //!    answered with the original offsets and not appended;
 //! 2. an epoch older than the known one: `INVALID_PRODUCER_EPOCH`;
-//! 3. a newer epoch must start at sequence 0; the current epoch must continue
-//!    at last sequence + 1 (after `i32::MAX` comes 0): otherwise
+//! 3. the current epoch must continue at last sequence + 1 (after `i32::MAX`
+//!    comes 0) and a newer epoch must start at 0. A batch *ahead* of that is
+//!    a gap: an earlier batch of its producer has not reached this leader
+//!    (it went to the previous leader, or was refused unwritten, while this
+//!    one was in flight), and is answered `NOT_LEADER_OR_FOLLOWER`, which
+//!    every client retries in order, the missing batch first. Not Kafka's
+//!    `OUT_OF_ORDER_SEQUENCE_NUMBER`: librdkafka answers that by bumping its
+//!    epoch for *every* partition and renumbering all unacknowledged
+//!    messages, including a batch another partition stored but did not
+//!    acknowledge yet (its request timed out in a failover), which is then
+//!    stored twice. A batch *behind* the expected sequence that is not one
+//!    of the retained batches cannot be fixed by resending and stays
 //!    `OUT_OF_ORDER_SEQUENCE_NUMBER`;
 //! 4. an unknown producer id is accepted at any sequence. Kafka does the
 //!    same since KIP-360 (2.5): its state may have been removed by
@@ -92,7 +102,20 @@ pub fn last_sequence(base_seq: i32, last_offset_delta: i32) -> i32 {
 }
 
 fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
-    i64::from(next_seq) == i64::from(last_seq) + 1 || (next_seq == 0 && last_seq == i32::MAX)
+    next_seq == next_sequence(last_seq)
+}
+
+/// The sequence after `seq` (after `i32::MAX` comes 0).
+fn next_sequence(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// Whether `seq` lies ahead of `expected` in the wrapping sequence space
+/// (within half of it), not behind.
+fn is_ahead(expected: i32, seq: i32) -> bool {
+    const SPACE: i64 = i32::MAX as i64 + 1;
+    let d = (i64::from(seq) - i64::from(expected)).rem_euclid(SPACE);
+    d > 0 && d < SPACE / 2
 }
 
 /// Producer state of one partition.
@@ -123,8 +146,9 @@ impl ProducerStateTable {
     /// producer's state. Changes nothing.
     ///
     /// # Errors
-    /// `InvalidProducerEpoch` for a fenced epoch, `OutOfOrderSequence` for a
-    /// gap or a new epoch not starting at 0.
+    /// `InvalidProducerEpoch` for a fenced epoch, `SequenceGap` for a batch
+    /// ahead of the expected sequence (a new epoch not starting at 0 too),
+    /// `OutOfOrderSequence` for one behind it that is not a retained batch.
     pub fn check(&self, h: &BatchHeader) -> Result<Verdict> {
         let first_seq = h.base_sequence;
         let last_seq = last_sequence(first_seq, h.last_offset_delta);
@@ -148,8 +172,8 @@ impl ProducerStateTable {
         }
         if h.producer_epoch > entry.epoch {
             if first_seq != 0 {
-                return Err(BrokerError::OutOfOrderSequence(format!(
-                    "producer {} starts epoch {} at sequence {first_seq}; a new epoch starts at 0",
+                return Err(BrokerError::SequenceGap(format!(
+                    "producer {} starts epoch {} at sequence {first_seq}: its batch at sequence 0 has not reached this leader; resend in order",
                     h.producer_id, h.producer_epoch
                 )));
             }
@@ -157,12 +181,18 @@ impl ProducerStateTable {
         }
         match entry.last_seq() {
             Some(last) if !in_sequence(last, first_seq) => {
-                Err(BrokerError::OutOfOrderSequence(format!(
-                    "producer {} epoch {}: expected sequence {}, got {first_seq}",
-                    h.producer_id,
-                    h.producer_epoch,
-                    if last == i32::MAX { 0 } else { last + 1 }
-                )))
+                let expected = next_sequence(last);
+                let e = format!(
+                    "producer {} epoch {}: expected sequence {expected}, got {first_seq}",
+                    h.producer_id, h.producer_epoch,
+                );
+                if is_ahead(expected, first_seq) {
+                    Err(BrokerError::SequenceGap(format!(
+                        "{e}: an earlier batch has not reached this leader; resend in order"
+                    )))
+                } else {
+                    Err(BrokerError::OutOfOrderSequence(e))
+                }
             }
             _ => Ok(Verdict::Append),
         }
@@ -460,6 +490,10 @@ mod tests {
         matches!(r, Err(BrokerError::OutOfOrderSequence(_)))
     }
 
+    fn gap(r: Result<Verdict>) -> bool {
+        matches!(r, Err(BrokerError::SequenceGap(_)))
+    }
+
     #[test]
     fn an_unknown_producer_is_accepted_at_any_sequence() {
         let t = ProducerStateTable::default();
@@ -489,12 +523,22 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_out_of_order() {
+    fn a_batch_ahead_is_a_gap_and_one_behind_is_out_of_order() {
         let mut t = ProducerStateTable::default();
         t.record(&stored(header(7, 0, 0, 3), 0), 1);
-        assert!(out_of_order(t.check(&header(7, 0, 4, 1))));
+        assert!(gap(t.check(&header(7, 0, 4, 1))));
         assert!(out_of_order(t.check(&header(7, 0, 1, 1))));
         assert_eq!(t.check(&header(7, 0, 3, 1)).ok(), Some(Verdict::Append));
+        // Across the wrap from i32::MAX to 0, ahead and behind keep their
+        // meaning.
+        let mut t = ProducerStateTable::default();
+        t.record(&stored(header(7, 0, i32::MAX - 2, 2), 0), 1);
+        assert!(gap(t.check(&header(7, 0, 3, 1))));
+        assert!(out_of_order(t.check(&header(7, 0, i32::MAX - 5, 1))));
+        assert_eq!(
+            t.check(&header(7, 0, i32::MAX, 1)).ok(),
+            Some(Verdict::Append)
+        );
     }
 
     #[test]
@@ -523,7 +567,8 @@ mod tests {
             t.check(&header(7, 2, 5, 1)),
             Err(BrokerError::InvalidProducerEpoch { current: 3, .. })
         ));
-        assert!(out_of_order(t.check(&header(7, 4, 5, 1))));
+        // A newer epoch whose batch at sequence 0 has not come yet.
+        assert!(gap(t.check(&header(7, 4, 5, 1))));
         assert_eq!(t.check(&header(7, 4, 0, 1)).ok(), Some(Verdict::Append));
         t.record(&stored(header(7, 4, 0, 1), 5), 2);
         let e = t.get(7).expect("known");

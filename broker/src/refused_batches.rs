@@ -9,9 +9,9 @@
 //! is accepted, as in Kafka for a producer whose state expired, and
 //! librdkafka, seeing a later batch acknowledged, counts the refused one as
 //! persisted ("implicit ack"): an acknowledged message that is not in the
-//! log. So the later batch gets OUT_OF_ORDER_SEQUENCE_NUMBER, which
-//! librdkafka answers by bumping its epoch and resending from the refused
-//! batch at sequence 0 ("skipped sequence numbers").
+//! log. So the later batch is refused as a sequence gap
+//! (NOT_LEADER_OR_FOLLOWER, see [`crate::producer_state`]): the client
+//! resends in order, the refused batch first.
 //!
 //! A refusal can come from anywhere before the write: a topic this broker
 //! does not list yet, a replica that does not lead yet or has no group yet,
@@ -144,7 +144,7 @@ impl RefusedBatches {
     /// any gap.
     ///
     /// # Errors
-    /// `OutOfOrderSequence`.
+    /// `SequenceGap`.
     pub fn check(
         &self,
         topic: &str,
@@ -174,8 +174,8 @@ impl RefusedBatches {
             return Ok(());
         }
         if h.producer_epoch == r.epoch {
-            return Err(BrokerError::OutOfOrderSequence(format!(
-                "producer {} epoch {}: a batch at sequence {} follows the one at {}, which was refused and not written",
+            return Err(BrokerError::SequenceGap(format!(
+                "producer {} epoch {}: a batch at sequence {} follows the one at {}, which was refused and not written; resend in order",
                 h.producer_id, r.epoch, h.base_sequence, r.seq
             )));
         }
@@ -219,7 +219,7 @@ mod tests {
         r.remember("t", 0, &header(7, 0, 0, 2), t0);
         assert!(matches!(
             check(0, header(7, 0, 2, 3), false),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(BrokerError::SequenceGap(_))
         ));
         // Another producer, partition or topic is not concerned.
         assert!(check(0, header(8, 0, 5, 1), false).is_ok());
@@ -261,7 +261,7 @@ mod tests {
         assert!(r.check("t", 0, &header(7, 2, 9, 1), t0, || false).is_ok());
         assert!(matches!(
             r.check("t", 0, &header(7, 3, 5, 1), t0, || false),
-            Err(BrokerError::OutOfOrderSequence(_))
+            Err(BrokerError::SequenceGap(_))
         ));
     }
 

@@ -258,6 +258,9 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                 (_, Err(e)) => Err(e),
                 (None, Ok(_)) => Err(BrokerError::NotLeaderOrFollower),
             };
+            if let (Err(e), Some(i)) = (&r, &w.idempotent) {
+                tracing::debug!(topic = %w.partition.topic, partition = w.partition.index, producer_id = i.header.producer_id, epoch = i.header.producer_epoch, base_sequence = i.header.base_sequence, error = %e, "idempotent batch not acknowledged");
+            }
             (w.topic, w.slot, w.partition, size, r)
         },
     ))
@@ -282,10 +285,15 @@ pub async fn handle(ctx: &RequestContext<'_>, req: ProduceRequest) -> ProduceRes
                 }
             }
             Err(e) => {
-                if matches!(e, BrokerError::OutOfOrderSequence(_)) {
-                    broker.metrics.produce_out_of_order.inc();
-                    // Fatal for the producer, and rare: worth a line.
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "refused an idempotent batch out of sequence");
+                match &e {
+                    BrokerError::OutOfOrderSequence(_) => {
+                        broker.metrics.produce_out_of_order.inc();
+                        // Fatal for the producer, and rare: worth a line.
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "refused an idempotent batch out of sequence");
+                    }
+                    // Routine around a leader change; the client resends.
+                    BrokerError::SequenceGap(_) => broker.metrics.produce_sequence_gaps.inc(),
+                    _ => {}
                 }
                 if matches!(e, BrokerError::Storage(_)) {
                     broker.metrics.storage_errors.inc();

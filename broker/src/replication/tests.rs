@@ -646,7 +646,7 @@ async fn produce_through_the_group_keeps_kafka_semantics() {
             2
         )
         .await,
-        Err(BrokerError::OutOfOrderSequence(_))
+        Err(BrokerError::SequenceGap(_))
     ));
     let read = g.read(0, usize::MAX, true).expect("read");
     assert_eq!(read.high_watermark, first.info.last_offset + 1);
