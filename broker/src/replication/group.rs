@@ -51,8 +51,8 @@ pub struct Submitted {
 type CommitReceiver = <<super::PartitionRaft as openraft::RaftTypeConfig>::Responder as openraft::raft::responder::Responder<super::PartitionRaft>>::Receiver;
 
 enum SubmitState {
-    /// A retry of a batch already in the log.
-    Duplicate(crate::producer_state::BatchMeta),
+    /// A retry (`BatchHeader`) of a batch already in the log.
+    Duplicate(crate::producer_state::BatchMeta, BatchHeader),
     /// One commit receiver per batch, in order.
     Proposed(Vec<CommitReceiver>),
 }
@@ -331,7 +331,7 @@ impl PartitionGroup {
             && let Verdict::Duplicate(dup) = self.store.check_producer(h)?
         {
             return Ok(Submitted {
-                state: SubmitState::Duplicate(dup),
+                state: SubmitState::Duplicate(dup, *h),
                 log_append_time: log_append_time.map(|_| dup.timestamp),
                 record_count: 0,
                 bytes: 0,
@@ -395,10 +395,13 @@ impl PartitionGroup {
             _serial,
         } = submitted;
         let (base_offset, last_offset, duplicate) = match state {
-            SubmitState::Duplicate(dup) => {
+            SubmitState::Duplicate(dup, retry) => {
                 // The original may still await its commit (its first
                 // attempt timed out): answer only once it is committed.
                 self.await_committed(dup.last_offset).await?;
+                if !self.still_holds(&retry, &dup) {
+                    return Err(BrokerError::NotLeaderOrFollower);
+                }
                 (dup.base_offset, dup.last_offset, true)
             }
             SubmitState::Proposed(proposed) => {
@@ -443,6 +446,16 @@ impl PartitionGroup {
             },
             duplicate,
         })
+    }
+
+    /// Whether the log still holds `dup`, the stored copy of `retry`, where
+    /// it was when the retry came. The high watermark passing its offsets
+    /// does not tell: a leader deposed meanwhile has its uncommitted tail
+    /// cut and the next leader's batches committed at those offsets, and
+    /// its metrics may show it leading a moment longer. The producer table
+    /// follows the log, so it holds `dup` only if that batch is there.
+    pub(super) fn still_holds(&self, retry: &BatchHeader, dup: &producer_state::BatchMeta) -> bool {
+        matches!(self.store.check_producer(retry), Ok(Verdict::Duplicate(now)) if now == *dup)
     }
 
     /// Plans a read of committed batches only: never past the high

@@ -890,3 +890,78 @@ async fn a_timed_out_idempotent_batch_stays_in_sequence_and_commits_once() {
         assert_eq!(seqs, vec![0, 3, 5], "replica {id}'s committed batches");
     }
 }
+
+/// A retry of a batch that a leader holds uncommitted is a duplicate there,
+/// answered once the high watermark passes the batch. If the leader is
+/// deposed meanwhile, its tail is cut and the next leader's batches are
+/// committed at the same offsets: the high watermark passes them, yet the
+/// batch is gone, and acknowledging the retry would lose it. The group
+/// checks that the log still holds the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_acknowledged_only_while_the_log_still_holds_its_batch() {
+    use crate::producer_state::Verdict;
+    use skiff_log::TimestampMode;
+
+    let c = Cluster::new().await;
+    let old = c.leader(&[1, 2, 3]).await;
+    let g = PartitionGroup::new(
+        old,
+        c.raft(old),
+        c.stores[&old].clone(),
+        Duration::from_secs(2),
+    );
+    g.produce(
+        &mut producer_batch(12, 0, 0, 3),
+        TimestampMode::CreateTime,
+        1,
+        1,
+    )
+    .await
+    .expect("first batch committed");
+    c.settle(old).await;
+
+    c.router.isolated.lock().insert(old);
+    let mut stranded = bytes::BytesMut::from(&producer_batch(12, 0, 3, 2)[..]);
+    let first = g
+        .submit(&mut stranded, TimestampMode::CreateTime, 1, 1, || Ok(()))
+        .await
+        .expect("proposed");
+    // Its answer is never awaited (the client's request timed out), which
+    // lets the retry in.
+    drop(first);
+    let retry = BatchHeader::parse(&producer_batch(12, 0, 3, 2)).expect("header");
+    // Raft appends it a moment after the proposal.
+    let mut dup = None;
+    for _ in 0..200 {
+        if let Ok(Verdict::Duplicate(d)) = c.stores[&old].check_producer(&retry) {
+            dup = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dup = dup.expect("the retry is a duplicate of the uncommitted batch");
+    assert!(g.still_holds(&retry, &dup));
+    let mut again = bytes::BytesMut::from(&producer_batch(12, 0, 3, 2)[..]);
+    let pending = g
+        .submit(&mut again, TimestampMode::CreateTime, 1, 1, || Ok(()))
+        .await
+        .expect("a duplicate, awaiting its original's commit");
+
+    let rest: Vec<NodeId> = (1..=3).filter(|&id| id != old).collect();
+    let new_leader = c.leader(&rest).await;
+    c.write(new_leader, 3).await;
+    c.router.isolated.lock().clear();
+    c.settle(new_leader).await;
+    assert!(
+        c.stores[&old].high_watermark() > dup.last_offset,
+        "the high watermark passed the batch's offsets"
+    );
+    assert!(
+        !g.still_holds(&retry, &dup),
+        "but the batch is no longer there"
+    );
+    assert!(
+        g.finish(pending).await.is_err(),
+        "the retry is not acknowledged"
+    );
+}
