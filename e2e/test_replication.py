@@ -79,7 +79,8 @@ def wait_in_sync(c: skiff.Cluster, topic: str, partitions: int, timeout: float =
 
 
 class _EpochBumps(logging.Handler):
-    """Keeps librdkafka's idempotence log lines that tell of an epoch bump."""
+    """Keeps librdkafka's idempotence log lines that tell of an epoch bump
+    or a producer id reset (both renumber unacknowledged messages)."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -87,7 +88,7 @@ class _EpochBumps(logging.Handler):
 
     def emit(self, record):
         line = record.getMessage()
-        if "epoch bump" in line or "bumped epoch" in line:
+        if "-> DrainBump" in line or "-> DrainReset" in line or "bumped epoch" in line:
             self.lines.append(line)
 
 

@@ -112,7 +112,7 @@ fn next_sequence(seq: i32) -> i32 {
 
 /// Whether `seq` lies ahead of `expected` in the wrapping sequence space
 /// (within half of it), not behind.
-fn is_ahead(expected: i32, seq: i32) -> bool {
+pub(crate) fn is_ahead(expected: i32, seq: i32) -> bool {
     const SPACE: i64 = i32::MAX as i64 + 1;
     let d = (i64::from(seq) - i64::from(expected)).rem_euclid(SPACE);
     d > 0 && d < SPACE / 2

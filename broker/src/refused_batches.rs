@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use skiff_log::batch::BatchHeader;
 
 use crate::errors::{BrokerError, Result};
+use crate::producer_state::is_ahead;
 
 /// Refusals remembered at most; past this the oldest go first.
 const MAX: usize = 10_000;
@@ -90,7 +91,10 @@ impl RefusedBatches {
                 // A fenced epoch's batch says nothing about the current one.
                 std::cmp::Ordering::Less if live => {}
                 std::cmp::Ordering::Equal if live => {
-                    r.seq = r.seq.min(h.base_sequence);
+                    // The earlier of the two, across the wrap to 0.
+                    if is_ahead(h.base_sequence, r.seq) {
+                        r.seq = h.base_sequence;
+                    }
                     r.at = now;
                 }
                 _ => *r = fresh,
@@ -168,7 +172,7 @@ impl RefusedBatches {
         };
         let passes = now.saturating_duration_since(r.at) >= self.lifetime
             || h.producer_epoch > r.epoch
-            || (h.producer_epoch == r.epoch && h.base_sequence <= r.seq);
+            || (h.producer_epoch == r.epoch && !is_ahead(r.seq, h.base_sequence));
         if passes || known() {
             self.forget(topic, key, r);
             return Ok(());
@@ -249,6 +253,23 @@ mod tests {
         assert!(check(0, header(-1, -1, 4, 1), false).is_ok());
         assert_eq!(r.len.load(Ordering::Relaxed), 0);
         assert!(r.refused.lock().is_empty());
+    }
+
+    #[test]
+    fn sequences_near_the_wrap_to_zero_keep_their_order() {
+        let r = memory();
+        let t0 = Instant::now();
+        r.remember("t", 0, &header(7, 0, i32::MAX - 1, 5), t0);
+        // Sequence 3 follows the refused batch (after i32::MAX comes 0).
+        assert!(r.check("t", 0, &header(7, 0, 3, 1), t0, || false).is_err());
+        // A refusal further on keeps the earlier one.
+        r.remember("t", 0, &header(7, 0, 3, 1), t0);
+        assert!(r.check("t", 0, &header(7, 0, 1, 1), t0, || false).is_err());
+        // The resend of the refused batch goes.
+        assert!(
+            r.check("t", 0, &header(7, 0, i32::MAX - 1, 5), t0, || false)
+                .is_ok()
+        );
     }
 
     #[test]

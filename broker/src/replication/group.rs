@@ -448,14 +448,22 @@ impl PartitionGroup {
         })
     }
 
-    /// Whether the log still holds `dup`, the stored copy of `retry`, where
-    /// it was when the retry came. The high watermark passing its offsets
-    /// does not tell: a leader deposed meanwhile has its uncommitted tail
-    /// cut and the next leader's batches committed at those offsets, and
-    /// its metrics may show it leading a moment longer. The producer table
-    /// follows the log, so it holds `dup` only if that batch is there.
+    /// Whether the committed log holds `dup`, the stored copy of `retry`,
+    /// where it was when the retry came. The high watermark passing its
+    /// offsets does not tell: a leader deposed meanwhile has its uncommitted
+    /// tail cut and the next leader's batches committed at those offsets,
+    /// and its metrics may show it leading a moment longer. Read from the
+    /// log, not the producer table, which may have forgotten the producer
+    /// since (expiry) while the batch is there.
     pub(super) fn still_holds(&self, retry: &BatchHeader, dup: &producer_state::BatchMeta) -> bool {
-        matches!(self.store.check_producer(retry), Ok(Verdict::Duplicate(now)) if now == *dup)
+        matches!(
+            self.committed_header(dup.base_offset),
+            Ok(Some(h)) if h.base_offset == dup.base_offset
+                && h.last_offset() == dup.last_offset
+                && h.producer_id == retry.producer_id
+                && h.producer_epoch == retry.producer_epoch
+                && h.base_sequence == retry.base_sequence
+        )
     }
 
     /// Plans a read of committed batches only: never past the high
@@ -483,8 +491,7 @@ impl PartitionGroup {
         })
     }
 
-    /// The header of the first committed batch at or after `offset`, for
-    /// checks in tests and tools.
+    /// The header of the first committed batch at or after `offset`.
     pub fn committed_header(&self, offset: i64) -> Result<Option<BatchHeader>> {
         let hw = self.store.high_watermark();
         let mut found = None;
