@@ -731,10 +731,15 @@ def raw_metadata(bootstrap: str, topics: list[str] | None = None, timeout: float
 class Cluster:
     """N skiff-broker processes forming one cluster: node ids 1..N, the first
     three (or all, when fewer) are the metadata Raft voters. Each broker has
-    its own ports and data dir; stop/kill/start/wipe address one by node id."""
+    its own ports and data dir; stop/kill/start/wipe address one by node id.
+    The brokers share a peer token (`--rpc-peer-token-file`), as the
+    operator's do."""
 
     def __init__(self, workdir, n: int = 3, args=None, env=None, voters: int = 3):
         self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.peer_token_file = self.workdir / "peer-token"
+        self.peer_token_file.write_text(f"{random.getrandbits(128):032x}\n")
         # Every port of the cluster from one call, so none is handed out twice.
         ports = free_ports(3 * n)
         self.rpc_ports = ports[:n]
@@ -747,6 +752,7 @@ class Cluster:
                 "--controller-quorum-voters", self.voters,
                 "--rpc-listener", f"127.0.0.1:{self.rpc_ports[i]}",
                 "--cluster-id", self.cluster_id,
+                "--rpc-peer-token-file", str(self.peer_token_file),
                 *(args or []),
             ])
             b.port, b.http_port = ports[n + 2 * i], ports[n + 2 * i + 1]

@@ -17,7 +17,10 @@ Proves, with real processes and confluent-kafka:
   every acknowledged record and without the write sent to the minority;
 - Metadata shows each partition's Raft leader, its epoch and a full ISR;
 - retention applies to every replica of a replicated partition, and a wiped
-  replica catches up to exactly the retained records.
+  replica catches up to exactly the retained records;
+- the brokers share a peer token: one started with another token is refused
+  by the others (and refuses them), never joins, and the two others serve a
+  replicated topic meanwhile; with the right token it joins.
 """
 
 import contextlib
@@ -579,6 +582,48 @@ def test_a_partitioned_minority_refuses_acks_all_while_the_majority_serves(
     finally:
         c.close()
         shutil.rmtree(iso.data_dir, ignore_errors=True)
+
+
+def test_a_broker_without_the_clusters_peer_token_is_refused_by_its_peers(
+        cluster_factory, topic_name):
+    """Broker-to-broker requests carry the cluster's peer token, and a
+    broker refuses any peer that does not send it: broker 3, started with
+    another token, neither joins the cluster (its registration and votes
+    are refused) nor accepts the others' messages, while brokers 1 and 2
+    serve a replicated topic to a real client. With the cluster's token it
+    joins and catches up."""
+    c = cluster_factory(3, start=False)
+    intruder = c.workdir / "another-token"
+    intruder.write_text("not-this-clusters-token\n")
+    args = c[3].args
+    args[args.index("--rpc-peer-token-file") + 1] = str(intruder)
+    c.start_first(2)
+    c.start_one(3, wait_ready=False)
+
+    line = "refused a broker-to-broker request without this cluster's peer token"
+
+    def refused_both_ways():
+        # Broker 3 may never serve HTTP (it cannot join); its log tells.
+        m = {n: c[n].metrics().total("skiff_rpc_unauthenticated_total") for n in (1, 2)}
+        return m if all(v > 0 for v in m.values()) and line in c[3].log_text() else None
+    refused = skiff.wait_until(refused_both_ways, 30, interval=0.3,
+                               what="brokers 1 and 2 refusing broker 3, and broker 3 them")
+    assert line in c[1].log_text()
+    assert sorted(c.metadata(1)["brokers"]) == [1, 2], "broker 3 never registered"
+
+    create(c[1].bootstrap, topic_name, 2, 2, {"min.insync.replicas": "2"})
+    p = Producer({"bootstrap.servers": c[1].bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(200):
+        p.produce(topic_name, key=str(i).encode(), value=b"v", partition=i % 2)
+    assert p.flush(60) == 0
+    assert sum(len(v) for v in read_all(c[1].bootstrap, topic_name, 2).values()) == 200
+
+    c[3].stop()
+    args[args.index("--rpc-peer-token-file") + 1] = str(c.peer_token_file)
+    c.start_one(3)
+    c.wait_converged()
+    assert sorted(c.metadata(3)["brokers"]) == [1, 2, 3]
+    print(f"\nrequests from broker 3 refused by brokers 1 and 2: {refused}")
 
 
 def test_deleted_topic_stops_its_groups_and_a_new_one_starts_empty(cluster_factory, topic_name):

@@ -275,6 +275,12 @@ impl Broker {
             .map(|p| p.producer_count())
             .sum();
         m.producer_ids.set(producers as i64);
+        if let Some(meta) = self.topics.store().group() {
+            let refused = meta.registry().unauthenticated_count();
+            let counted = m.rpc_unauthenticated.get();
+            m.rpc_unauthenticated
+                .inc_by(refused.saturating_sub(counted));
+        }
         m.groups.reset();
         m.group_members.reset();
         m.consumer_lag.reset();

@@ -345,6 +345,24 @@ pub struct BrokerConfig {
     #[arg(long, env = "SKIFF_RPC_ADVERTISED_LISTENER")]
     pub rpc_advertised_listener: Option<String>,
 
+    /// A file holding the secret the brokers of the cluster share (at least
+    /// 16 printable characters; surrounding whitespace is ignored). Set, every
+    /// request to a peer carries it and a peer's request without it is
+    /// refused. Unset, broker-to-broker requests are not authenticated.
+    #[arg(long, env = "SKIFF_RPC_PEER_TOKEN_FILE")]
+    pub rpc_peer_token_file: Option<PathBuf>,
+
+    /// With a peer token: whether a peer's request without any token is
+    /// refused (one with another token always is). `false` serves brokers
+    /// that do not send one yet, for the roll that introduces the token.
+    #[arg(
+        long,
+        env = "SKIFF_RPC_PEER_TOKEN_REQUIRED",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub rpc_peer_token_required: bool,
+
     /// Metadata Raft heartbeat interval, ms.
     #[arg(long, env = "SKIFF_METADATA_RAFT_HEARTBEAT_MS", default_value_t = 150)]
     pub metadata_raft_heartbeat_ms: u64,

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub produce_pipelined: IntCounter,
     pub produce_out_of_order: IntCounter,
     pub produce_sequence_gaps: IntCounter,
+    pub rpc_unauthenticated: IntCounter,
     pub producer_ids_expired: IntCounter,
     pub auth_failures: IntCounterVec,
     pub auth_successes: IntCounterVec,
@@ -250,6 +251,11 @@ impl Metrics {
                 &r,
                 "skiff_produce_out_of_order_total",
                 "Producer batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ),
+            rpc_unauthenticated: counter(
+                &r,
+                "skiff_rpc_unauthenticated_total",
+                "Broker-to-broker requests refused for a missing or wrong peer token",
             ),
             produce_sequence_gaps: counter(
                 &r,

@@ -18,9 +18,9 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::quota::{QuotaConfig, QuotaEntity, QuotaValues};
 use crate::replication::host::{HostSettings, ReplicaHost};
-use crate::rpc::RpcConfig;
 use crate::rpc::client::PeerPool;
 use crate::rpc::server::{Registry, serve};
+use crate::rpc::{PeerToken, RpcConfig};
 
 /// The cluster id of a cluster started without `cluster.id`: derived from
 /// the voters so every broker of it agrees without coordination.
@@ -34,6 +34,26 @@ pub fn derived_cluster_id(voters: &str) -> String {
         "skiff-{:08x}",
         crc32c::crc32c(normalized.join(",").as_bytes())
     )
+}
+
+/// The peer token of `--rpc-peer-token-file`, if set.
+///
+/// # Errors
+/// The file unreadable, or its token unusable.
+fn peer_token(config: &BrokerConfig) -> anyhow::Result<Option<PeerToken>> {
+    let Some(path) = &config.rpc_peer_token_file else {
+        warn!("no --rpc-peer-token-file: broker-to-broker requests are not authenticated");
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the peer token file {}", path.display()))?;
+    let token = PeerToken::new(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if config.rpc_peer_token_required {
+        Ok(Some(token))
+    } else {
+        warn!("rpc.peer.token.required=false: peers that send no token are served");
+        Ok(Some(token.tolerating_none()))
+    }
 }
 
 /// Starts the gRPC server and the metadata group and attaches the group to
@@ -54,7 +74,7 @@ pub async fn start(
         .unwrap_or_else(|| derived_cluster_id(&voters_s));
     config.cluster_id = Some(cluster_id.clone());
     let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
-    let rpc = RpcConfig::new(cluster_id.clone(), node_id);
+    let rpc = RpcConfig::new(cluster_id.clone(), node_id).with_peer_token(peer_token(config)?);
     let registry = Registry::new(rpc.clone());
     let pool = PeerPool::new(rpc);
     let listener = tokio::net::TcpListener::bind(&config.rpc_listener)

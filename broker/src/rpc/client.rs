@@ -28,7 +28,7 @@ use super::throttle::CatchUpThrottle;
 use super::wire::{
     BatchReply, BatchRequest, CallReply, CallRequest, OutgoingCall, OutgoingCallCodec,
 };
-use super::{GroupId, RpcConfig, RpcError, RpcKind, decode};
+use super::{GroupId, PEER_TOKEN_HEADER, PeerToken, RpcConfig, RpcError, RpcKind, decode};
 
 #[derive(Clone)]
 struct Peer {
@@ -165,6 +165,7 @@ impl PeerPool {
         let link = Link {
             addr: addr.to_string(),
             channel: channel.clone(),
+            token: self.config.peer_token.clone(),
             max: self.config.max_message_bytes,
             last_reply: self.last_reply.clone(),
             no_batch: Unimplemented::new(self.config.ask_again_after),
@@ -259,6 +260,7 @@ impl PeerPool {
             let _permit = room().await?;
             let reply = unary(
                 &peer.channel,
+                self.config.peer_token.as_ref(),
                 CALL_PATH,
                 req,
                 OutgoingCallCodec,
@@ -333,9 +335,19 @@ fn status_error(addr: &str, deadline: Duration, s: &tonic::Status) -> RpcError {
     }
 }
 
+/// Sends this broker's peer token, if it has one, with `request`.
+pub(super) fn authenticate<T>(request: &mut tonic::Request<T>, token: Option<&PeerToken>) {
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert(PEER_TOKEN_HEADER, t.header().clone());
+    }
+}
+
 /// One unary call on `path`.
 async fn unary<Cd>(
     channel: &Channel,
+    token: Option<&PeerToken>,
     path: &'static str,
     req: Cd::Encode,
     codec: Cd,
@@ -355,6 +367,7 @@ where
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut request = tonic::Request::new(req);
     request.set_timeout(deadline);
+    authenticate(&mut request, token);
     let reply = grpc
         .unary(request, http::uri::PathAndQuery::from_static(path), codec)
         .await?;
@@ -366,6 +379,7 @@ where
 pub(super) struct Link {
     pub(super) addr: String,
     pub(super) channel: Channel,
+    pub(super) token: Option<PeerToken>,
     pub(super) max: usize,
     pub(super) last_reply: LastReply,
     /// Set while the peer is believed to have no `Batch`.
@@ -438,6 +452,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
         };
         match unary(
             &link.channel,
+            link.token.as_ref(),
             BATCH_PATH,
             req,
             tonic_prost::ProstCodec::<_, BatchReply>::default(),
@@ -486,6 +501,7 @@ async fn send_batch(link: Link, batch: Vec<Queued>) {
                 .max(Duration::from_millis(1));
             let r = match unary(
                 &link.channel,
+                link.token.as_ref(),
                 CALL_PATH,
                 q.req,
                 tonic_prost::ProstCodec::<_, CallReply>::default(),

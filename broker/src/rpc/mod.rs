@@ -9,6 +9,12 @@
 //!   `/skiff.rpc.Raft/Batch` (several calls in one request, for heartbeats)
 //!   and `/skiff.rpc.Raft/Stream` (one long-lived stream per peer for calls
 //!   of up to 64 KiB, see [`stream`]).
+//! - **Peers prove they belong** when the brokers share a peer token
+//!   (`--rpc-peer-token-file`): every request carries it as
+//!   `authorization: Bearer <token>`, and the server refuses a request
+//!   without it, or with another, as `UNAUTHENTICATED` before reading it
+//!   ([`PeerToken`]). Without a token any peer that reaches the port is
+//!   served, as before.
 //! - **Every request names its cluster and group.** A request whose
 //!   `cluster_id` is not the server's is refused with
 //!   [`RpcError::ClusterMismatch`] and logged; a request for a group that is
@@ -148,6 +154,82 @@ pub struct RpcConfig {
     /// older broker during a rolling upgrade) is believed before the call
     /// is tried again.
     pub ask_again_after: Duration,
+    /// The secret every broker of the cluster sends and demands.
+    pub peer_token: Option<PeerToken>,
+}
+
+/// The header a peer token travels in.
+pub const PEER_TOKEN_HEADER: &str = "authorization";
+
+/// A secret shared by the brokers of a cluster, sent with every request to
+/// a peer and demanded from every peer. It authenticates, it does not
+/// encrypt: anyone who can read the traffic between brokers can read it.
+#[derive(Clone)]
+pub struct PeerToken {
+    /// `Bearer <token>`, as sent.
+    header: tonic::metadata::AsciiMetadataValue,
+    /// Whether a request without any token is refused (see
+    /// [`Self::tolerating_none`]).
+    required: bool,
+}
+
+/// Shortest token accepted: 16 characters (a 128-bit random token in hex
+/// is 32).
+pub const PEER_TOKEN_MIN_LEN: usize = 16;
+
+impl PeerToken {
+    /// A token from its text (a file's content; surrounding whitespace is
+    /// not part of it).
+    ///
+    /// # Errors
+    /// Shorter than [`PEER_TOKEN_MIN_LEN`], or not printable ASCII without
+    /// spaces (it travels in an HTTP/2 header).
+    pub fn new(text: &str) -> Result<Self, String> {
+        let token = text.trim();
+        if token.len() < PEER_TOKEN_MIN_LEN {
+            return Err(format!(
+                "the peer token has {} characters; at least {PEER_TOKEN_MIN_LEN} are needed",
+                token.len()
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the peer token must be printable ASCII without spaces".into());
+        }
+        let header = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| format!("the peer token cannot travel in a header: {e}"))?;
+        Ok(Self {
+            header,
+            required: true,
+        })
+    }
+
+    /// This token, sent as always, but a request carrying none is served:
+    /// while a roll brings the token to brokers that did not send one.
+    #[must_use]
+    pub fn tolerating_none(mut self) -> Self {
+        self.required = false;
+        self
+    }
+
+    pub(crate) fn header(&self) -> &tonic::metadata::AsciiMetadataValue {
+        &self.header
+    }
+
+    /// Whether `presented` (the header a request carried) is this token,
+    /// compared in constant time.
+    pub(crate) fn admits(&self, presented: Option<&[u8]>) -> bool {
+        match presented {
+            Some(p) => crate::auth::scram::constant_time_eq(p, self.header.as_encoded_bytes()),
+            None => !self.required,
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerToken(..)")
+    }
 }
 
 impl RpcConfig {
@@ -160,7 +242,14 @@ impl RpcConfig {
             max_message_bytes: 64 << 20,
             max_inflight_bytes_per_peer: 128 << 20,
             ask_again_after: Duration::from_secs(60),
+            peer_token: None,
         }
+    }
+
+    #[must_use]
+    pub fn with_peer_token(mut self, token: Option<PeerToken>) -> Self {
+        self.peer_token = token;
+        self
     }
 }
 

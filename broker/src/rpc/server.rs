@@ -91,7 +91,17 @@ pub struct Registry {
     /// Set when the server shuts down: open streams end, as unary calls do
     /// once the connection is drained.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Requests refused for a missing or wrong peer token.
+    unauthenticated: std::sync::atomic::AtomicU64,
+    /// When a refusal was last logged (ms since start): a peer with the
+    /// wrong token retries at heartbeat pace, the log says so once in a
+    /// while.
+    unauthenticated_logged: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
+
+/// How often refusals of unauthenticated peers are logged at most.
+const UNAUTHENTICATED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Registry {
     pub fn new(config: RpcConfig) -> Arc<Self> {
@@ -103,7 +113,49 @@ impl Registry {
             streams: std::sync::atomic::AtomicU64::new(0),
             streamed_calls: std::sync::atomic::AtomicU64::new(0),
             closing: tokio::sync::watch::Sender::new(false),
+            unauthenticated: std::sync::atomic::AtomicU64::new(0),
+            unauthenticated_logged: std::sync::atomic::AtomicU64::new(u64::MAX),
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// Requests refused for a missing or wrong peer token, since start.
+    pub fn unauthenticated_count(&self) -> u64 {
+        self.unauthenticated
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a request with these headers may be served: always without
+    /// a peer token, else only with that token. A refusal is counted, and
+    /// logged at most every [`UNAUTHENTICATED_LOG_EVERY`].
+    fn admits(&self, headers: &http::HeaderMap, from: Option<std::net::SocketAddr>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(token) = &self.config.peer_token else {
+            return true;
+        };
+        let presented = headers.get(super::PEER_TOKEN_HEADER).map(|v| v.as_bytes());
+        if token.admits(presented) {
+            return true;
+        }
+        self.unauthenticated.fetch_add(1, Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.unauthenticated_logged.load(Relaxed);
+        let due = last == u64::MAX
+            || now.saturating_sub(last) >= UNAUTHENTICATED_LOG_EVERY.as_millis() as u64;
+        if due
+            && self
+                .unauthenticated_logged
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            warn!(
+                peer = ?from,
+                token = if presented.is_some() { "wrong" } else { "missing" },
+                refused = self.unauthenticated_count(),
+                "refused a broker-to-broker request without this cluster's peer token"
+            );
+        }
+        false
     }
 
     /// `Stream` calls opened and the calls they carried, since start.
@@ -258,6 +310,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let from = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|i| i.remote_addr());
+        if !self.registry.admits(req.headers(), from) {
+            return Box::pin(async {
+                Ok(
+                    tonic::Status::unauthenticated("this cluster's peer token is required")
+                        .into_http(),
+                )
+            });
+        }
         let path = req.uri().path();
         if ![CALL_PATH, BATCH_PATH, STREAM_PATH].contains(&path) {
             return Box::pin(async { Ok(tonic::Status::unimplemented("").into_http()) });

@@ -237,9 +237,11 @@ async fn drive(
         grpc.ready()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(outbound);
+        super::client::authenticate(&mut request, link.token.as_ref());
         let mut inbound = grpc
             .streaming(
-                tonic::Request::new(outbound),
+                request,
                 http::uri::PathAndQuery::from_static(STREAM_PATH),
                 tonic_prost::ProstCodec::<StreamCall, StreamReply>::default(),
             )

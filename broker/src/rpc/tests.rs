@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::client::PeerPool;
 use super::server::{GroupHandler, Registry, serve};
-use super::{GroupId, RpcConfig, RpcError, RpcKind};
+use super::{GroupId, PeerToken, RpcConfig, RpcError, RpcKind};
 
 /// Echoes the payload after an optional delay; `kind` Vote is unsupported.
 struct Echo(Duration);
@@ -37,9 +37,15 @@ async fn forward(pool: &PeerPool, addr: &str, payload: Vec<u8>) -> Result<Bytes,
 }
 
 async fn start(cluster: &str) -> (Arc<Registry>, String, tokio::sync::oneshot::Sender<()>) {
+    start_with(RpcConfig::new(cluster, 1)).await
+}
+
+async fn start_with(
+    config: RpcConfig,
+) -> (Arc<Registry>, String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let registry = Registry::new(RpcConfig::new(cluster, 1));
+    let registry = Registry::new(config);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let r = registry.clone();
     tokio::spawn(async move {
@@ -535,4 +541,78 @@ async fn calls_stuck_on_the_stream_give_their_place_back_at_their_deadline() {
         .await;
     assert_eq!(got.as_deref(), Ok(&b"still served"[..]));
     assert_eq!(registry.stream_counts().0, 1);
+}
+
+#[test]
+fn a_peer_token_must_be_long_and_fit_a_header() {
+    assert!(PeerToken::new("  0123456789abcdef\n").is_ok());
+    assert!(PeerToken::new("short").is_err());
+    assert!(PeerToken::new("0123456789 abcdef").is_err());
+    assert!(PeerToken::new("0123456789abcdéf").is_err());
+    assert_eq!(
+        format!("{:?}", PeerToken::new("0123456789abcdef").unwrap()),
+        "PeerToken(..)",
+        "never logged"
+    );
+}
+
+/// With a peer token, every way a request travels (a call stream for small
+/// calls, a unary call for large ones, a batch for coalesced heartbeats)
+/// carries it, and the server answers none of them without it.
+#[tokio::test]
+async fn a_server_with_a_peer_token_serves_only_peers_that_send_it() {
+    let token = |t: &str| Some(PeerToken::new(t).unwrap());
+    let (registry, addr, _stop) =
+        start_with(RpcConfig::new("c", 1).with_peer_token(token("the-cluster-secret"))).await;
+    registry.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let large = vec![7u8; 200 << 10];
+    let calls = |pool: Arc<PeerPool>, addr: String, large: Vec<u8>| async move {
+        let small = forward(&pool, &addr, b"hi".to_vec()).await;
+        let big = forward(&pool, &addr, large).await;
+        let batched = pool
+            .call_coalesced(
+                &addr,
+                GroupId::Metadata,
+                RpcKind::Forward,
+                b"hb".to_vec(),
+                None,
+            )
+            .await;
+        [small, big, batched]
+    };
+    for (name, presented) in [("none", None), ("wrong", token("another-cluster-secret"))] {
+        let pool = PeerPool::new(RpcConfig::new("c", 2).with_peer_token(presented));
+        for r in calls(pool, addr.clone(), large.clone()).await {
+            let err = r.expect_err(name);
+            assert!(
+                matches!(&err, RpcError::Unreachable(_, m) if m.contains("peer token")),
+                "{name}: {err:?}"
+            );
+        }
+    }
+    assert!(registry.unauthenticated_count() >= 6);
+    // While a roll brings the token in: a peer without one is served, a
+    // peer with another one still is not.
+    let (lenient, tolerant, _stop2) = start_with(
+        RpcConfig::new("c", 1).with_peer_token(Some(
+            PeerToken::new("the-cluster-secret")
+                .unwrap()
+                .tolerating_none(),
+        )),
+    )
+    .await;
+    lenient.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
+    let none = PeerPool::new(RpcConfig::new("c", 2));
+    assert_eq!(
+        &forward(&none, &tolerant, b"hi".to_vec()).await.unwrap()[..],
+        b"hi"
+    );
+    let wrong =
+        PeerPool::new(RpcConfig::new("c", 2).with_peer_token(token("another-cluster-secret")));
+    assert!(forward(&wrong, &tolerant, b"hi".to_vec()).await.is_err());
+    let pool = PeerPool::new(RpcConfig::new("c", 2).with_peer_token(token("the-cluster-secret")));
+    let [small, big, batched] = calls(pool, addr.clone(), large.clone()).await;
+    assert_eq!(&small.unwrap()[..], b"hi");
+    assert_eq!(big.unwrap().len(), large.len());
+    assert_eq!(&batched.unwrap()[..], b"hb");
 }
