@@ -923,7 +923,10 @@ async fn a_duplicate_is_acknowledged_only_while_the_log_still_holds_its_batch() 
     let Ok(Verdict::Duplicate(first_dup)) = c.stores[&old].check_producer(&committed) else {
         panic!("a retry of the first batch is a duplicate");
     };
-    assert!(g.still_holds(&committed, &first_dup), "a committed batch is held");
+    assert!(
+        g.still_holds(&committed, &first_dup),
+        "a committed batch is held"
+    );
 
     c.router.isolated.lock().insert(old);
     let mut stranded = bytes::BytesMut::from(&producer_batch(12, 0, 3, 2)[..]);
