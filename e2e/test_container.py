@@ -7,14 +7,16 @@ Docker network with the pod's name as container name and hostname, the
 headless Service's DNS name (`<pod>.<svc>.<ns>.svc.cluster.local`) as a
 network alias, the container's args, its env with the downward API and
 `$(VAR)` expansion done as the kubelet does, its volumes (data volume,
-read-only ConfigMap, the operator Secret's bootstrap users file, /tmp), and
+read-only ConfigMap, the operator Secret's bootstrap users file, the
+peer token Secret's token, /tmp), and
 its security context (uid/gid 10001,
 read-only root, no capabilities, no privilege escalation). The test polls
 the probes' paths like the kubelet before using the broker.
 
 All three pods of the golden 3-broker StatefulSet run: they form one
 cluster only through what the rendering gives them (cluster id, metadata
-voters and RPC addresses under the headless Service's names), over the
+voters and RPC addresses under the headless Service's names, the peer
+token they demand from each other), over the
 Docker network's DNS, as pods do over the cluster DNS. Container names are
 prefixed with a random id; containers, volumes and the network are removed
 after each test, failed or not.
@@ -240,14 +242,19 @@ class Cluster:
         for key, text in self.render["config"]["data"].items():
             (self.config_dir / key).write_text(text)
             os.chmod(self.config_dir / key, 0o644)
-        # The operator Secret's files (the keys the StatefulSet mounts).
+        # The Secrets' files (the keys the StatefulSet mounts), as the
+        # controller makes them: the operator's bootstrap users file and the
+        # brokers' peer token.
         self.secret_dir = Path(tempfile.mkdtemp(prefix="skiff-e2e-secret-"))
         os.chmod(self.secret_dir, 0o755)
         self.operator_password = uuid.uuid4().hex
+        self.peer_token = uuid.uuid4().hex
+        contents = {"bootstrap-users": f"skiff-operator:{self.operator_password}\n",
+                    "token": self.peer_token}
         for v in self.render["sts"]["spec"]["template"]["spec"]["volumes"]:
             for item in v.get("secret", {}).get("items", []):
                 f = self.secret_dir / item["path"]
-                f.write_text(f"skiff-operator:{self.operator_password}\n")
+                f.write_text(contents[item["key"]])
                 os.chmod(f, 0o644)
         self.pods = [Pod(self, i) for i in range(replicas)]
         self.hosts = Path(self.config_dir.parent / f"{self.prefix}.hosts")

@@ -694,6 +694,19 @@ async fn a_kafka_cluster_is_applied_with_one_field_manager_and_reports_status() 
                 201,
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"}}),
             ),
+            // And the brokers' peer token.
+            step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-peer-token",
+                404,
+                not_found(),
+            ),
+            step(
+                "POST",
+                "/api/v1/namespaces/kafka/secrets",
+                201,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-peer-token"}}),
+            ),
             step(
                 "PATCH",
                 "/api/v1/namespaces/kafka/serviceaccounts/kafka-broker",
@@ -818,10 +831,34 @@ async fn a_kafka_cluster_is_applied_with_one_field_manager_and_reports_status() 
     let password = secret["stringData"]["password"].as_str().unwrap_or("");
     assert!(password.len() >= 32, "a strong password");
     assert_eq!(users, format!("skiff-operator:{password}\n"));
-    let sts = &seen[7].body;
+    let token = &seen[4].body;
+    assert_eq!(token["metadata"]["name"], "kafka-peer-token");
+    assert_eq!(
+        token["metadata"]["ownerReferences"][0]["kind"],
+        "KafkaCluster"
+    );
+    let token = token["stringData"]["token"].as_str().unwrap_or("");
+    assert!(token.len() >= 32, "a strong token: {token:?}");
+    let sts = &seen[9].body;
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
     let pod = &sts["spec"]["template"]["spec"];
     assert_eq!(pod["volumes"][1]["secret"]["secretName"], "kafka-operator");
+    // A new cluster's brokers demand the token from the start.
+    let env = &pod["containers"][0]["env"];
+    let var = |name: &str| {
+        env.as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == name))
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(
+        var("SKIFF_RPC_PEER_TOKEN_FILE"),
+        Some(json!("/etc/skiff-peer/token"))
+    );
+    assert_eq!(var("SKIFF_RPC_PEER_TOKEN_REQUIRED"), Some(json!("true")));
+    assert!(pod["volumes"].as_array().is_some_and(|v| {
+        v.iter()
+            .any(|v| v["secret"]["secretName"] == "kafka-peer-token")
+    }));
     assert!(
         pod["containers"][0]["args"]
             .as_array()
@@ -829,9 +866,9 @@ async fn a_kafka_cluster_is_applied_with_one_field_manager_and_reports_status() 
                 .as_str()
                 .is_some_and(|v| v.ends_with(",OPERATOR://0.0.0.0:19093"))))
     );
-    assert_eq!(seen[12].body["reason"], "StaleServicesDeleted");
-    let st = &seen[17].body["status"];
-    assert_eq!(ready(&seen[17].body), ("True", "Ready"));
+    assert_eq!(seen[14].body["reason"], "StaleServicesDeleted");
+    let st = &seen[19].body["status"];
+    assert_eq!(ready(&seen[19].body), ("True", "Ready"));
     assert_eq!(st["observedGeneration"], 4);
     assert_eq!(st["readyReplicas"], 3);
     assert_eq!(st["replicas"], 3);
@@ -850,7 +887,7 @@ async fn a_kafka_cluster_is_applied_with_one_field_manager_and_reports_status() 
     // recorded on the StatefulSet and in status.
     assert_eq!(st["metadataVoters"], json!([0, 1, 2]));
     assert_eq!(
-        seen[7].body["metadata"]["annotations"]["skiff.dev/metadata-voters"],
+        seen[9].body["metadata"]["annotations"]["skiff.dev/metadata-voters"],
         "3"
     );
 }
@@ -893,6 +930,12 @@ async fn a_stale_broker_pod_is_deleted_one_at_a_time_only_when_the_cluster_is_he
                 "/secrets/kafka-operator",
                 200,
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"}}),
+            ),
+            step(
+                "GET",
+                "/secrets/kafka-peer-token",
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-peer-token"}}),
             ),
             step("PATCH", "/serviceaccounts/", 200, ok("ServiceAccount")),
             step("PATCH", "/configmaps/", 200, ok("ConfigMap")),
@@ -949,12 +992,12 @@ async fn a_stale_broker_pod_is_deleted_one_at_a_time_only_when_the_cluster_is_he
         .expect("reconcile");
     assert_eq!(action, Action::requeue(controllers::cluster::ROLL_POLL));
     let seen = server.await.expect("server");
-    assert_eq!(seen[13].body["reason"], "RollingBroker");
+    assert_eq!(seen[14].body["reason"], "RollingBroker");
     assert_eq!(
-        seen[6].body["metadata"]["annotations"]["skiff.dev/metadata-voters"],
+        seen[7].body["metadata"]["annotations"]["skiff.dev/metadata-voters"],
         "1"
     );
-    let args = seen[6].body["spec"]["template"]["spec"]["containers"][0]["args"]
+    let args = seen[7].body["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -967,7 +1010,17 @@ async fn a_stale_broker_pod_is_deleted_one_at_a_time_only_when_the_cluster_is_he
         voters,
         "0@kafka-0.kafka-brokers.kafka.svc.cluster.local:19092"
     );
-    let st = &seen[14].body["status"];
+    // Its brokers ran without a peer token: the new template sends it
+    // without demanding it yet (skiff_operator::render::peer_token).
+    let required = seen[7].body["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|v| v["name"] == "SKIFF_RPC_PEER_TOKEN_REQUIRED")
+        })
+        .map(|v| v["value"].clone());
+    assert_eq!(required, Some(json!("false")));
+    let st = &seen[15].body["status"];
     assert_eq!(st["metadataVoters"], json!([0]));
     let progressing = st["conditions"]
         .as_array()
@@ -975,7 +1028,7 @@ async fn a_stale_broker_pod_is_deleted_one_at_a_time_only_when_the_cluster_is_he
         .expect("Progressing");
     assert_eq!(progressing["status"], "True");
     assert_eq!(progressing["reason"], "Rolling");
-    assert_eq!(ready(&seen[14].body), ("False", "Rolling"));
+    assert_eq!(ready(&seen[15].body), ("False", "Rolling"));
     assert_eq!(st["brokers"][1]["state"], "Rolling");
 }
 
@@ -1294,6 +1347,12 @@ async fn a_scale_down_that_would_remove_a_metadata_voter_is_refused_and_no_broke
                        "data": {"password": "cHc=", "bootstrap-users": "eA=="}}),
             ),
             step(
+                "GET",
+                "/api/v1/namespaces/kafka/secrets/kafka-peer-token",
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-peer-token"}}),
+            ),
+            step(
                 "PATCH",
                 "/api/v1/namespaces/kafka/serviceaccounts/kafka-broker",
                 200,
@@ -1522,6 +1581,10 @@ impl World {
                     None => (404, not_found()),
                 }
             }
+            ("GET", p) if p.ends_with("/secrets/kafka-peer-token") => (
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-peer-token"}}),
+            ),
             ("GET", p) if p.ends_with("/secrets/kafka-operator") => (
                 200,
                 json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"},

@@ -125,6 +125,43 @@ pub async fn ensure_operator_secret(
     }
 }
 
+/// The brokers' peer token Secret (see [`render::peer_token`]): made once
+/// with a random token, owned by the KafkaCluster, never rewritten (the
+/// brokers would stop serving each other until all had the new one).
+///
+/// # Errors
+/// The API server refuses.
+pub async fn ensure_peer_token(
+    client: &kube::Client,
+    ns: &str,
+    kc: &KafkaCluster,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = render::names::peer_token(&kc.name_any());
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = Secret {
+        metadata: render::owned_meta(kc, name)?,
+        type_: Some("Opaque".to_string()),
+        string_data: Some(
+            [(
+                render::peer_token::PEER_TOKEN_KEY.to_string(),
+                crate::admin::scram::generate_password(),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        // Another replica of the operator made it first.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn secret_strings(s: &Secret) -> std::collections::BTreeMap<String, String> {
     s.data
         .iter()
@@ -608,6 +645,11 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         None => None,
     };
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
+    ensure_peer_token(&ctx.client, &ns, kc).await?;
+    render::peer_token::set_required(
+        &mut rendered.stateful_set,
+        render::peer_token::required(current.as_ref(), kc.status.as_ref()),
+    );
     // TLS listeners: the brokers' certificates are in their Secret before
     // the StatefulSet that mounts it (and before a new broker's pod).
     if render::tls::has_tls(kc) {

@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod external;
+pub mod peer_token;
 pub mod policy;
 pub mod rack;
 pub mod services;
@@ -335,6 +336,11 @@ pub mod names {
     /// (created by the controller, owned by the KafkaCluster).
     pub fn operator_secret(cluster: &str) -> String {
         format!("{cluster}-operator")
+    }
+    /// The brokers' shared peer token (see [`super::peer_token`]; owned by
+    /// the KafkaCluster, made once).
+    pub fn peer_token(cluster: &str) -> String {
+        format!("{cluster}-peer-token")
     }
     /// The cluster CA's Secret (certificate and key; owned by the
     /// KafkaCluster, made once).

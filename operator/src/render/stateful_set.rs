@@ -34,6 +34,11 @@
 //!   cluster's operator Secret (`SKIFF_SCRAM_BOOTSTRAP_USERS_FILE`), so the
 //!   brokers create the operator's SCRAM user, a super user (see
 //!   [`super::config::properties`]).
+//! - **Peer token**: the Secret `<name>-peer-token` is mounted at
+//!   `/etc/skiff-peer` and named by `SKIFF_RPC_PEER_TOKEN_FILE`, so only the
+//!   cluster's brokers are served on each other's RPC port (see
+//!   [`super::peer_token`], which also tells when
+//!   `SKIFF_RPC_PEER_TOKEN_REQUIRED` may be true).
 //! - **Rolls are the operator's**: `updateStrategy: OnDelete`, so a new
 //!   template (image, resources, or config through the config-hash
 //!   annotation) changes nothing until the operator deletes pods one at a
@@ -66,7 +71,7 @@ use super::{
     CONFIG_HASH_ANNOTATION, CONFIG_MOUNT, DATA_DIR, DATA_MOUNT, METADATA_VOTERS_ANNOTATION,
     OPERATOR_LISTENER, OPERATOR_SECRET_MOUNT, OPERATOR_USERS_KEY, PROPERTIES_KEY, RenderContext,
     RenderError, Topology, cluster_id, common_labels, controller_quorum_voters, external, identity,
-    kafka_listener_name, names, owned_meta, rack, security_protocol, selector_labels,
+    kafka_listener_name, names, owned_meta, peer_token, rack, security_protocol, selector_labels,
 };
 
 /// User and group the broker runs as (the image's non-root user).
@@ -332,6 +337,22 @@ pub fn stateful_set(
             value: Some(format!("{OPERATOR_SECRET_MOUNT}/{OPERATOR_USERS_KEY}")),
             ..EnvVar::default()
         },
+        EnvVar {
+            name: peer_token::TOKEN_FILE_ENV.to_string(),
+            value: Some(format!(
+                "{}/{}",
+                peer_token::PEER_TOKEN_MOUNT,
+                peer_token::PEER_TOKEN_KEY
+            )),
+            ..EnvVar::default()
+        },
+        // The controller turns this off while a cluster that ran without a
+        // token is rolled to one (see super::peer_token).
+        EnvVar {
+            name: peer_token::REQUIRED_ENV.to_string(),
+            value: Some("true".to_string()),
+            ..EnvVar::default()
+        },
     ]);
 
     let mut volume_mounts = vec![
@@ -366,6 +387,12 @@ pub fn stateful_set(
             ..VolumeMount::default()
         });
     }
+    volume_mounts.push(VolumeMount {
+        name: "peer-token".to_string(),
+        mount_path: peer_token::PEER_TOKEN_MOUNT.to_string(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
 
     let container = Container {
         name: "broker".to_string(),
@@ -466,6 +493,20 @@ pub fn stateful_set(
             ..Volume::default()
         });
     }
+    volumes.push(Volume {
+        name: "peer-token".to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(names::peer_token(cluster)),
+            items: Some(vec![KeyToPath {
+                key: peer_token::PEER_TOKEN_KEY.to_string(),
+                path: peer_token::PEER_TOKEN_KEY.to_string(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
 
     let pod_spec = PodSpec {
         service_account_name: Some(names::service_account(cluster)),
