@@ -276,6 +276,9 @@ impl Broker {
             .sum();
         m.producer_ids.set(producers as i64);
         if let Some(meta) = self.topics.store().group() {
+            // Scrapes may run at once: one catches the counter up at a time.
+            static CATCH_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = CATCH_UP.lock();
             let refused = meta.registry().unauthenticated_count();
             let counted = m.rpc_unauthenticated.get();
             m.rpc_unauthenticated

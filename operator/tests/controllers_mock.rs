@@ -892,6 +892,52 @@ async fn a_kafka_cluster_is_applied_with_one_field_manager_and_reports_status() 
     );
 }
 
+/// The peer token Secret deleted while the brokers run: not made again
+/// (a broker restarted with a new token could not rejoin its peers), the
+/// cluster reports it and nothing is applied.
+#[tokio::test]
+async fn a_peer_token_lost_while_the_cluster_runs_is_reported_not_replaced() {
+    let (client, handle) = mock_client();
+    let kc: KafkaCluster = serde_json::from_value(json!({
+        "apiVersion": "skiff.dev/v1alpha1", "kind": "KafkaCluster",
+        "metadata": {"name": "kafka", "namespace": "kafka", "uid": "c-1", "generation": 2},
+        "spec": {"replicas": 3}
+    }))
+    .expect("kc");
+    let sts = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "kafka", "annotations": {"skiff.dev/metadata-voters": "3"}},
+        "spec": {"replicas": 3, "selector": {}, "serviceName": "kafka-brokers", "template": {}},
+        "status": {"replicas": 3, "updateRevision": "r1"}});
+    let server = serve(
+        handle,
+        vec![
+            step("GET", "/statefulsets/kafka", 200, sts),
+            step(
+                "GET",
+                "/secrets/kafka-operator",
+                200,
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-operator"}}),
+            ),
+            step("GET", "/secrets/kafka-peer-token", 404, not_found()),
+            step(
+                "PATCH",
+                "/kafkaclusters/kafka/status",
+                200,
+                serde_json::to_value(&kc).expect("json"),
+            ),
+            step("POST", "/events", 201, event_ok()),
+        ],
+    );
+    let action = controllers::cluster::reconcile(Arc::new(kc), context(client))
+        .await
+        .expect("reconcile");
+    assert_eq!(action, Action::requeue(controllers::RESYNC));
+    let seen = server.await.expect("server");
+    assert_eq!(ready(&seen[3].body), ("False", "PeerTokenLost"));
+    assert_eq!(seen[4].body["reason"], "PeerTokenLost");
+    assert_eq!(seen[4].body["type"], "Warning");
+}
+
 #[tokio::test]
 async fn a_stale_broker_pod_is_deleted_one_at_a_time_only_when_the_cluster_is_healthy() {
     let broker = support::Broker::start().await;

@@ -590,7 +590,7 @@ async fn a_server_with_a_peer_token_serves_only_peers_that_send_it() {
             );
         }
     }
-    assert!(registry.unauthenticated_count() >= 6);
+    assert_eq!(registry.unauthenticated_count(), 6);
     // While a roll brings the token in: a peer without one is served, a
     // peer with another one still is not.
     let (lenient, tolerant, _stop2) = start_with(
@@ -603,13 +603,19 @@ async fn a_server_with_a_peer_token_serves_only_peers_that_send_it() {
     .await;
     lenient.register(GroupId::Metadata, Arc::new(Echo(Duration::ZERO)));
     let none = PeerPool::new(RpcConfig::new("c", 2));
-    assert_eq!(
-        &forward(&none, &tolerant, b"hi".to_vec()).await.unwrap()[..],
-        b"hi"
-    );
+    let [small, big, batched] = calls(none, tolerant.clone(), large.clone()).await;
+    assert_eq!(&small.unwrap()[..], b"hi");
+    assert_eq!(big.unwrap().len(), large.len());
+    assert_eq!(&batched.unwrap()[..], b"hb");
     let wrong =
         PeerPool::new(RpcConfig::new("c", 2).with_peer_token(token("another-cluster-secret")));
-    assert!(forward(&wrong, &tolerant, b"hi".to_vec()).await.is_err());
+    for r in calls(wrong, tolerant, large.clone()).await {
+        let err = r.expect_err("another token");
+        assert!(
+            matches!(&err, RpcError::Unreachable(_, m) if m.contains("peer token")),
+            "{err:?}"
+        );
+    }
     let pool = PeerPool::new(RpcConfig::new("c", 2).with_peer_token(token("the-cluster-secret")));
     let [small, big, batched] = calls(pool, addr.clone(), large.clone()).await;
     assert_eq!(&small.unwrap()[..], b"hi");

@@ -126,8 +126,11 @@ pub async fn ensure_operator_secret(
 }
 
 /// The brokers' peer token Secret (see [`render::peer_token`]): made once
-/// with a random token, owned by the KafkaCluster, never rewritten (the
-/// brokers would stop serving each other until all had the new one).
+/// with a random token, owned by the KafkaCluster, never rewritten. When it
+/// is missing while the cluster runs (`running`), it is not made again: the
+/// running brokers hold the old token and refuse any other, so a broker
+/// restarted with a new one would be cut off from all its peers, and the
+/// roll could only wait. `Ok(false)` then: the caller reports it.
 ///
 /// # Errors
 /// The API server refuses.
@@ -135,11 +138,15 @@ pub async fn ensure_peer_token(
     client: &kube::Client,
     ns: &str,
     kc: &KafkaCluster,
-) -> Result<(), Error> {
+    running: bool,
+) -> Result<bool, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let name = render::names::peer_token(&kc.name_any());
     if api.get_opt(&name).await?.is_some() {
-        return Ok(());
+        return Ok(true);
+    }
+    if running {
+        return Ok(false);
     }
     let secret = Secret {
         metadata: render::owned_meta(kc, name)?,
@@ -155,9 +162,9 @@ pub async fn ensure_peer_token(
         ..Secret::default()
     };
     match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(true),
         // Another replica of the operator made it first.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
         Err(e) => Err(e.into()),
     }
 }
@@ -645,7 +652,25 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
         None => None,
     };
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
-    ensure_peer_token(&ctx.client, &ns, kc).await?;
+    let running = current.is_some() || render::peer_token::ran(kc.status.as_ref());
+    if !ensure_peer_token(&ctx.client, &ns, kc, running).await? {
+        let reason = "PeerTokenLost";
+        let message = format!(
+            "the Secret {} is gone while the brokers run with its token: restore it with the same token (the brokers refuse any other, so a broker restarted with a new one could not rejoin); nothing is applied meanwhile",
+            render::names::peer_token(&name)
+        );
+        set_condition(
+            &mut status.conditions,
+            "Ready",
+            false,
+            reason,
+            message.clone(),
+            generation,
+        );
+        patch_status(&api, &name, &status).await?;
+        ctx.event(kc, EventType::Warning, reason, message).await;
+        return Ok(Action::requeue(RESYNC));
+    }
     render::peer_token::set_required(
         &mut rendered.stateful_set,
         render::peer_token::required(current.as_ref(), kc.status.as_ref()),

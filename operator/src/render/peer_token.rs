@@ -39,13 +39,19 @@ pub const REQUIRED_ENV: &str = "SKIFF_RPC_PEER_TOKEN_REQUIRED";
 ///   cluster ran (deleted with `--cascade=orphan`): not yet.
 pub fn required(current: Option<&StatefulSet>, status: Option<&KafkaClusterStatus>) -> bool {
     let Some(sts) = current else {
-        return status.is_none_or(|s| s.metadata_voters.is_empty());
+        return !ran(status);
     };
     match broker_env(sts, REQUIRED_ENV).as_deref() {
         Some("true") => true,
         Some(_) => every_broker_runs_the_template(sts),
         None => false,
     }
+}
+
+/// Whether the status is that of a cluster whose brokers ran: it lists
+/// brokers (observed from their pods).
+pub fn ran(status: Option<&KafkaClusterStatus>) -> bool {
+    status.is_some_and(|s| !s.brokers.is_empty())
 }
 
 /// Sets the rendered StatefulSet's [`REQUIRED_ENV`] to `required`.
@@ -173,10 +179,18 @@ mod tests {
 
     #[test]
     fn a_statefulset_gone_while_the_cluster_ran_does_not_demand_it_yet() {
-        let status = KafkaClusterStatus {
+        let status: KafkaClusterStatus = serde_json::from_value(serde_json::json!({
+            "brokers": [{"id": 0, "pod": "kafka-0", "state": "Ready"}],
+        }))
+        .expect("status");
+        assert!(ran(Some(&status)));
+        assert!(!required(None, Some(&status)));
+        // A first reconcile that failed before any broker ran records
+        // voters, not brokers: still a new cluster.
+        let first = KafkaClusterStatus {
             metadata_voters: vec![0, 1, 2],
             ..KafkaClusterStatus::default()
         };
-        assert!(!required(None, Some(&status)));
+        assert!(required(None, Some(&first)));
     }
 }
