@@ -117,9 +117,14 @@ pub async fn ensure_operator_secret(
         ),
         ..Secret::default()
     };
-    match api.create(&PostParams::default(), &secret).await {
+    create_once(&api, &secret).await
+}
+
+/// Creates `secret`, or leaves the one another replica of the operator
+/// made first.
+async fn create_once(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    match api.create(&PostParams::default(), secret).await {
         Ok(_) => Ok(()),
-        // Another replica of the operator made it first.
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -161,12 +166,8 @@ pub async fn ensure_peer_token(
         ),
         ..Secret::default()
     };
-    match api.create(&PostParams::default(), &secret).await {
-        Ok(_) => Ok(true),
-        // Another replica of the operator made it first.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(true),
-        Err(e) => Err(e.into()),
-    }
+    create_once(&api, &secret).await?;
+    Ok(true)
 }
 
 fn secret_strings(s: &Secret) -> std::collections::BTreeMap<String, String> {
@@ -573,6 +574,29 @@ pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Actio
     measured(&ctx, "kafkacluster", &key, apply(&kc, &ctx)).await
 }
 
+/// Reports why nothing was applied: `Ready` False with `reason`, the
+/// status patched, a Warning Event; checked again at the next resync.
+async fn not_applied(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    api: &Api<KafkaCluster>,
+    status: &mut KafkaClusterStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        reason,
+        message.clone(),
+        kc.metadata.generation,
+    );
+    patch_status(api, &kc.name_any(), status).await?;
+    ctx.event(kc, EventType::Warning, reason, message).await;
+    Ok(Action::requeue(RESYNC))
+}
+
 #[allow(clippy::too_many_lines)]
 async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let name = kc.name_any();
@@ -584,18 +608,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     status.selector = Some(render::selector_string(&name));
 
     if let Some(Err(r)) = kc.spec.tenancy.as_ref().map(tenancy::check_tenancy) {
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            r.reason(),
-            r.to_string(),
-            generation,
-        );
-        patch_status(&api, &name, &status).await?;
-        ctx.event(kc, EventType::Warning, r.reason(), r.to_string())
-            .await;
-        return Ok(Action::requeue(RESYNC));
+        return not_applied(kc, ctx, &api, &mut status, r.reason(), r.to_string()).await;
     }
 
     // The size of the StatefulSet follows the scale state machine: brokers
@@ -621,18 +634,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let mut rendered = match render::render(kc, &ctx.render, topology) {
         Ok(r) => r,
         Err(e) => {
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                false,
-                e.reason(),
-                e.to_string(),
-                generation,
-            );
-            patch_status(&api, &name, &status).await?;
-            ctx.event(kc, EventType::Warning, e.reason(), e.to_string())
-                .await;
-            return Ok(Action::requeue(RESYNC));
+            return not_applied(kc, ctx, &api, &mut status, e.reason(), e.to_string()).await;
         }
     };
     // External listeners: each broker's addresses go into the ConfigMap
@@ -654,22 +656,11 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     ensure_operator_secret(&ctx.client, &ns, kc).await?;
     let running = current.is_some() || render::peer_token::ran(kc.status.as_ref());
     if !ensure_peer_token(&ctx.client, &ns, kc, running).await? {
-        let reason = "PeerTokenLost";
         let message = format!(
             "the Secret {} is gone while the brokers run with its token: restore it with the same token (the brokers refuse any other, so a broker restarted with a new one could not rejoin); nothing is applied meanwhile",
             render::names::peer_token(&name)
         );
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            false,
-            reason,
-            message.clone(),
-            generation,
-        );
-        patch_status(&api, &name, &status).await?;
-        ctx.event(kc, EventType::Warning, reason, message).await;
-        return Ok(Action::requeue(RESYNC));
+        return not_applied(kc, ctx, &api, &mut status, "PeerTokenLost", message).await;
     }
     render::peer_token::set_required(
         &mut rendered.stateful_set,
