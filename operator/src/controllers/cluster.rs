@@ -22,7 +22,7 @@ use skiff_crds::kafka_cluster::{BrokerState, BrokerStatus};
 use skiff_crds::{KafkaCluster, KafkaClusterStatus, ScaleStatus};
 use time::OffsetDateTime;
 
-use super::{Context, Error, RESYNC, measured, object_key, patch_status, set_condition};
+use super::{Context, Error, RESYNC, measured, object_key, patch_status, refuse, set_condition};
 use crate::admin::reassign::Reassignment;
 use crate::admin::requests::{
     ConfigChange, LEADER_REPLICATION_THROTTLED_RATE, below_min_isr_if_restarted,
@@ -574,29 +574,6 @@ pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Actio
     measured(&ctx, "kafkacluster", &key, apply(&kc, &ctx)).await
 }
 
-/// Reports why nothing was applied: `Ready` False with `reason`, the
-/// status patched, a Warning Event; checked again at the next resync.
-async fn not_applied(
-    kc: &KafkaCluster,
-    ctx: &Context,
-    api: &Api<KafkaCluster>,
-    status: &mut KafkaClusterStatus,
-    reason: &str,
-    message: String,
-) -> Result<Action, Error> {
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        message.clone(),
-        kc.metadata.generation,
-    );
-    patch_status(api, &kc.name_any(), status).await?;
-    ctx.event(kc, EventType::Warning, reason, message).await;
-    Ok(Action::requeue(RESYNC))
-}
-
 #[allow(clippy::too_many_lines)]
 async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let name = kc.name_any();
@@ -608,7 +585,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     status.selector = Some(render::selector_string(&name));
 
     if let Some(Err(r)) = kc.spec.tenancy.as_ref().map(tenancy::check_tenancy) {
-        return not_applied(kc, ctx, &api, &mut status, r.reason(), r.to_string()).await;
+        return refuse(kc, &api, ctx, &mut status, r.reason(), r.to_string()).await;
     }
 
     // The size of the StatefulSet follows the scale state machine: brokers
@@ -634,7 +611,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let mut rendered = match render::render(kc, &ctx.render, topology) {
         Ok(r) => r,
         Err(e) => {
-            return not_applied(kc, ctx, &api, &mut status, e.reason(), e.to_string()).await;
+            return refuse(kc, &api, ctx, &mut status, e.reason(), e.to_string()).await;
         }
     };
     // External listeners: each broker's addresses go into the ConfigMap
@@ -660,7 +637,7 @@ async fn apply(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
             "the Secret {} is gone while the brokers run with its token: restore it with the same token (the brokers refuse any other, so a broker restarted with a new one could not rejoin); nothing is applied meanwhile",
             render::names::peer_token(&name)
         );
-        return not_applied(kc, ctx, &api, &mut status, "PeerTokenLost", message).await;
+        return refuse(kc, &api, ctx, &mut status, "PeerTokenLost", message).await;
     }
     render::peer_token::set_required(
         &mut rendered.stateful_set,

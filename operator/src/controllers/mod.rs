@@ -313,6 +313,54 @@ pub fn set_condition(
 ///
 /// # Errors
 /// The API server's refusal.
+/// A status with conditions (see [`refuse`]).
+pub trait Conditions {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+impl Conditions for skiff_crds::KafkaClusterStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+impl Conditions for skiff_crds::UserStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}
+
+/// Reports why nothing was applied for `obj`: its `Ready` condition False
+/// with `reason`, the status patched, a Warning Event; looked at again at
+/// the next resync.
+///
+/// # Errors
+/// The status patch refused.
+pub async fn refuse<K, S>(
+    obj: &K,
+    api: &Api<K>,
+    ctx: &Context,
+    status: &mut S,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Conditions + Serialize,
+{
+    set_condition(
+        status.conditions_mut(),
+        "Ready",
+        false,
+        reason,
+        message.clone(),
+        obj.meta().generation,
+    );
+    patch_status(api, &obj.name_any(), status).await?;
+    ctx.event(obj, EventType::Warning, reason, message).await;
+    Ok(Action::requeue(RESYNC))
+}
+
 pub async fn patch_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,

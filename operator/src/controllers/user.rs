@@ -34,7 +34,7 @@ use time::OffsetDateTime;
 
 use super::{
     Context, Error, FINALIZER, Lookup, RESYNC, finalizer_error, measured, object_key, patch_status,
-    resolve_cluster, set_condition,
+    refuse, resolve_cluster, set_condition,
 };
 use crate::admin::AdminError;
 use crate::admin::scram::generate_password;
@@ -215,27 +215,6 @@ pub async fn reconcile(user: Arc<User>, ctx: Arc<Context>) -> Result<Action, Err
         .map_err(finalizer_error)
     })
     .await
-}
-
-async fn refuse(
-    user: &User,
-    api: &Api<User>,
-    ctx: &Context,
-    status: &mut UserStatus,
-    reason: &str,
-    message: String,
-) -> Result<Action, Error> {
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        message.clone(),
-        user.metadata.generation,
-    );
-    patch_status(api, &user.name_any(), status).await?;
-    ctx.event(user, EventType::Warning, reason, message).await;
-    Ok(Action::requeue(RESYNC))
 }
 
 async fn apply(user: &User, api: &Api<User>, ctx: &Context) -> Result<Action, Error> {
