@@ -273,7 +273,10 @@ def test_tenant_quota_holds_a_tenant_together_and_spares_the_other_tenant(quota_
     assert QUOTA * 0.85 <= total <= QUOTA * 1.15, total
     # Each user alone would be under the quota; together they are held to it.
     assert all(a > 0 for a, _ in result.values())
-    assert during <= 2 * alone, (alone, during)
+    # Spared: a throttled producer would wait hundreds of ms; the other
+    # tenant's p99 stays within twice its own, give or take the machine's
+    # scheduling noise (5 ms) at these sub-millisecond latencies.
+    assert during <= 2 * alone + 0.005, (alone, during)
     m = b.metrics()
     assert m.total("skiff_tenant_throttle_seconds_total", tenant="team-a.") > 0
     assert m.total("skiff_tenant_bytes_total", tenant="team-a.", direction="in") > 0

@@ -530,6 +530,12 @@ def test_a_partitioned_minority_refuses_acks_all_while_the_majority_serves(
     iso.data_dir = Path(tempfile.mkdtemp(prefix="skiff-e2e-nobody-"))
     os.chmod(iso.data_dir, 0o755)
     os.chown(iso.data_dir, NOBODY, NOBODY)
+    # And its copy of the cluster's peer token, readable by that uid only.
+    token = iso.data_dir / "peer-token"
+    shutil.copyfile(c.peer_token_file, token)
+    os.chown(token, NOBODY, NOBODY)
+    os.chmod(token, 0o400)
+    iso.args[iso.args.index("--rpc-peer-token-file") + 1] = str(token)
     try:
         c.start()
         create(c[1].bootstrap, topic_name, 3, 3, {"min.insync.replicas": "2"})
